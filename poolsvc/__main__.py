@@ -1,0 +1,5 @@
+import sys
+
+from poolsvc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""The ``poolsvc`` command line.
+
+Exit codes: 0 success; 2 invalid arguments or configuration (one line on stderr);
+4 the target cannot be reached at all; 130 interrupted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from poolsvc import config
+from poolsvc.runner import EXIT_USAGE, run
+from workers.errors import ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, sep, rest = value.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"header must be NAME:VALUE, got {value!r}")
+    return name.strip(), rest.strip()
+
+
+#: flag -> (config key, type, help)
+_RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--host": ("host", str, "target host (omit host and port to use the embedded target)"),
+    "--port": ("port", int, "target port"),
+    "--size": ("pool_size", int, "max pooled connections (default 10)"),
+    "--min-size": ("pool_min", int, "connections kept open (default: --size, a warm pool)"),
+    "--concurrency": ("concurrency", int, "requests in flight (default: --size)"),
+    "--duration": ("duration_s", float, "seconds of load (default 10)"),
+    "--requests": ("requests", int, "stop after this many requests"),
+    "--seed": ("seed", int, "random seed (jitter); printed as run.seed"),
+    "--method": ("method", str, "HTTP method (default GET)"),
+    "--path": ("path", str, "request path (default /)"),
+    "--connect-timeout-ms": ("connect_timeout_ms", int, "default 1000"),
+    "--read-timeout-ms": ("read_timeout_ms", int, "default 5000"),
+    "--idle-timeout-ms": ("idle_timeout_ms", int, "evict idle connections (default 30000)"),
+    "--max-age-ms": ("max_age_ms", int, "retire connections this old (0 = never)"),
+    "--validate-after-ms": ("validate_after_ms", int, "probe idle connections (default 100)"),
+    "--health-check-after-ms": ("health_check_after_ms", int, "0 = off"),
+    "--health-check-path": ("health_check_path", str, "default /health"),
+    "--exhaustion": ("exhaustion", str, "pool full: 'wait' (default) or 'fail'"),
+    "--pool-wait-ms": ("pool_wait_timeout_ms", int, "wait policy timeout (default 1000)"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="poolsvc", description="HTTP/1.1 connection pool and load generator")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run_p = sub.add_parser("run", help="run a bounded load and print the report")
+    for flag, (key, kind, help_text) in _RUN_FLAGS.items():
+        run_p.add_argument(flag, dest=key, type=kind, help=help_text)
+    run_p.add_argument("--header", dest="headers", type=_header, action="append",
+                       help="extra request header NAME:VALUE (repeatable)")  # fmt: skip
+    run_p.add_argument("--no-keepalive", dest="keep_alive", action="store_const", const=False,
+                       help="send Connection: close on every request")  # fmt: skip
+    run_p.add_argument("--config", help="JSON config file; flags override it")
+    run_p.add_argument("--json", action="store_true", help="print one JSON document")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    options = vars(args)
+    try:
+        file_values = config.load_file(options.pop("config")) if args.config else {}
+        as_json = options.pop("json")
+        options.pop("command")
+        if options.get("headers") is not None:
+            options["headers"] = dict(options["headers"])
+        cfg = config.build(file_values, options)
+    except ConfigError as exc:
+        print(f"poolsvc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run(cfg, as_json_doc=as_json)
+    except KeyboardInterrupt:
+        print("poolsvc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

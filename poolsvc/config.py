@@ -1,0 +1,165 @@
+"""Run configuration: one flat table of keys, from a JSON file and/or the command line.
+
+Every key has a type, a range and a default in :data:`KEYS`; a file may hold any
+subset, command-line flags override it, and anything unknown or out of range is
+a :class:`ConfigError` whose message fits on one line (the CLI exits 2 with it).
+Times are in milliseconds in the file (``*_ms``) except ``duration_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from workers.errors import ConfigError
+from workers.http import build_request
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated run configuration (see :data:`KEYS` for the meaning of each field)."""
+
+    host: str | None = None  # None: start the embedded target server
+    port: int | None = None
+    method: str = "GET"
+    path: str = "/"
+    headers: dict[str, str] | None = None
+    body: str = ""
+    keep_alive: bool = True
+    pool_size: int = 10
+    pool_min: int | None = None  # None: same as pool_size (a warm pool)
+    concurrency: int | None = None  # None: same as pool_size
+    duration_s: float = 10.0
+    requests: int = 0
+    seed: int | None = None
+    connect_timeout_ms: int = 1000
+    read_timeout_ms: int = 5000
+    idle_timeout_ms: int = 30000
+    max_age_ms: int = 0
+    max_requests_per_conn: int = 0
+    validate_after_ms: int = 100
+    health_check_after_ms: int = 0
+    health_check_method: str = "HEAD"
+    health_check_path: str = "/health"
+    exhaustion: str = "wait"
+    pool_wait_timeout_ms: int = 1000
+    backoff_base_ms: int = 50
+    backoff_cap_ms: int = 5000
+    retry_stale: bool = True
+    drain_timeout_ms: int = 5000
+    inject_failures: bool | list[Any] = False
+
+    @property
+    def effective_concurrency(self) -> int:
+        return self.concurrency if self.concurrency is not None else self.pool_size
+
+    @property
+    def effective_pool_min(self) -> int:
+        return self.pool_size if self.pool_min is None else self.pool_min
+
+
+#: key -> (accepted types, minimum, maximum); None = no bound.
+KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
+    "host": ((str,), None, None),
+    "port": ((int,), 1, 65535),
+    "method": ((str,), None, None),
+    "path": ((str,), None, None),
+    "headers": ((dict,), None, None),
+    "body": ((str,), None, None),
+    "keep_alive": ((bool,), None, None),
+    "pool_size": ((int,), 1, 100_000),
+    "pool_min": ((int,), 0, 100_000),
+    "concurrency": ((int,), 1, 100_000),
+    "duration_s": ((int, float), 0, 86_400),
+    "requests": ((int,), 0, None),
+    "seed": ((int,), 0, 2**63 - 1),
+    "connect_timeout_ms": ((int,), 1, 600_000),
+    "read_timeout_ms": ((int,), 1, 3_600_000),
+    "idle_timeout_ms": ((int,), 0, 86_400_000),
+    "max_age_ms": ((int,), 0, 86_400_000),
+    "max_requests_per_conn": ((int,), 0, None),
+    "validate_after_ms": ((int,), 0, 86_400_000),
+    "health_check_after_ms": ((int,), 0, 86_400_000),
+    "health_check_method": ((str,), None, None),
+    "health_check_path": ((str,), None, None),
+    "exhaustion": ((str,), None, None),
+    "pool_wait_timeout_ms": ((int,), 0, 3_600_000),
+    "backoff_base_ms": ((int,), 1, 600_000),
+    "backoff_cap_ms": ((int,), 1, 3_600_000),
+    "retry_stale": ((bool,), None, None),
+    "drain_timeout_ms": ((int,), 0, 3_600_000),
+    "inject_failures": ((bool, list), None, None),
+}
+assert set(KEYS) == {f.name for f in fields(Config)}, "KEYS and Config must list the same keys"
+
+
+def _check(key: str, value: Any) -> Any:
+    if key not in KEYS:
+        raise ConfigError(f"unknown config key {key!r}")
+    types, low, high = KEYS[key]
+    # bool is an int in Python; a JSON true must not pass as a pool size.
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{key} must be {names}, not {type(value).__name__}")
+    if isinstance(value, int | float):
+        _check_range(key, value, low, high)
+    return value
+
+
+def _check_range(key: str, value: float, low: float | None, high: float | None) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    if low is not None and value < low:
+        raise ConfigError(f"{key} must be >= {low:g}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} must be <= {high:g}, got {value}")
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a JSON config file into a dict (raises ConfigError on any problem)."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a JSON object")
+    return data
+
+
+def build(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> Config:
+    """Merge file values and (non-None) overrides, validate, and return a Config."""
+    merged = {k: _check(k, v) for k, v in file_values.items()}
+    merged.update({k: _check(k, v) for k, v in overrides.items() if v is not None})
+    cfg = Config(**merged)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    if (cfg.host is None) != (cfg.port is None):
+        raise ConfigError("host and port go together (omit both to use the embedded target)")
+    if cfg.pool_min is not None and cfg.pool_min > cfg.pool_size:
+        raise ConfigError(f"pool_min ({cfg.pool_min}) exceeds pool_size ({cfg.pool_size})")
+    if cfg.exhaustion not in ("wait", "fail"):
+        raise ConfigError(f"exhaustion must be 'wait' or 'fail', got {cfg.exhaustion!r}")
+    if cfg.backoff_cap_ms < cfg.backoff_base_ms:
+        raise ConfigError("backoff_cap_ms must be >= backoff_base_ms")
+    if not cfg.duration_s and not cfg.requests:
+        raise ConfigError("a run needs a bound: duration_s > 0 or requests > 0")
+    if cfg.inject_failures:
+        raise ConfigError("inject_failures is not available in this version (use false)")
+    headers = cfg.headers or {}
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError("headers must map names to strings")
+    try:
+        build_request(cfg.method, cfg.path, "h", headers, cfg.body.encode())
+        build_request(cfg.health_check_method, cfg.health_check_path, "h")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

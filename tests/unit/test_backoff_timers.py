@@ -1,0 +1,84 @@
+"""Backoff pacing and lazy deadlines, with an injected rng and explicit times."""
+
+import random
+
+import pytest
+
+from workers.backoff import Backoff
+from workers.timers import Deadlines
+
+
+def test_full_jitter_grows_exponentially_then_caps() -> None:
+    b = Backoff(0.05, 1.0, random.Random(7))
+    ceilings = []
+    for _ in range(8):
+        ceilings.append(b.ceiling())
+        b.failure(100.0)
+    assert ceilings == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+
+
+def test_delay_is_within_zero_and_ceiling() -> None:
+    for seed in range(50):
+        b = Backoff(0.1, 5.0, random.Random(seed))
+        b.attempt = 3
+        until = b.failure(10.0)
+        assert 10.0 <= until <= 10.0 + 0.8
+
+
+def test_success_resets() -> None:
+    b = Backoff(0.1, 5.0, random.Random(1))
+    b.failure(0.0)
+    b.failure(0.0)
+    b.success()
+    assert (b.attempt, b.not_before, b.ceiling()) == (0, 0.0, 0.1)
+
+
+def test_same_seed_same_delays() -> None:
+    a, b = Backoff(0.1, 5.0, random.Random(42)), Backoff(0.1, 5.0, random.Random(42))
+    assert [a.failure(0.0) for _ in range(5)] == [b.failure(0.0) for _ in range(5)]
+
+
+def test_invalid_backoff() -> None:
+    with pytest.raises(ValueError, match="base"):
+        Backoff(0.0, 1.0, random.Random())
+
+
+class Obj:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.deadline = 0.0
+        self.heap_when = 0.0
+
+
+def test_deadlines_fire_in_order_and_only_once() -> None:
+    d = Deadlines()
+    a, b = Obj("a"), Obj("b")
+    d.arm(a, 2.0)
+    d.arm(b, 1.0)
+    assert d.pop_expired(0.5) == []
+    assert d.pop_expired(1.5) == [b]
+    assert d.pop_expired(3.0) == [a]
+    assert d.pop_expired(10.0) == []
+
+
+def test_later_rearm_costs_no_push_and_fires_at_new_time() -> None:
+    d = Deadlines()
+    a = Obj("a")
+    d.arm(a, 1.0)
+    for t in range(2, 100):
+        d.arm(a, float(t))  # like a read deadline per request on a keep-alive socket
+    assert len(d) == 1
+    assert d.pop_expired(50.0) == []  # the stale entry re-pushes itself
+    assert d.pop_expired(99.0) == [a]
+
+
+def test_earlier_rearm_and_disarm() -> None:
+    d = Deadlines()
+    a, b = Obj("a"), Obj("b")
+    d.arm(a, 5.0)
+    d.arm(a, 1.0)
+    assert d.pop_expired(1.0) == [a]
+    assert d.pop_expired(6.0) == []  # the superseded 5.0 entry is ignored
+    d.arm(b, 2.0)
+    Deadlines.disarm(b)
+    assert d.pop_expired(3.0) == []

@@ -1,0 +1,81 @@
+"""The connection state table: every cell walked, every missing cell refused."""
+
+import socket
+
+import pytest
+
+from workers import connection as cx
+
+EVENTS = sorted({e for row in cx.TRANSITIONS.values() for e in row})
+
+EXPECTED = {
+    (cx.CONNECTING, "connected"): cx.IDLE,
+    (cx.IDLE, "checkout"): cx.RESERVED,
+    (cx.RESERVED, "send"): cx.BUSY,
+    (cx.RESERVED, "check"): cx.CHECKING,
+    (cx.RESERVED, "release"): cx.IDLE,
+    (cx.CHECKING, "done"): cx.RESERVED,
+    (cx.BUSY, "done"): cx.IDLE,
+    (cx.BUSY, "drain"): cx.DRAINING,
+    (cx.DRAINING, "done"): cx.CLOSED,
+    **{(s, "close"): cx.CLOSED for s in cx.STATES if s != cx.CLOSED},
+}
+
+
+@pytest.fixture
+def conn() -> cx.Connection:
+    a, b = socket.socketpair()  # a real fd for the object; no network is used
+    c = cx.Connection(a, 0)
+    yield c
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("state", cx.STATES)
+@pytest.mark.parametrize("event", EVENTS)
+def test_every_cell(conn: cx.Connection, state: str, event: str) -> None:
+    conn.state = state
+    expected = EXPECTED.get((state, event))
+    if expected is None:
+        with pytest.raises(cx.InvalidTransition):
+            conn.fire(event)
+        assert conn.state == state
+    else:
+        assert conn.fire(event) == expected == conn.state
+
+
+def test_table_has_every_state_and_closed_is_terminal() -> None:
+    assert set(cx.TRANSITIONS) == set(cx.STATES)
+    assert cx.TRANSITIONS[cx.CLOSED] == {}
+
+
+def test_request_lifecycle_and_repr(conn: cx.Connection) -> None:
+    for event in ("connected", "checkout", "send", "done"):
+        conn.fire(event)
+    assert conn.state == cx.IDLE
+    assert repr(conn) == f"<Connection fd={conn.fd} IDLE target=0 requests=0>"
+
+
+def test_parser_callbacks_head_and_keepalive(conn: cx.Connection) -> None:
+    conn.reset_response(head_only=True)
+    conn.parser.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
+    assert (conn.complete, conn.status, conn.keep_alive) == (True, 200, True)
+    conn.reset_response(head_only=False)  # the HEAD swapped in a fresh parser
+    conn.parser.feed_data(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+    assert (conn.complete, conn.status, conn.keep_alive) == (True, 204, False)
+
+
+def test_architecture_doc_table_matches_the_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    section = doc.split("## Connection state table", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    documented = {}
+    for row in rows[1:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        if cells[0] not in cx.STATES:
+            continue
+        documented[cells[0]] = {e: to for e, to in zip(header[1:], cells[1:], strict=True) if to}
+    assert documented == cx.TRANSITIONS

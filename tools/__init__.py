@@ -1,0 +1,1 @@
+"""Developer tools for poolsvc: the embedded misbehaving target server (tools.target)."""

@@ -1,0 +1,1 @@
+"""Worker side of poolsvc: the event loop, connections, pool shards and load."""

@@ -1,0 +1,574 @@
+"""The worker: one epoll loop that performs what the pool decides.
+
+Theory of operation.  A connection's fd is registered once for ``EPOLLIN`` and
+stays registered for its whole life, idle included: a FIN, an RST or stray bytes
+on an idle socket wake the loop, which evicts it at once (event-driven reaping,
+like Go's ``readLoop``).  ``EPOLLOUT`` is added only while a connect or a partial
+write is pending.  A request on a warm connection therefore costs one ``send``,
+one ``recv`` and a share of one ``epoll_wait``; no JSON, lock, log line or heap
+push (deadlines are re-armed lazily, see :mod:`workers.timers`).
+
+Each step of a request is a method below; failures are counted by name and
+phase (:mod:`workers.errors`) in this worker's stats slot (:mod:`workers.stats`),
+which it alone writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import select
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httptools
+
+from workers import connection as cx
+from workers import load
+from workers import pool as pl
+from workers import stats as st
+from workers.connection import Connection
+from workers.errors import errno_name, oserror_name
+from workers.histogram import bucket_of
+from workers.http import close_delimited
+from workers.load import Bounds, Client
+from workers.target import Target
+from workers.timers import Deadlines
+
+RECV_SIZE: Final = 65536
+TICK: Final = 0.1  # seconds between gauge publishes, idle sweeps and refills
+_IN: Final = select.EPOLLIN
+_OUT: Final = select.EPOLLOUT
+_READING: Final = frozenset({cx.BUSY, cx.CHECKING, cx.DRAINING})
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    """Timeouts in seconds."""
+
+    connect_timeout: float = 1.0
+    read_timeout: float = 5.0
+    drain_timeout: float = 5.0
+    retry_stale: bool = True
+
+
+class Worker:
+    """Runs ``bounds`` worth of closed-loop load against ``targets``.
+
+    ``slot`` is this worker's stats slot ('Q' view of ``stats.SLOT_WORDS`` words).
+    ``stop_requested`` may be set from a signal handler: the loop stops issuing
+    requests, lets those in flight finish within ``drain_timeout``, then closes
+    every socket.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        bounds: Bounds,
+        settings: LoopSettings,
+        slot: memoryview,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.targets = list(targets)
+        self.bounds = bounds
+        self.settings = settings
+        self.s = slot
+        self.rng = rng
+        self.clock = clock
+        self.now = clock()
+        self.ep = select.epoll()
+        self.conns: dict[int, Connection] = {}
+        self.deadlines = Deadlines()
+        self.ready: deque[Client] = deque()
+        self.clients = [Client(i) for i in range(bounds.concurrency)]
+        self.issued = 0
+        self.in_flight = 0
+        self.stopping = False
+        self.stop_requested = False
+        self.started_at = self.end_at = self.finished_at = 0.0
+
+    # Run ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Warm the pools, run the load until a bound is reached, drain, close."""
+        try:
+            self._warm_up()
+            self.started_at = self.now = self.clock()
+            if self.bounds.duration:
+                self.end_at = self.started_at + self.bounds.duration
+            self.ready.extend(self.clients)
+            self._loop(self._finished, drain=True)
+            self.finished_at = self.clock()
+            # After a drain the pool gauges keep the values published when the load
+            # stopped (the pool as the load left it); a drain closes what was in flight.
+            self._publish(pool_gauges=not self.stopping)
+        finally:
+            self._close_all()
+            self.ep.close()
+
+    def _finished(self) -> bool:
+        limit = self.bounds.requests
+        return self.in_flight == 0 and (self.stopping or bool(limit and self.issued >= limit))
+
+    def _warm_up(self) -> None:
+        """Open ``min_size`` connections per target before measuring anything."""
+        for target in self.targets:
+            self._refill(target)
+        limit = self.clock() + self.settings.connect_timeout + TICK
+        self._loop(
+            lambda: (
+                self.stop_requested
+                or self.clock() > limit
+                or not any(t.pool.connecting for t in self.targets)
+            ),
+            drain=False,
+        )
+
+    def _loop(self, finished: Callable[[], bool], drain: bool) -> None:
+        poll = self.ep.poll
+        conns = self.conns
+        next_tick = self.now
+        drain_until = 0.0
+        while not finished():
+            timeout = 0.0 if self.ready else self._timeout(next_tick)
+            events = poll(timeout)
+            self.now = now = self.clock()
+            for fd, ev in events:
+                conn = conns.get(fd)
+                if conn is None:
+                    continue
+                if conn.state is cx.CONNECTING:
+                    self._connect_ready(conn)
+                    continue
+                if ev & _OUT and conn.out is not None:
+                    self._flush(conn)
+                if ev & ~_OUT and conn.state is not cx.CLOSED:
+                    self._readable(conn)
+            if self.deadlines.next_when() <= now:
+                for obj in self.deadlines.pop_expired(now):
+                    self._expired(obj)
+            for _ in range(len(self.ready)):
+                self._next(self.ready.popleft())
+            if now >= next_tick:
+                next_tick = now + TICK
+                self._tick(now)
+            if (
+                drain
+                and not self.stopping
+                and (self.stop_requested or (self.end_at and now >= self.end_at))
+            ):
+                self._begin_drain()
+                drain_until = now + self.settings.drain_timeout
+            if drain_until and now >= drain_until:
+                return
+
+    def _timeout(self, next_tick: float) -> float:
+        when = next_tick
+        heap_next = self.deadlines.next_when()
+        if heap_next and heap_next < when:
+            when = heap_next
+        if self.end_at and not self.stopping and self.end_at < when:
+            when = self.end_at
+        return max(0.0, when - self.now)
+
+    # Requests -------------------------------------------------------------------
+    def _next(self, client: Client) -> None:
+        """Issue ``client``'s next request, or retire it when a bound is reached."""
+        limit = self.bounds.requests
+        if self.stopping or (limit and self.issued >= limit):
+            if client.state is not load.DONE:
+                client.state = load.DONE
+            return
+        self.issued += 1
+        self.in_flight += 1
+        client.start = self.now = self.clock()
+        client.retried = False
+        client.target = self._pick_target()
+        self._acquire(client)
+
+    def _pick_target(self) -> int:
+        return 0  # one target per run for now; weights come with multi-target configs
+
+    def _acquire(self, client: Client) -> None:
+        target = self.targets[client.target]
+        pool = target.pool
+        client.state = load.ACQUIRING
+        while True:
+            act, conn, until, reason = pool.checkout(self.now, client)
+            if act is pl.USE:
+                self._dispatch(client, conn)  # type: ignore[arg-type]
+            elif act is pl.PROBE:
+                if cx.probe_dead(conn.sock):  # type: ignore[union-attr]
+                    self._close(conn, "validation")  # type: ignore[arg-type]
+                    continue
+                self._dispatch(client, conn)  # type: ignore[arg-type]
+            elif act is pl.EVICT:
+                self._close(conn, reason)  # type: ignore[arg-type]
+                continue
+            elif act is pl.HEALTH:
+                self._health_check(client, conn)  # type: ignore[arg-type]
+            elif act is pl.CONNECT:
+                client.state = load.SENDING
+                self._connect(target, client)
+            elif act is pl.WAIT:
+                client.state = load.WAITING
+                self.deadlines.arm(client, until)
+            elif act is pl.BACKOFF:
+                client.state = load.BACKOFF
+                self.deadlines.arm(client, until)
+            else:
+                self._fail(client, "pool", reason)
+            return
+
+    def _dispatch(self, client: Client, conn: Connection) -> None:
+        """Reserve ``conn`` for ``client`` and send its request."""
+        conn.fire("checkout")
+        self._send(client, conn)
+
+    def _send(self, client: Client, conn: Connection) -> None:
+        target = self.targets[conn.target]
+        s = self.s
+        client.state = load.SENDING
+        client.conn = conn
+        conn.owner = client
+        conn.reset_response(target.head_only)
+        conn.fire("send")
+        if conn.requests:
+            s[st.CONN_REUSED] += 1
+        self._write(conn, target.request)
+
+    def _write(self, conn: Connection, data: bytes) -> None:
+        try:
+            n = conn.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._conn_failed(conn, "write", oserror_name(exc))
+            return
+        self.s[st.BYTES_OUT] += n
+        if n < len(data):
+            conn.out = memoryview(data)[n:]
+            self.ep.modify(conn.fd, _IN | _OUT)
+        elif conn.state is not cx.CHECKING:
+            self.s[st.REQ_SENT] += 1
+        self.deadlines.arm(conn, self.now + self.settings.read_timeout)
+
+    def _flush(self, conn: Connection) -> None:
+        out = conn.out
+        assert out is not None
+        try:
+            n = conn.sock.send(out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._conn_failed(conn, "write", oserror_name(exc))
+            return
+        self.s[st.BYTES_OUT] += n
+        if n < len(out):
+            conn.out = out[n:]
+            return
+        conn.out = None
+        self.ep.modify(conn.fd, _IN)
+        if conn.state is not cx.CHECKING:
+            self.s[st.REQ_SENT] += 1
+
+    def _health_check(self, client: Client, conn: Connection) -> None:
+        """Send the target's health-check request on ``conn`` before ``client`` uses it."""
+        target = self.targets[conn.target]
+        conn.fire("checkout")
+        conn.fire("check")
+        client.state = load.SENDING
+        client.conn = conn
+        conn.owner = client
+        conn.reset_response(target.health_head_only)
+        self.s[st.HEALTH_CHECKS] += 1
+        self._write(conn, target.health_request)
+
+    # Responses ------------------------------------------------------------------
+    def _readable(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._read_failed(conn, oserror_name(exc))
+            return
+        if conn.state not in _READING:
+            self._close(conn, "peer_closed")  # FIN, RST or stray bytes on an idle socket
+            return
+        if not data:
+            if conn.status and not conn.complete and conn.head and close_delimited(conn.head):
+                conn.keep_alive = False
+                self._response_done(conn)
+            else:
+                self._read_failed(conn, "early_eof")
+            return
+        self.s[st.BYTES_IN] += len(data)
+        if not conn.status:
+            conn.head = data if conn.head is None else conn.head + data
+        conn.got += len(data)
+        try:
+            conn.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._conn_failed(conn, "read", "protocol_error")
+            return
+        if conn.complete:
+            self._response_done(conn)
+
+    def _response_done(self, conn: Connection) -> None:
+        client: Client = conn.owner
+        self.now = now = self.clock()
+        self.deadlines.disarm(conn)
+        if conn.state is cx.CHECKING:
+            self._health_done(client, conn)
+            return
+        s = self.s
+        conn.requests += 1
+        conn.owner = None
+        client.conn = None
+        self.in_flight -= 1
+        us = int((now - client.start) * 1_000_000)
+        s[st.REQ_TOTAL] += 1
+        s[st.REQ_OK] += 1
+        status = conn.status
+        if 100 <= status < 600:
+            s[st.RESP_BASE + status // 100] += 1
+        s[st.LAT_SUM] += us
+        if us > s[st.LAT_MAX]:
+            s[st.LAT_MAX] = us
+        s[st.HIST_BASE + bucket_of(us)] += 1
+        target = self.targets[conn.target]
+        target.last_ok = now
+        if target.pool.backoff.attempt:
+            target.pool.backoff.success()
+        if conn.fire("done") is cx.CLOSED:  # it was DRAINING
+            self._close(conn, "")
+        else:
+            self._checkin(target, conn)
+        self._next(client)
+
+    def _checkin(self, target: Target, conn: Connection) -> None:
+        act, waiter, reason = target.pool.checkin(conn, self.now, conn.keep_alive)
+        if act is pl.HANDOFF:
+            self.deadlines.disarm(waiter)  # type: ignore[arg-type]
+            self._dispatch(waiter, conn)  # type: ignore[arg-type]
+        elif act is pl.CLOSE:
+            self._close(conn, reason)
+
+    def _health_done(self, client: Client, conn: Connection) -> None:
+        if 200 <= conn.status < 400 and conn.keep_alive:
+            conn.fire("done")
+            self._send(client, conn)
+            return
+        self._close(conn, "health_check")
+        self._acquire(client)
+
+    # Failures -------------------------------------------------------------------
+    def _read_failed(self, conn: Connection, name: str) -> None:
+        if conn.state in _READING:
+            self._conn_failed(conn, "read", name)
+        else:
+            self._close(conn, "peer_closed")
+
+    def _conn_failed(self, conn: Connection, phase: str, name: str) -> None:
+        """A request's connection broke; re-send once if that is provably safe."""
+        client: Client | None = conn.owner
+        checking = conn.state is cx.CHECKING
+        stale = (
+            client is not None
+            and not checking
+            and conn.requests > 0
+            and conn.got == 0
+            and name not in ("read_timeout", "protocol_error")
+            and self.settings.retry_stale
+            and self.targets[conn.target].idempotent
+            and not client.retried
+        )
+        self._close(conn, "health_check" if checking else "error")
+        if client is None:
+            return
+        if checking:
+            self._acquire(client)  # a failed health check is the pool's business
+        elif stale:
+            self.s[st.STALE_REUSE] += 1
+            client.retried = True
+            self._reconnect(client)
+        else:
+            self._fail(client, phase, name)
+
+    def _reconnect(self, client: Client) -> None:
+        """Re-send on a fresh connection (never the next pooled one, which may be stale too)."""
+        target = self.targets[client.target]
+        if target.pool.reserve_connect():
+            self._connect(target, client)
+        else:
+            self._acquire(client)
+
+    def _fail(self, client: Client, phase: str, name: str) -> None:
+        """Count a failed request and let ``client`` go on (next loop step, never recursively)."""
+        s = self.s
+        s[st.REQ_TOTAL] += 1
+        s[st.REQ_FAILED] += 1
+        self._count_error(phase, name)
+        client.conn = None
+        client.state = load.READY
+        self.in_flight -= 1
+        self.targets[client.target].last_fail = self.now
+        self.ready.append(client)
+
+    def _count_error(self, phase: str, name: str) -> None:
+        self.s[st.ERROR[name]] += 1
+        self.s[st.PHASE[phase]] += 1
+
+    def _expired(self, obj: Any) -> None:
+        if obj.__class__ is Connection:
+            if obj.state is cx.CONNECTING:
+                self._connect_failed(obj, "connect_timeout")
+            elif obj.state in _READING:
+                self._conn_failed(obj, "read", "read_timeout")
+            return
+        client: Client = obj
+        if client.state is load.WAITING:
+            if self.targets[client.target].pool.cancel_wait(client):
+                self._fail(client, "pool", "pool_timeout")
+        elif client.state is load.BACKOFF:
+            self._acquire(client)
+
+    # Connections ----------------------------------------------------------------
+    def _connect(self, target: Target, owner: Client | None) -> None:
+        """Start a handshake; ``owner`` gets the connection, else it refills the pool."""
+        self.s[st.CONN_ATTEMPTED] += 1
+        try:
+            sock = cx.open_socket(target.family)
+        except OSError as exc:
+            self._connect_error(target, owner, oserror_name(exc))
+            return
+        conn = Connection(sock, target.index)
+        conn.owner = owner
+        err = cx.start_connect(sock, target.addr)
+        if err and err != errno.EINPROGRESS:
+            sock.close()
+            conn.fire("close")
+            self._connect_error(target, owner, errno_name(err))
+            return
+        self.conns[conn.fd] = conn
+        self.ep.register(conn.fd, _OUT)
+        self.deadlines.arm(conn, self.now + self.settings.connect_timeout)
+
+    def _connect_ready(self, conn: Connection) -> None:
+        err = cx.connect_result(conn.sock)
+        if err == errno.EINPROGRESS:
+            return  # spurious wakeup; the handshake is still going
+        if err:
+            self._connect_failed(conn, errno_name(err))
+            return
+        self.deadlines.disarm(conn)
+        self.ep.modify(conn.fd, _IN)
+        conn.fire("connected")
+        self.s[st.CONN_CREATED] += 1
+        owner: Client | None = conn.owner
+        conn.owner = None
+        pool = self.targets[conn.target].pool
+        waiter = pool.connected(conn, self.now, owner is not None, self.rng.random())
+        if owner is not None:
+            self._dispatch(owner, conn)
+        elif waiter is not None:
+            self.deadlines.disarm(waiter)
+            self._dispatch(waiter, conn)
+
+    def _connect_failed(self, conn: Connection, name: str) -> None:
+        conn.fire("close")
+        self.deadlines.disarm(conn)
+        del self.conns[conn.fd]
+        conn.sock.close()
+        self._connect_error(self.targets[conn.target], conn.owner, name)
+
+    def _connect_error(self, target: Target, owner: Client | None, name: str) -> None:
+        target.pool.connect_failed(self.now)
+        if owner is not None:
+            self._fail(owner, "connect", name)
+        else:
+            self._count_error("connect", name)  # a refill failed: no request was lost
+
+    def _close(self, conn: Connection, reason: str) -> None:
+        """Close ``conn`` and forget it; ``reason`` is counted as an eviction ('' = none).
+
+        Idempotent: a connection is open while the fd map points at it (a DRAINING
+        connection reaches CLOSED through the table before its socket is closed here).
+        """
+        if self.conns.get(conn.fd) is not conn:
+            return
+        if conn.state is not cx.CLOSED:
+            conn.fire("close")
+        self.deadlines.disarm(conn)
+        del self.conns[conn.fd]
+        conn.sock.close()
+        target = self.targets[conn.target]
+        target.pool.discard(conn)
+        if reason:
+            self.s[st.EVICT[reason]] += 1
+        if not self.stopping:
+            waiter = target.pool.serve_waiter(self.now)
+            if waiter is not None:
+                self.deadlines.disarm(waiter)
+                self._connect(target, waiter)
+
+    def _refill(self, target: Target) -> None:
+        for _ in range(target.pool.refill(self.now)):
+            self._connect(target, None)
+
+    # Housekeeping -----------------------------------------------------------------
+    def _tick(self, now: float) -> None:
+        if not self.stopping:
+            for target in self.targets:
+                for conn, reason in target.pool.sweep(now):
+                    self._close(conn, reason)
+                self._refill(target)
+        self._publish()
+
+    def _publish(self, pool_gauges: bool = True) -> None:
+        """Write gauges and the heartbeat (plain stores: readers may see them any time)."""
+        s = self.s
+        if pool_gauges:
+            totals = [0, 0, 0, 0]
+            for target in self.targets:
+                for i, value in enumerate(target.pool.gauges()):
+                    totals[i] += value
+            for name, value in zip(st.GAUGES, totals, strict=False):
+                s[st.GAUGE_INDEX[name]] = value
+        last_ok = max(t.last_ok for t in self.targets)
+        last_fail = max(t.last_fail for t in self.targets)
+        s[st.GAUGE_INDEX["time.last_ok_us"]] = int(last_ok * 1e6)
+        s[st.GAUGE_INDEX["time.last_fail_us"]] = int(last_fail * 1e6)
+        s[2] = int(self.clock() * 1_000_000)
+
+    def _begin_drain(self) -> None:
+        """Stop issuing; requests still waiting for a connection are cancelled (counted),
+        busy connections close after their response, the rest when the run ends."""
+        self.stopping = True
+        for client in self.clients:
+            if client.state in (load.WAITING, load.BACKOFF):
+                self.targets[client.target].pool.cancel_wait(client)
+                self.deadlines.disarm(client)
+                client.state = load.DONE
+                self.in_flight -= 1
+                self.s[st.REQ_CANCELLED] += 1
+        self._publish()  # the pool as the load left it, before shutdown closes it
+        for conn in list(self.conns.values()):
+            if conn.state is cx.BUSY:
+                conn.fire("drain")
+
+    def _close_all(self) -> None:
+        for conn in list(self.conns.values()):
+            if conn.state is not cx.CLOSED:
+                self.s[st.SHUTDOWN] += 1
+                self._close(conn, "")
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker issued={self.issued} in_flight={self.in_flight} "
+            f"conns={len(self.conns)} stopping={self.stopping}>"
+        )
