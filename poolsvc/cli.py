@@ -34,7 +34,8 @@ def _header(value: str) -> tuple[str, str]:
 _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--host": ("host", str, "target host (omit host and port to use the embedded target)"),
     "--port": ("port", int, "target port"),
-    "--size": ("pool_size", int, "max pooled connections (default 10)"),
+    "--workers": ("workers", int, "worker processes (default: one per CPU)"),
+    "--size": ("pool_size", int, "max pooled connections, split across workers (default 10)"),
     "--min-size": ("pool_min", int, "connections kept open (default: --size, a warm pool)"),
     "--concurrency": ("concurrency", int, "requests in flight (default: --size)"),
     "--duration": ("duration_s", float, "seconds of load (default 10)"),

@@ -53,6 +53,14 @@ class Config:
     retry_stale: bool = True
     drain_timeout_ms: int = 5000
     inject_failures: bool | list[Any] = False
+    workers: int | None = None  # None: one per CPU (at most pool_size and concurrency)
+    breaker_window_ms: int = 10000
+    breaker_min_calls: int = 20
+    breaker_failure_rate: float = 0.5
+    breaker_consecutive_failures: int = 5
+    breaker_open_ms: int = 5000
+    breaker_open_max_ms: int = 60000
+    breaker_half_open_trials: int = 1
 
     @property
     def effective_concurrency(self) -> int:
@@ -94,6 +102,14 @@ KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "retry_stale": ((bool,), None, None),
     "drain_timeout_ms": ((int,), 0, 3_600_000),
     "inject_failures": ((bool, list), None, None),
+    "workers": ((int,), 1, 64),
+    "breaker_window_ms": ((int,), 100, 3_600_000),
+    "breaker_min_calls": ((int,), 1, None),
+    "breaker_failure_rate": ((int, float), 0.01, 1),
+    "breaker_consecutive_failures": ((int,), 0, None),
+    "breaker_open_ms": ((int,), 1, 3_600_000),
+    "breaker_open_max_ms": ((int,), 1, 86_400_000),
+    "breaker_half_open_trials": ((int,), 1, 1000),
 }
 assert set(KEYS) == {f.name for f in fields(Config)}, "KEYS and Config must list the same keys"
 
@@ -151,6 +167,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"exhaustion must be 'wait' or 'fail', got {cfg.exhaustion!r}")
     if cfg.backoff_cap_ms < cfg.backoff_base_ms:
         raise ConfigError("backoff_cap_ms must be >= backoff_base_ms")
+    if cfg.breaker_open_max_ms < cfg.breaker_open_ms:
+        raise ConfigError("breaker_open_max_ms must be >= breaker_open_ms")
     if not cfg.duration_s and not cfg.requests:
         raise ConfigError("a run needs a bound: duration_s > 0 or requests > 0")
     if cfg.inject_failures:

@@ -6,7 +6,7 @@ All three forms are rendered from one :func:`metrics` dict so they cannot disagr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,6 +24,9 @@ class RunInfo:
     pool_size: int
     elapsed_s: float
     seed: int
+    workers: int = 1
+    per_worker: list[dict[str, Any]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
 
 
 def _ms(us: int) -> float:
@@ -86,7 +89,8 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     lat = snap.latency()
     where = f"{info.target} (embedded target)" if info.embedded else info.target
     lines = [
-        f"[pool] target {where}, concurrency={info.concurrency}, pool size={info.pool_size}",
+        f"[pool] target {where}, workers={info.workers}, concurrency={info.concurrency}, "
+        f"pool size={info.pool_size}",
         f"[pool] created {c['connections.created']} connections",
         f"[pool] {c['requests.total']} requests in {info.elapsed_s:.2f}s "
         f"({c['requests.total'] / info.elapsed_s if info.elapsed_s else 0:.1f} req/s)",
@@ -96,6 +100,9 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     errors = snap.errors()
     failures = " ".join(f"{k}={v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
     lines.append(f"[pool] failures: {failures or 'none'}")
+    restarts = sum(w["restarts"] for w in info.per_worker)
+    if restarts:
+        lines.append(f"[pool] worker restarts: {restarts}")
     if c["retries.stale_reuse"]:
         lines.append(f"[pool] stale connections re-sent once: {c['retries.stale_reuse']}")
     size = g["connections.active"] + g["connections.idle"]
@@ -116,7 +123,10 @@ def as_json(snap: Snapshot, info: RunInfo) -> bytes:
         "embedded_target": info.embedded,
         "concurrency": info.concurrency,
         "pool_size": info.pool_size,
+        "workers": info.workers,
         "recovered": recovered(snap),
         "metrics": metrics(snap, info),
+        "per_worker": info.per_worker,
+        "events": info.events,
     }
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"

@@ -1,31 +1,28 @@
 """``poolsvc run``: one bounded run of load against one target, then the report.
 
-Steps: start the embedded target if no host was given; a pre-flight connect by
-the same non-blocking path the workers use (an unreachable target exits 4 within
-about the connect timeout instead of failing every request for the whole run);
-then the worker loop, bounded by duration and/or request count; then the report.
+1. Start the embedded target if no host was given.
+2. Connect once, by the same non-blocking path the workers use. An unreachable
+   target exits 4 within about the connect timeout, instead of failing every
+   request for the whole run.
+3. The supervisor forks the workers and runs them, bounded by duration and/or
+   request count.
+4. Print the report.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import signal
 import sys
-from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TextIO
 
+from poolsvc import plan
 from poolsvc.config import Config
 from poolsvc.report import RunInfo, as_json, text
-from workers import stats
-from workers.backoff import Backoff
+from poolsvc.supervisor import Supervisor
 from workers.connection import DEADLINE, connect_blocking
 from workers.errors import errno_name
-from workers.load import Bounds
-from workers.loop import LoopSettings, Worker
-from workers.pool import Pool, PoolSettings
-from workers.target import Target, TargetSpec, resolve
+from workers.target import resolve
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -34,46 +31,6 @@ EXIT_UNREACHABLE = 4
 
 class Unreachable(Exception):
     """The target cannot be reached at all (exit 4)."""
-
-
-def pool_settings(cfg: Config) -> PoolSettings:
-    return PoolSettings(
-        max_size=cfg.pool_size,
-        min_size=cfg.effective_pool_min,
-        idle_timeout=cfg.idle_timeout_ms / 1000.0,
-        max_age=cfg.max_age_ms / 1000.0,
-        max_requests=cfg.max_requests_per_conn,
-        validate_after=cfg.validate_after_ms / 1000.0,
-        health_after=cfg.health_check_after_ms / 1000.0,
-        exhaustion=cfg.exhaustion,
-        wait_timeout=cfg.pool_wait_timeout_ms / 1000.0,
-    )
-
-
-def make_worker(cfg: Config, host: str, port: int, slot: memoryview, seed: int) -> Worker:
-    """A worker for ``cfg`` against host:port, writing into ``slot``."""
-    rng = random.Random(seed)
-    spec = TargetSpec(
-        host=host,
-        port=port,
-        method=cfg.method,
-        path=cfg.path,
-        headers=dict(cfg.headers or {}),
-        body=cfg.body.encode(),
-        keep_alive=cfg.keep_alive,
-        health_method=cfg.health_check_method,
-        health_path=cfg.health_check_path,
-    )
-    backoff = Backoff(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, rng)
-    target = Target(0, spec, Pool(pool_settings(cfg), backoff))
-    bounds = Bounds(cfg.effective_concurrency, cfg.requests, float(cfg.duration_s))
-    settings = LoopSettings(
-        connect_timeout=cfg.connect_timeout_ms / 1000.0,
-        read_timeout=cfg.read_timeout_ms / 1000.0,
-        drain_timeout=cfg.drain_timeout_ms / 1000.0,
-        retry_stale=cfg.retry_stale,
-    )
-    return Worker([target], bounds, settings, slot, rng)
 
 
 def preflight(host: str, port: int, timeout_s: float) -> None:
@@ -90,27 +47,19 @@ def preflight(host: str, port: int, timeout_s: float) -> None:
     raise Unreachable(f"cannot connect to {host}:{port}: {why}")
 
 
-@contextlib.contextmanager
-def _stop_on_signals(worker: Worker) -> Iterator[None]:
-    """First SIGINT/SIGTERM: record it (the loop drains); a second SIGINT interrupts."""
-
-    def handler(signum: int, frame: Any) -> None:
-        worker.stop_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def run(
     cfg: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr, as_json_doc: bool = False
 ) -> int:
     """Run ``cfg`` and print the report; returns the process exit code."""
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**32)
+    n = plan.worker_count(cfg)
+    events: list[str] = []
+
+    def emit(line: str) -> None:
+        events.append(line)
+        if not as_json_doc:  # live, as it happens; JSON output stays one document
+            print(line, file=out, flush=True)
+
     with contextlib.ExitStack() as stack:
         embedded = cfg.host is None
         if embedded:
@@ -127,15 +76,14 @@ def run(
         except Unreachable as exc:
             print(f"poolsvc: {exc}", file=err)
             return EXIT_UNREACHABLE
-        slot = stats.new_slot()
-        stats.init_slot(slot, os.getpid())
-        worker = make_worker(cfg, host, port, slot, seed)
-        with _stop_on_signals(worker):
-            worker.run()
-        elapsed = worker.finished_at - worker.started_at if worker.finished_at else 0.0
-    snap = stats.Snapshot.of([slot])
+        supervisor = Supervisor(cfg, plan.target_spec(cfg, host, port), n, seed, emit)
+        code = supervisor.run()
+    snap = supervisor.snapshot()
+    g = snap.gauges
+    elapsed = (g["time.finished_us"] - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
     name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    info = RunInfo(name, embedded, cfg.effective_concurrency, cfg.pool_size, elapsed, seed)
+    info = RunInfo(name, embedded, cfg.effective_concurrency, cfg.pool_size, max(elapsed, 0.0),
+                   seed, n, supervisor.per_worker(), events)  # fmt: skip
     out.write(as_json(snap, info).decode() if as_json_doc else text(snap, info))
     out.flush()
-    return EXIT_OK
+    return code

@@ -22,10 +22,10 @@ from typing import Any
 import psutil
 import pytest
 
-from poolsvc import config
-from poolsvc.runner import make_worker
+from poolsvc import config, plan
 from tools.target import TargetServer
 from workers import stats
+from workers.admission import SharedView
 from workers.loop import Worker
 
 
@@ -154,11 +154,12 @@ def fd_count() -> int:
 
 
 def make(host: str, port: int, **values: Any) -> Worker:
-    """An in-process worker for ``host:port``; config values as in the JSON file."""
+    """An in-process worker (no supervisor, breaker always closed) for ``host:port``;
+    config values as in the JSON file."""
     values.setdefault("duration_s", 5.0)
     cfg = config.build({"host": host, "port": port, **values}, {})
-    slot = stats.new_slot()
-    return make_worker(cfg, host, port, slot, seed=values.get("seed", 1))
+    shard = plan.shards(cfg, 1, values.get("seed", 1))[0]
+    return plan.make_worker(cfg, plan.target_spec(cfg, host, port), shard, SharedView.private(1))
 
 
 def snapshot(worker: Worker) -> stats.Snapshot:

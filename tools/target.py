@@ -495,8 +495,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(host: str, port: int, control_port: int) -> None:
-    """Listen, print the LISTEN line, serve until SIGTERM/SIGINT, then close everything."""
+async def _exit_with(parent: int, stop: asyncio.Event) -> None:
+    """Stop when ``parent`` is gone: a SIGKILLed owner must not leave a server behind."""
+    while os.getppid() == parent:
+        await asyncio.sleep(0.2)
+    stop.set()
+
+
+async def serve(host: str, port: int, control_port: int, parent: int = 0) -> None:
+    """Listen, print the LISTEN line, serve until SIGTERM/SIGINT (or until ``parent``,
+    if given, exits), then close everything."""
     target = Target(host, port)
     await target.listen()
     control = await asyncio.start_server(
@@ -508,7 +516,10 @@ async def serve(host: str, port: int, control_port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"LISTEN {target.port} {control.sockets[0].getsockname()[1]}", flush=True)
+    watch = asyncio.create_task(_exit_with(parent, stop)) if parent else None
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     control.close()
     target.unlisten()
     await target.close_all()
@@ -521,12 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--control-port", type=int, default=0)
+    parser.add_argument("--parent", type=int, default=0, help="exit when this pid exits")
     args = parser.parse_args(argv)
     if not is_loopback(args.host):
         print(f"target: --host {args.host!r} is not a loopback IP address", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(args.host, args.port, args.control_port))
+        asyncio.run(serve(args.host, args.port, args.control_port, args.parent))
     except OSError as exc:
         print(f"target: {exc}", file=sys.stderr)
         return 1
@@ -552,7 +564,7 @@ class TargetServer:
             raise RuntimeError("target already started")
         pythonpath = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
         self._proc = subprocess.Popen(
-            [self._python, "-m", "tools.target", "--host", self.host],
+            [self._python, "-m", "tools.target", "--host", self.host, "--parent", str(os.getpid())],
             cwd=_ROOT,
             env={**os.environ, "PYTHONPATH": pythonpath},
             stdout=subprocess.PIPE,

@@ -12,6 +12,7 @@ Client states:
     WAITING   queued in the pool for a connection (deadline = pool wait timeout)
     BACKOFF   connects are paused; retry checkout at the deadline
     SENDING   its request is being sent or answered on ``conn``
+    PAUSED    its last request was refused by the breaker; the next one waits a moment
     DONE      the run's bounds were reached; it sends no more
 """
 
@@ -25,13 +26,24 @@ ACQUIRING: Final = "ACQUIRING"
 WAITING: Final = "WAITING"
 BACKOFF: Final = "BACKOFF"
 SENDING: Final = "SENDING"
+PAUSED: Final = "PAUSED"
 DONE: Final = "DONE"
 
 
 class Client:
     """One closed-loop request issuer."""
 
-    __slots__ = ("conn", "deadline", "heap_when", "ident", "retried", "start", "state", "target")
+    __slots__ = (
+        "conn",
+        "deadline",
+        "heap_when",
+        "ident",
+        "retried",
+        "start",
+        "state",
+        "target",
+        "trial",
+    )
 
     def __init__(self, ident: int) -> None:
         self.ident = ident
@@ -40,6 +52,7 @@ class Client:
         self.target = 0
         self.start = 0.0  # when the current request was issued (monotonic seconds)
         self.retried = False  # the current request was already re-sent once
+        self.trial = 0  # > 0: the current request is a breaker trial of this generation
         self.deadline = self.heap_when = 0.0
 
     def __repr__(self) -> str:

@@ -26,10 +26,12 @@ from typing import Any, Final
 
 import httptools
 
+from poolsvc import shm
 from workers import connection as cx
 from workers import load
 from workers import pool as pl
 from workers import stats as st
+from workers.admission import REFUSE, SharedView
 from workers.connection import Connection
 from workers.errors import errno_name, oserror_name
 from workers.histogram import bucket_of
@@ -43,6 +45,8 @@ TICK: Final = 0.1  # seconds between gauge publishes, idle sweeps and refills
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
 _READING: Final = frozenset({cx.BUSY, cx.CHECKING, cx.DRAINING})
+_REMOTE_PHASES: Final = frozenset({"connect", "write", "read"})  # the target's fault
+_PARK_MIN, _PARK_MAX = 0.005, 0.1  # a refused client retries after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +57,19 @@ class LoopSettings:
     read_timeout: float = 5.0
     drain_timeout: float = 5.0
     retry_stale: bool = True
+    count_5xx: bool = True  # 5xx responses count as failures toward the breaker
 
 
 class Worker:
     """Runs ``bounds`` worth of closed-loop load against ``targets``.
 
-    ``slot`` is this worker's stats slot ('Q' view of ``stats.SLOT_WORDS`` words).
-    ``stop_requested`` may be set from a signal handler: the loop stops issuing
-    requests, lets those in flight finish within ``drain_timeout``, then closes
-    every socket.
+    ``shared`` is this worker's window on the shared region: its stats slot, its
+    per-target counters, the breaker rows.  ``stop_requested`` may be set from a
+    signal handler: the loop stops issuing requests, lets those in flight finish
+    within ``drain_timeout``, then closes every socket.  ``watchdog`` is called
+    every tick (the worker process uses it to notice a dead supervisor and
+    supervisor commands).  ``end_at`` (monotonic) overrides ``bounds.duration``
+    for a replacement worker that must stop when the one it replaces would have.
     """
 
     def __init__(
@@ -69,15 +77,21 @@ class Worker:
         targets: Sequence[Target],
         bounds: Bounds,
         settings: LoopSettings,
-        slot: memoryview,
+        shared: SharedView,
         rng: random.Random,
         clock: Callable[[], float] = time.monotonic,
+        watchdog: Callable[[Worker], None] | None = None,
+        end_at: float = 0.0,
     ) -> None:
         self.targets = list(targets)
         self.bounds = bounds
         self.settings = settings
-        self.s = slot
+        self.shared = shared
+        self.w = shared.words
+        self.s = shared.slot
         self.rng = rng
+        self.watchdog = watchdog
+        self.fixed_end = end_at
         self.clock = clock
         self.now = clock()
         self.ep = select.epoll()
@@ -97,9 +111,12 @@ class Worker:
         try:
             self._warm_up()
             self.started_at = self.now = self.clock()
-            if self.bounds.duration:
+            if self.fixed_end:
+                self.end_at = self.fixed_end
+            elif self.bounds.duration:
                 self.end_at = self.started_at + self.bounds.duration
             self.ready.extend(self.clients)
+            self._publish()
             self._loop(self._finished, drain=True)
             self.finished_at = self.clock()
             # After a drain the pool gauges keep the values published when the load
@@ -186,7 +203,16 @@ class Worker:
         self.in_flight += 1
         client.start = self.now = self.clock()
         client.retried = False
-        client.target = self._pick_target()
+        client.target = t = self._pick_target()
+        state = self.w[self.shared.brk[t]]
+        if state & 0xFF:  # the breaker is not CLOSED: the slow path decides
+            verdict = self.shared.admit(t, state)
+            if verdict == REFUSE:
+                self._refuse(client)
+                return
+            client.trial = max(verdict, 0)
+        else:
+            client.trial = 0
         self._acquire(client)
 
     def _pick_target(self) -> int:
@@ -341,7 +367,10 @@ class Worker:
             s[st.LAT_MAX] = us
         s[st.HIST_BASE + bucket_of(us)] += 1
         target = self.targets[conn.target]
-        target.last_ok = now
+        if status < 500 or not self.settings.count_5xx:
+            self._target_ok(target, client)
+        else:
+            self._target_failed(target, client)
         if target.pool.backoff.attempt:
             target.pool.backoff.success()
         if conn.fire("done") is cx.CLOSED:  # it was DRAINING
@@ -349,6 +378,25 @@ class Worker:
         else:
             self._checkin(target, conn)
         self._next(client)
+
+    def _target_ok(self, target: Target, client: Client) -> None:
+        w, tb = self.w, self.shared.targets[target.index]
+        w[tb + shm.T_OK] += 1
+        target.last_ok = self.now
+        if target.consec:
+            target.consec = 0
+            w[tb + shm.T_CONSEC] = 0
+        if client.trial:
+            self.shared.trial_result(target.index, client.trial, True)
+
+    def _target_failed(self, target: Target, client: Client) -> None:
+        w, tb = self.w, self.shared.targets[target.index]
+        w[tb + shm.T_FAILED] += 1
+        target.last_fail = self.now
+        target.consec += 1
+        w[tb + shm.T_CONSEC] = target.consec
+        if client.trial:
+            self.shared.trial_result(target.index, client.trial, False)
 
     def _checkin(self, target: Target, conn: Connection) -> None:
         act, waiter, reason = target.pool.checkin(conn, self.now, conn.keep_alive)
@@ -409,15 +457,33 @@ class Worker:
 
     def _fail(self, client: Client, phase: str, name: str) -> None:
         """Count a failed request and let ``client`` go on (next loop step, never recursively)."""
+        self._finish_failed(client, phase, name)
+        target = self.targets[client.target]
+        if phase in _REMOTE_PHASES:
+            self._target_failed(target, client)
+        else:
+            self.w[self.shared.targets[target.index] + shm.T_LOCAL] += 1
+            target.last_fail = self.now
+        client.state = load.READY
+        self.ready.append(client)
+
+    def _refuse(self, client: Client) -> None:
+        """The breaker refused the request: count it and park the client briefly
+        (a closed loop must not spin at CPU speed against an open breaker)."""
+        self._finish_failed(client, "breaker", "breaker_open")
+        t = client.target
+        self.w[self.shared.targets[t] + shm.T_REFUSED] += 1
+        wait = self.shared.open_until_us(t) / 1e6 - self.now
+        client.state = load.PAUSED
+        self.deadlines.arm(client, self.now + min(_PARK_MAX, max(_PARK_MIN, wait)))
+
+    def _finish_failed(self, client: Client, phase: str, name: str) -> None:
         s = self.s
         s[st.REQ_TOTAL] += 1
         s[st.REQ_FAILED] += 1
         self._count_error(phase, name)
         client.conn = None
-        client.state = load.READY
         self.in_flight -= 1
-        self.targets[client.target].last_fail = self.now
-        self.ready.append(client)
 
     def _count_error(self, phase: str, name: str) -> None:
         self.s[st.ERROR[name]] += 1
@@ -436,6 +502,9 @@ class Worker:
                 self._fail(client, "pool", "pool_timeout")
         elif client.state is load.BACKOFF:
             self._acquire(client)
+        elif client.state is load.PAUSED:
+            client.state = load.READY
+            self._next(client)
 
     # Connections ----------------------------------------------------------------
     def _connect(self, target: Target, owner: Client | None) -> None:
@@ -522,6 +591,8 @@ class Worker:
 
     # Housekeeping -----------------------------------------------------------------
     def _tick(self, now: float) -> None:
+        if self.watchdog is not None:
+            self.watchdog(self)
         if not self.stopping:
             for target in self.targets:
                 for conn, reason in target.pool.sweep(now):
@@ -539,10 +610,15 @@ class Worker:
                     totals[i] += value
             for name, value in zip(st.GAUGES, totals, strict=False):
                 s[st.GAUGE_INDEX[name]] = value
-        last_ok = max(t.last_ok for t in self.targets)
-        last_fail = max(t.last_fail for t in self.targets)
-        s[st.GAUGE_INDEX["time.last_ok_us"]] = int(last_ok * 1e6)
-        s[st.GAUGE_INDEX["time.last_fail_us"]] = int(last_fail * 1e6)
+        times = {
+            "time.last_ok_us": max(t.last_ok for t in self.targets),
+            "time.last_fail_us": max(t.last_fail for t in self.targets),
+            "time.started_us": self.started_at,
+            "time.end_us": self.end_at,
+            "time.finished_us": self.finished_at,
+        }
+        for name, seconds in times.items():
+            s[st.GAUGE_INDEX[name]] = int(seconds * 1e6)
         s[2] = int(self.clock() * 1_000_000)
 
     def _begin_drain(self) -> None:
@@ -556,6 +632,9 @@ class Worker:
                 client.state = load.DONE
                 self.in_flight -= 1
                 self.s[st.REQ_CANCELLED] += 1
+            elif client.state is load.PAUSED:
+                self.deadlines.disarm(client)
+                client.state = load.DONE
         self._publish()  # the pool as the load left it, before shutdown closes it
         for conn in list(self.conns.values()):
             if conn.state is cx.BUSY:

@@ -71,6 +71,9 @@ GAUGES: Final = (
     "pool.waiting",  # requests queued for a connection
     "time.last_ok_us",  # monotonic us of the last good response
     "time.last_fail_us",  # monotonic us of the last failed request
+    "time.started_us",  # monotonic us when the load started (after warm-up)
+    "time.end_us",  # monotonic us when the duration bound ends (0 = none)
+    "time.finished_us",  # monotonic us when the worker finished (0 = still running)
 )
 
 INDEX: Final = {name: HEADER + i for i, name in enumerate(COUNTERS)}
@@ -126,7 +129,8 @@ class Snapshot:
 
     @classmethod
     def of(cls, slots: Sequence[memoryview]) -> Snapshot:
-        """Sum ``slots`` (each a 'Q' view of SLOT_WORDS words); ``latency.max_us`` is a max."""
+        """Sum ``slots`` (each a 'Q' view of SLOT_WORDS words).  ``latency.max_us`` and
+        the ``time.*`` gauges are maxed (``time.started_us``: the earliest non-zero)."""
         snap = cls()
         for words in slots:
             copy = words.tolist()  # one copy, then decode without touching shared memory
@@ -137,7 +141,14 @@ class Snapshot:
                 else:
                     snap.counters[name] += value
             for name in GAUGES:
-                snap.gauges[name] += copy[GAUGE_INDEX[name]]
+                value = copy[GAUGE_INDEX[name]]
+                if name == "time.started_us":  # the earliest start of any slot
+                    old = snap.gauges[name]
+                    snap.gauges[name] = min(old, value) if old and value else old or value
+                elif name.startswith("time."):  # the latest event of any slot
+                    snap.gauges[name] = max(snap.gauges[name], value)
+                else:
+                    snap.gauges[name] += value
             histogram.merge_into(snap.hist, copy[HIST_BASE : HIST_BASE + histogram.BUCKETS])
         return snap
 

@@ -45,6 +45,7 @@ class Target:
 
     __slots__ = (
         "addr",
+        "consec",
         "family",
         "head_only",
         "health_head_only",
@@ -72,6 +73,7 @@ class Target:
         self.health_head_only = spec.health_method == "HEAD"
         self.pool = pool
         self.last_ok = self.last_fail = 0.0
+        self.consec = 0  # failures in a row on this target in this worker
 
     def __repr__(self) -> str:
         return f"<Target {self.index} {self.spec.name} {self.pool!r}>"

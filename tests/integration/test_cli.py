@@ -153,10 +153,14 @@ def test_sigint_drains_and_reports(target: TargetServer) -> None:
     proc = subprocess.Popen([*POOLSVC, "run", "--host", target.host, "--port", str(target.port),
                              "--duration", "60"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(1.0)
-    start = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    try:
+        time.sleep(1.0)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()  # no-op when it exited; never leave a load running after a failure
+        proc.wait()
     assert proc.returncode == 0, err
     assert time.monotonic() - start < 5
     m = metrics_block(out)
@@ -178,6 +182,8 @@ def test_emfile_is_classified_not_reported_as_a_connect_failure(target: TargetSe
             target.host,
             "--port",
             str(target.port),
+            "--workers",
+            "1",
             "--size",
             "40",
             "--duration",

@@ -1,0 +1,170 @@
+"""The shared-memory region: one anonymous mapping, one byte layout, one writer per word.
+
+The supervisor creates the region with ``mmap(-1, size, MAP_SHARED)`` *before*
+forking, so every worker inherits the same pages.  It has no name and no file, so
+no exit path, SIGKILL included, can leave a segment behind.  All fields are
+unsigned 64-bit words in native byte order, 8-byte aligned; an aligned word store
+is one instruction, so a reader never sees a torn word.
+
+Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
+
+    HEADER    16 words, supervisor writes
+        0  MAGIC "poolsvc2"     1  layout version   2  W   3  T
+        4  supervisor pid       5  command: seq << 8 | cmd (0 run, 1 drain, 2 stop)
+        6  injection generation (reserved for failure injection)
+    BREAKERS  T rows of BRK_WORDS = 8 + W words, supervisor writes
+        0  state: generation << 8 | code (0 CLOSED, 1 OPEN, 2 HALF_OPEN)
+        1  open_until_us (monotonic)    2  trips (total)    3  changed_at_us
+        8+w  trial permits of worker w: generation << 32 | count
+    SLOTS     W slots of slot_words(T) words, worker w alone writes slot w
+        the stats slot (workers.stats: header, counters, gauges, histogram), then
+        T target blocks of TGT_WORDS words:
+        0 ok  1 failed (the target's fault: counts toward the breaker)
+        2 refused (breaker_open)  3 local failures (not the target's fault)
+        4 consecutive failures now (gauge)
+        5 trials used   6 trials ok   7 trials failed   (each: generation << 32 | count)
+    RETIRED   one slot-shaped block, supervisor writes: the monotonic counters
+              of workers that exited, folded in so totals never go backwards
+
+Each slot is padded to a 4 KiB boundary so two workers never write the same
+cache line.  Readers take no lock: they copy and sum.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+from typing import Final
+
+from workers import stats
+
+MAGIC: Final = 0x706F6F6C73766332
+VERSION: Final = 1
+HEADER_WORDS: Final = 16
+H_COMMAND: Final = 5
+H_INJECT_GEN: Final = 6
+CMD_RUN, CMD_DRAIN, CMD_STOP = 0, 1, 2
+
+BRK_FIXED: Final = 8
+B_STATE, B_OPEN_UNTIL, B_TRIPS, B_CHANGED = 0, 1, 2, 3
+
+TGT_WORDS: Final = 8
+T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_CONSEC, T_TRIAL_USED, T_TRIAL_OK, T_TRIAL_FAIL = range(8)
+T_MONOTONIC: Final = (T_OK, T_FAILED, T_REFUSED, T_LOCAL)
+
+_PAGE_WORDS: Final = 4096 // 8
+
+
+def tag(generation: int, count: int) -> int:
+    """A generation-tagged count in one word (so it is read or written atomically)."""
+    return (generation << 32) | count
+
+
+def tagged_count(word: int, generation: int) -> int:
+    """The count of ``word`` if it belongs to ``generation``, else 0."""
+    return word & 0xFFFFFFFF if word >> 32 == generation else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Offsets of every region for ``workers`` slots and ``targets`` targets."""
+
+    workers: int
+    targets: int
+
+    @property
+    def brk_words(self) -> int:
+        return BRK_FIXED + self.workers
+
+    @property
+    def slot_words(self) -> int:
+        raw = stats.SLOT_WORDS + self.targets * TGT_WORDS
+        return -(-raw // _PAGE_WORDS) * _PAGE_WORDS
+
+    def breaker(self, target: int) -> int:
+        return HEADER_WORDS + target * self.brk_words
+
+    def slot(self, worker: int) -> int:
+        first = -(-(HEADER_WORDS + self.targets * self.brk_words) // _PAGE_WORDS) * _PAGE_WORDS
+        return first + worker * self.slot_words
+
+    @property
+    def retired(self) -> int:
+        return self.slot(self.workers)
+
+    @property
+    def total_words(self) -> int:
+        return self.retired + self.slot_words
+
+    def target_block(self, slot_base: int, target: int) -> int:
+        return slot_base + stats.SLOT_WORDS + target * TGT_WORDS
+
+
+class Region:
+    """The mapping and its word view.  Create before fork; children inherit it."""
+
+    def __init__(self, layout: Layout, pid: int) -> None:
+        self.layout = layout
+        self._map = mmap.mmap(-1, layout.total_words * 8, flags=mmap.MAP_SHARED)
+        self.words = memoryview(self._map).cast("Q")
+        w = self.words
+        w[0], w[1], w[2], w[3], w[4] = MAGIC, VERSION, layout.workers, layout.targets, pid
+
+    def slot(self, worker: int) -> memoryview:
+        """Worker ``worker``'s stats slot (the first stats.SLOT_WORDS words of its slot)."""
+        base = self.layout.slot(worker)
+        return self.words[base : base + stats.SLOT_WORDS]
+
+    def retired_slot(self) -> memoryview:
+        base = self.layout.retired
+        return self.words[base : base + stats.SLOT_WORDS]
+
+    def target_words(self, worker: int, target: int) -> memoryview:
+        base = self.layout.target_block(self.layout.slot(worker), target)
+        return self.words[base : base + TGT_WORDS]
+
+    def retired_target_words(self, target: int) -> memoryview:
+        base = self.layout.target_block(self.layout.retired, target)
+        return self.words[base : base + TGT_WORDS]
+
+    def breaker_row(self, target: int) -> memoryview:
+        base = self.layout.breaker(target)
+        return self.words[base : base + self.layout.brk_words]
+
+    def command(self) -> tuple[int, int]:
+        """(sequence, command) last written by the supervisor."""
+        word = self.words[H_COMMAND]
+        return word >> 8, word & 0xFF
+
+    def send_command(self, cmd: int) -> None:
+        seq = (self.words[H_COMMAND] >> 8) + 1
+        self.words[H_COMMAND] = (seq << 8) | cmd
+
+    def fold(self, worker: int) -> None:
+        """Add worker ``worker``'s monotonic counts into RETIRED, then zero its slot.
+
+        Only call once that worker has exited: it is the slot's single writer.
+        Counters and histogram buckets are added, ``latency.max_us`` is maxed,
+        gauges are dropped (a dead worker holds no connections).
+        """
+        src, dst = self.slot(worker), self.retired_slot()
+        lat_max = stats.INDEX["latency.max_us"]
+        for i in range(stats.HEADER, stats.GAUGE_BASE):
+            dst[i] = max(dst[i], src[i]) if i == lat_max else dst[i] + src[i]
+        for i in range(stats.HIST_BASE, stats.SLOT_WORDS):
+            if src[i]:
+                dst[i] += src[i]
+        for t in range(self.layout.targets):
+            tsrc, tdst = self.target_words(worker, t), self.retired_target_words(t)
+            for i in T_MONOTONIC:
+                tdst[i] += tsrc[i]
+        generation = src[3]
+        base = self.layout.slot(worker)
+        self.words[base : base + self.layout.slot_words] = memoryview(
+            bytearray(self.layout.slot_words * 8)
+        ).cast("Q")
+        src[3] = generation  # keep the incarnation count across restarts
+
+    def close(self) -> None:
+        self.words.release()
+        self._map.close()

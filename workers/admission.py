@@ -1,0 +1,69 @@
+"""A worker's window on the shared region: breaker admission and per-target outcomes.
+
+The worker only *reads* breaker rows (the supervisor writes them) and only
+*writes* its own slot.  Admission in CLOSED is one word read and a bit test; the
+rest of this module runs only while a breaker is OPEN or HALF_OPEN.
+
+HALF_OPEN admission without a lock: the supervisor grants this worker ``n``
+trial permits tagged with the breaker generation; the worker counts the permits
+it used in its own slot under the same tag.  A permit is used at most once, no
+two workers can take the same one, and a worker that dies holding one simply
+never reports -- the supervisor re-issues it when the lease expires.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from poolsvc import shm
+from poolsvc.shm import Layout, tag, tagged_count
+from workers import stats
+
+REFUSE: Final = 0  # admit() result; a positive result is a trial generation, -1 = admit
+
+
+class SharedView:
+    """Worker ``worker``'s handles into a region's words."""
+
+    __slots__ = ("brk", "layout", "slot", "targets", "words", "worker")
+
+    def __init__(self, words: memoryview, layout: Layout, worker: int) -> None:
+        self.words = words
+        self.layout = layout
+        self.worker = worker
+        base = layout.slot(worker)
+        self.slot = words[base : base + stats.SLOT_WORDS]
+        self.brk = [layout.breaker(t) for t in range(layout.targets)]
+        self.targets = [layout.target_block(base, t) for t in range(layout.targets)]
+
+    @classmethod
+    def private(cls, targets: int) -> SharedView:
+        """A view over private memory (one worker, breakers always CLOSED): in-process runs."""
+        layout = Layout(workers=1, targets=targets)
+        words = memoryview(bytearray(layout.total_words * 8)).cast("Q")
+        return cls(words, layout, 0)
+
+    def admit(self, target: int, state_word: int) -> int:
+        """Called when the breaker word is not CLOSED: -1 admit, 0 refuse, g > 0 admit as
+        a trial of generation g."""
+        code = state_word & 0xFF
+        if code == 0:
+            return -1
+        if code == 1:
+            return REFUSE
+        generation = state_word >> 8
+        w = self.words
+        granted = tagged_count(w[self.brk[target] + shm.BRK_FIXED + self.worker], generation)
+        used_at = self.targets[target] + shm.T_TRIAL_USED
+        used = tagged_count(w[used_at], generation)
+        if used >= granted:
+            return REFUSE
+        w[used_at] = tag(generation, used + 1)
+        return generation
+
+    def open_until_us(self, target: int) -> int:
+        return int(self.words[self.brk[target] + shm.B_OPEN_UNTIL])
+
+    def trial_result(self, target: int, generation: int, ok: bool) -> None:
+        at = self.targets[target] + (shm.T_TRIAL_OK if ok else shm.T_TRIAL_FAIL)
+        self.words[at] = tag(generation, tagged_count(self.words[at], generation) + 1)

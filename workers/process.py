@@ -1,0 +1,86 @@
+"""The worker process: what runs in a child right after the supervisor forks it.
+
+First, hygiene.  The child closes every descriptor it inherited except stdin,
+stdout and stderr.  That covers the supervisor's selector, its signal wakeup
+pipe, the control socket, the embedded target's pipes and the sentinels of
+sibling workers.  None of them belong to a worker, and the FD audit counts from
+this clean baseline.  The parent's Python objects that wrapped those descriptors
+are never touched again and never finalized: the child leaves through
+``os._exit``.
+
+Signals only record:
+- SIGTERM asks for a drain.
+- SIGINT is ignored, because a Ctrl-C reaches the whole process group and the
+  supervisor decides what it means.
+
+A watchdog runs every loop tick. It exits at once if the supervisor has died,
+because the parent pid has changed and an orphan worker must not go on loading
+a target. Otherwise it follows the supervisor's command word (drain or stop).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from poolsvc import shm
+from poolsvc.config import Config
+from poolsvc.plan import Shard, make_worker
+from workers import stats
+from workers.admission import SharedView
+from workers.loop import Worker
+from workers.target import TargetSpec
+
+EXIT_ORPHANED = 70  # the supervisor died; nothing is left to report to
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlan:
+    """Everything a worker process needs, inherited through fork (never pickled)."""
+
+    cfg: Config
+    spec: TargetSpec
+    shard: Shard
+    layout: shm.Layout
+    supervisor_pid: int
+    end_at: float = 0.0  # for a replacement: when the run ends (monotonic), else 0
+
+
+def close_inherited_fds(keep: tuple[int, ...] = (0, 1, 2)) -> None:
+    """Close every open descriptor not in ``keep``."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own directory descriptor, already closed
+
+
+def worker_main(plan: WorkerPlan, words: memoryview) -> None:
+    """Entry point in the child (``words``: the shared region's word view)."""
+    close_inherited_fds()
+    shared = SharedView(words, plan.layout, plan.shard.index)
+    stats.init_slot(shared.slot, os.getpid())
+    worker = make_worker(
+        plan.cfg, plan.spec, plan.shard, shared, watchdog=_watchdog(plan, words), end_at=plan.end_at
+    )
+
+    def on_term(signum: int, frame: Any) -> None:
+        worker.stop_requested = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+    worker.run()
+
+
+def _watchdog(plan: WorkerPlan, words: memoryview) -> Any:
+    def check(worker: Worker) -> None:
+        if os.getppid() != plan.supervisor_pid:
+            os._exit(EXIT_ORPHANED)  # the kernel closes our sockets
+        if words[shm.H_COMMAND] & 0xFF != shm.CMD_RUN:
+            worker.stop_requested = True
+
+    return check
