@@ -52,6 +52,9 @@ _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--health-check-path": ("health_check_path", str, "default /health"),
     "--exhaustion": ("exhaustion", str, "pool full: 'wait' (default) or 'fail'"),
     "--pool-wait-ms": ("pool_wait_timeout_ms", int, "wait policy timeout (default 1000)"),
+    "--breaker-consecutive": ("breaker_consecutive_failures", int, "trip after N failures (5)"),
+    "--breaker-open-ms": ("breaker_open_ms", int, "first open period (default 5000)"),
+    "--breaker-trials": ("breaker_half_open_trials", int, "half-open trials, all workers (1)"),
 }
 
 

@@ -102,6 +102,8 @@ class Supervisor:
         self.handles = [Handle(s) for s in shards(cfg, n, seed)]
         now = clock()
         self.breakers = [Breaker(breaker_settings(cfg), random.Random(seed), now)]
+        for t, breaker in enumerate(self.breakers):
+            self._write_row(t, breaker, now)  # workers read generation 1 from the start
         self._seen = [(0, 0)]  # per target: (ok, failed) summed at the last tick
         self._grant_turn = 0
         self.ctx = multiprocess.get_context("fork")
@@ -299,13 +301,7 @@ class Supervisor:
             row[at] = shm.tag(generation, shm.tagged_count(row[at], generation) + 1)
 
     def _publish_breaker(self, t: int, breaker: Breaker, now: float) -> None:
-        row = self.region.breaker_row(t)
-        until = breaker.open_until if breaker.open_until != float("inf") else 2.0**62 / 1e6
-        row[shm.B_OPEN_UNTIL] = int(until * 1e6)
-        row[shm.B_TRIPS] = breaker.total_trips
-        row[shm.B_CHANGED] = int(now * 1e6)
-        # The state word last: a worker that sees OPEN finds open_until already set.
-        row[shm.B_STATE] = (breaker.generation << 8) | STATE_CODE[breaker.state]
+        self._write_row(t, breaker, now)
         if breaker.state == OPEN:
             self.emit(f"[pool] circuit breaker OPEN for {breaker.open_until - now:.1f}s "
                       f"({breaker.reason})")  # fmt: skip
@@ -313,6 +309,15 @@ class Supervisor:
             self.emit(f"[pool] circuit breaker HALF_OPEN: {breaker.settings.trials} trial(s)")
         elif breaker.state == CLOSED:
             self.emit(f"[pool] circuit breaker CLOSED ({breaker.reason})")
+
+    def _write_row(self, t: int, breaker: Breaker, now: float) -> None:
+        row = self.region.breaker_row(t)
+        until = breaker.open_until if breaker.open_until != float("inf") else 2.0**62 / 1e6
+        row[shm.B_OPEN_UNTIL] = int(until * 1e6)
+        row[shm.B_TRIPS] = breaker.total_trips
+        row[shm.B_CHANGED] = int(now * 1e6)
+        # The state word last: a worker that sees OPEN finds open_until already set.
+        row[shm.B_STATE] = (breaker.generation << 8) | STATE_CODE[breaker.state]
 
     # results ---------------------------------------------------------------------------
     def snapshot(self) -> stats.Snapshot:

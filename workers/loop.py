@@ -393,8 +393,14 @@ class Worker:
         w, tb = self.w, self.shared.targets[target.index]
         w[tb + shm.T_FAILED] += 1
         target.last_fail = self.now
+        # The streak is tagged with the breaker generation it belongs to: after the
+        # breaker changes state, failures from before no longer count.
+        generation = w[self.shared.brk[target.index]] >> 8
+        if generation != target.consec_gen:
+            target.consec_gen = generation
+            target.consec = 0
         target.consec += 1
-        w[tb + shm.T_CONSEC] = target.consec
+        w[tb + shm.T_CONSEC] = shm.tag(generation, target.consec)
         if client.trial:
             self.shared.trial_result(target.index, client.trial, False)
 

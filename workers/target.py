@@ -46,6 +46,7 @@ class Target:
     __slots__ = (
         "addr",
         "consec",
+        "consec_gen",
         "family",
         "head_only",
         "health_head_only",
@@ -74,6 +75,7 @@ class Target:
         self.pool = pool
         self.last_ok = self.last_fail = 0.0
         self.consec = 0  # failures in a row on this target in this worker
+        self.consec_gen = 0  # the breaker generation that streak belongs to
 
     def __repr__(self) -> str:
         return f"<Target {self.index} {self.spec.name} {self.pool!r}>"

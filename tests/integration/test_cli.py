@@ -61,7 +61,8 @@ def test_request_bound_and_json_match_the_server_count(target: TargetServer) -> 
 
 def test_failures_and_recovery_lines(target: TargetServer) -> None:
     proc = subprocess.Popen([*POOLSVC, "run", "--host", target.host, "--port", str(target.port),
-                             "--duration", "2", "--read-timeout-ms", "300"],
+                             "--duration", "3", "--read-timeout-ms", "300",
+                             "--breaker-open-ms", "200"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(0.5)
     target.set(reset=True)
@@ -71,7 +72,11 @@ def test_failures_and_recovery_lines(target: TargetServer) -> None:
     assert proc.returncode == 0, err
     failures = next(line for line in out.splitlines() if line.startswith("[pool] failures:"))
     assert "ECONNRESET=" in failures
-    assert "[pool] recovered, pool size=10" in out.splitlines()
+    lines = out.splitlines()
+    opened = next(i for i, x in enumerate(lines) if x.startswith("[pool] circuit breaker OPEN for"))
+    closed = next(i for i, x in enumerate(lines) if x.startswith("[pool] circuit breaker CLOSED"))
+    assert opened < closed
+    assert "[pool] recovered, pool size=10" in lines
     assert int(metrics_block(out)["errors.ECONNRESET"]) > 0
 
 
