@@ -13,8 +13,9 @@ States and transitions (every cell of :data:`TRANSITIONS`; anything else raises)
     OPEN      --cooled-----> HALF_OPEN   the open duration has passed
     HALF_OPEN --trial_fail-> OPEN        a trial failed: open again, for longer
     HALF_OPEN --trials_ok--> CLOSED      ``half_open_trials`` trials succeeded
-    any       --force_open-> OPEN        operator (stays open until reset/force_closed)
-    any       --reset------> CLOSED      operator
+    any       --force_open-> OPEN        operator: stays open until reset
+    any       --force_closed> CLOSED     operator: stays closed (never trips) until reset
+    any       --reset------> CLOSED      operator: back to automatic
 
 The open duration grows exponentially with every trip in a row
 (``open_base * 2**(trips-1)``, capped at ``open_max``) with +-20 % jitter so that
@@ -37,9 +38,15 @@ STATES: Final = (CLOSED, OPEN, HALF_OPEN)
 STATE_CODE: Final = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}  # the value workers read in shared memory
 
 TRANSITIONS: Final[dict[str, dict[str, str]]] = {
-    CLOSED: {"trip": OPEN, "force_open": OPEN, "reset": CLOSED},
-    OPEN: {"cooled": HALF_OPEN, "force_open": OPEN, "reset": CLOSED},
-    HALF_OPEN: {"trial_fail": OPEN, "trials_ok": CLOSED, "force_open": OPEN, "reset": CLOSED},
+    CLOSED: {"trip": OPEN, "force_open": OPEN, "force_closed": CLOSED, "reset": CLOSED},
+    OPEN: {"cooled": HALF_OPEN, "force_open": OPEN, "force_closed": CLOSED, "reset": CLOSED},
+    HALF_OPEN: {
+        "trial_fail": OPEN,
+        "trials_ok": CLOSED,
+        "force_open": OPEN,
+        "force_closed": CLOSED,
+        "reset": CLOSED,
+    },
 }
 
 
@@ -110,6 +117,7 @@ class Breaker:
             self.lease_until = now + self.settings.trial_lease
         else:
             self.trips = 0
+            self.open_until = 0.0
             self._buckets.clear()
 
     def open_duration(self) -> float:
@@ -122,7 +130,7 @@ class Breaker:
     def observe(self, now: float, ok: int, failed: int, consecutive: int) -> None:
         """Outcomes since the last call (summed over workers) and the largest current
         run of consecutive failures; may trip a CLOSED breaker."""
-        if self.state != CLOSED:
+        if self.state != CLOSED or self.forced:
             return
         second = int(now)
         if self._buckets and self._buckets[-1][0] == second:
@@ -172,6 +180,10 @@ class Breaker:
         self.forced = True
         self._fire("force_open", now, "forced open")
         self.open_until = float("inf")
+
+    def force_closed(self, now: float) -> None:
+        self.forced = True
+        self._fire("force_closed", now, "forced closed")
 
     def reset(self, now: float) -> None:
         self.forced = False

@@ -7,11 +7,15 @@ Exit codes: 0 success; 2 invalid arguments or configuration (one line on stderr)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from poolsvc import config
+from poolsvc.client import ENV, resolve_path
+from poolsvc.ctlserver import prepare_dir
 from poolsvc.runner import EXIT_USAGE, run
 from workers.errors import ConfigError
 
@@ -70,24 +74,46 @@ def _parser() -> argparse.ArgumentParser:
                        help="send Connection: close on every request")  # fmt: skip
     run_p.add_argument("--config", help="JSON config file; flags override it")
     run_p.add_argument("--json", action="store_true", help="print one JSON document")
+    run_p.add_argument("--control", help="also serve the control socket at this path")
+    serve_p = sub.add_parser("serve", help="run until stopped, controlled with poolctl")
+    for flag, (key, kind, help_text) in _RUN_FLAGS.items():
+        if key not in ("duration_s", "requests"):
+            serve_p.add_argument(flag, dest=key, type=kind, help=help_text)
+    serve_p.add_argument("--header", dest="headers", type=_header, action="append",
+                         help="extra request header NAME:VALUE (repeatable)")  # fmt: skip
+    serve_p.add_argument("--no-keepalive", dest="keep_alive", action="store_const", const=False)
+    serve_p.add_argument("--config", help="JSON config file; flags override it")
+    serve_p.add_argument("--control", help="control socket (default: $POOLSVC_CONTROL or "
+                         "$XDG_RUNTIME_DIR/poolsvc/control.sock)")  # fmt: skip
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = vars(args)
+    serving = options.pop("command") == "serve"
+    control = options.pop("control")
     try:
         file_values = config.load_file(options.pop("config")) if args.config else {}
-        as_json = options.pop("json")
-        options.pop("command")
+        as_json = options.pop("json", False)
         if options.get("headers") is not None:
             options["headers"] = dict(options["headers"])
         cfg = config.build(file_values, options)
     except ConfigError as exc:
         print(f"poolsvc: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    path = None
+    if serving:
+        path = resolve_path(control)
+        try:
+            prepare_dir(path.parent, private=control is None and ENV not in os.environ)
+        except OSError as exc:
+            print(f"poolsvc: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    elif control:
+        path = Path(control)
     try:
-        return run(cfg, as_json_doc=as_json)
+        return run(cfg, as_json_doc=as_json, control=path, forever=serving)
     except KeyboardInterrupt:
         print("poolsvc: interrupted", file=sys.stderr)
         return 130

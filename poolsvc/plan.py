@@ -112,12 +112,14 @@ def make_worker(
     shared: SharedView,
     watchdog: Callable[[Worker], None] | None = None,
     end_at: float = 0.0,
+    forever: bool = False,
 ) -> Worker:
     """The Worker for ``shard`` of ``cfg`` against ``spec``, writing through ``shared``."""
     rng = random.Random(shard.seed)
     backoff = Backoff(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, rng)
     target = Target(0, spec, Pool(pool_settings(cfg, shard), backoff))
-    bounds = Bounds(shard.concurrency, shard.requests, float(cfg.duration_s))
+    duration = 0.0 if forever else float(cfg.duration_s)
+    bounds = Bounds(shard.concurrency, 0 if forever else shard.requests, duration, forever)
     settings = LoopSettings(
         connect_timeout=cfg.connect_timeout_ms / 1000.0,
         read_timeout=cfg.read_timeout_ms / 1000.0,

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
+from pathlib import Path
 from typing import TextIO
 
-from poolsvc import plan
+from poolsvc import plan, status
 from poolsvc.config import Config
 from poolsvc.report import RunInfo, as_json, text
 from poolsvc.supervisor import Supervisor
@@ -48,9 +49,14 @@ def preflight(host: str, port: int, timeout_s: float) -> None:
 
 
 def run(
-    cfg: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr, as_json_doc: bool = False
+    cfg: Config,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    as_json_doc: bool = False,
+    control: Path | None = None,
+    forever: bool = False,
 ) -> int:
-    """Run ``cfg`` and print the report; returns the process exit code."""
+    """Run ``cfg`` (or serve it, ``forever``) and print the report; returns the exit code."""
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**32)
     n = plan.worker_count(cfg)
     events: list[str] = []
@@ -76,14 +82,20 @@ def run(
         except Unreachable as exc:
             print(f"poolsvc: {exc}", file=err)
             return EXIT_UNREACHABLE
-        supervisor = Supervisor(cfg, plan.target_spec(cfg, host, port), n, seed, emit)
+        spec = plan.target_spec(cfg, host, port)
+        try:
+            supervisor = Supervisor(cfg, spec, n, seed, emit, forever=forever, control=control)
+        except OSError as exc:  # the control socket: in use, or an unsafe directory
+            print(f"poolsvc: error: control socket: {exc}", file=err)
+            return EXIT_USAGE
+        if control is not None:
+            emit(f"[pool] control socket {control} (poolctl --control {control} status)")
         code = supervisor.run()
     snap = supervisor.snapshot()
     g = snap.gauges
     elapsed = (g["time.finished_us"] - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
-    name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    info = RunInfo(name, embedded, cfg.effective_concurrency, cfg.pool_size, max(elapsed, 0.0),
-                   seed, n, supervisor.per_worker(), events)  # fmt: skip
+    info = RunInfo(spec.name, embedded, supervisor.total_concurrency, cfg.pool_size,
+                   max(elapsed, 0.0), seed, n, status.per_worker(supervisor), events)  # fmt: skip
     out.write(as_json(snap, info).decode() if as_json_doc else text(snap, info))
     out.flush()
     return code

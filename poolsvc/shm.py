@@ -12,10 +12,13 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
         0  MAGIC "poolsvc2"     1  layout version   2  W   3  T
         4  supervisor pid       5  command: seq << 8 | cmd (0 run, 1 drain, 2 stop)
         6  injection generation (reserved for failure injection)
+        7  paused (1: workers issue no new requests)
     BREAKERS  T rows of BRK_WORDS = 8 + W words, supervisor writes
         0  state: generation << 8 | code (0 CLOSED, 1 OPEN, 2 HALF_OPEN)
         1  open_until_us (monotonic)    2  trips (total)    3  changed_at_us
         8+w  trial permits of worker w: generation << 32 | count
+    WCTRL     W rows of WCTRL_WORDS words, supervisor writes: what worker w should run
+        0  concurrency   1  pool max size   2  pool min size   (0 = as started)
     SLOTS     W slots of slot_words(T) words, worker w alone writes slot w
         the stats slot (workers.stats: header, counters, gauges, histogram), then
         T target blocks of TGT_WORDS words:
@@ -43,10 +46,14 @@ VERSION: Final = 1
 HEADER_WORDS: Final = 16
 H_COMMAND: Final = 5
 H_INJECT_GEN: Final = 6
+H_PAUSED: Final = 7
 CMD_RUN, CMD_DRAIN, CMD_STOP = 0, 1, 2
 
 BRK_FIXED: Final = 8
 B_STATE, B_OPEN_UNTIL, B_TRIPS, B_CHANGED = 0, 1, 2, 3
+
+WCTRL_WORDS: Final = 4
+C_CONCURRENCY, C_POOL_MAX, C_POOL_MIN = 0, 1, 2
 
 TGT_WORDS: Final = 8
 T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_CONSEC, T_TRIAL_USED, T_TRIAL_OK, T_TRIAL_FAIL = range(8)
@@ -84,8 +91,11 @@ class Layout:
     def breaker(self, target: int) -> int:
         return HEADER_WORDS + target * self.brk_words
 
+    def wctrl(self, worker: int) -> int:
+        return HEADER_WORDS + self.targets * self.brk_words + worker * WCTRL_WORDS
+
     def slot(self, worker: int) -> int:
-        first = -(-(HEADER_WORDS + self.targets * self.brk_words) // _PAGE_WORDS) * _PAGE_WORDS
+        first = -(-self.wctrl(self.workers) // _PAGE_WORDS) * _PAGE_WORDS
         return first + worker * self.slot_words
 
     @property
@@ -130,6 +140,10 @@ class Region:
     def breaker_row(self, target: int) -> memoryview:
         base = self.layout.breaker(target)
         return self.words[base : base + self.layout.brk_words]
+
+    def wctrl_row(self, worker: int) -> memoryview:
+        base = self.layout.wctrl(worker)
+        return self.words[base : base + WCTRL_WORDS]
 
     def command(self) -> tuple[int, int]:
         """(sequence, command) last written by the supervisor."""

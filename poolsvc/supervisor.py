@@ -1,51 +1,54 @@
-"""The supervisor: forks the workers, keeps them alive, decides the breakers.
+"""The supervisor: forks the workers, keeps them alive, serves the control socket.
 
-Theory of operation.  One thread, one selector loop over a signal wakeup pipe,
-ticking every ``TICK`` (5 ms):
+Theory of operation.  One thread, one selector loop (signal wakeup pipe, control
+socket and its clients), ticking every ``TICK`` (5 ms):
 
 * Signal handlers only record the signal; the loop acts on it (gunicorn's
   arbiter).  First SIGINT/SIGTERM: drain (command word + SIGTERM to each worker,
-  SIGKILL after the drain timeout).  Second SIGINT: kill now.
-* SIGCHLD (recorded like every signal) makes the loop poll each live worker with
-  a non-blocking waitpid; a safety poll runs every ``REAP_POLL`` in case a
-  SIGCHLD was coalesced.  (Process sentinels are not used: a worker closes every
-  inherited descriptor, the sentinel pipe's write end included.)
-* A worker that exits 0 has finished its shard; its slot stays as it left it.
-  Any other exit is a crash: its counts are folded into the RETIRED block (totals
-  never go backwards), its slot is zeroed and a replacement is forked into the
-  same slot after a backoff, with the rest of the shard's request bound and the
-  same end time.  ``MAX_BOOT_FAILURES`` crashes in a row, each within
-  ``BOOT_WINDOW`` of its start, stop the service (exit 3) instead of looping.
-* Each tick, per target: sum the workers' per-target counters, feed the deltas to
-  the pure :class:`~poolsvc.breaker.Breaker`, and write its state into the
-  breaker row, which only this process writes.  In HALF_OPEN it hands trial permits
-  to live workers, generation-tagged.
+  SIGKILL after the drain timeout).  Second SIGINT: kill now.  SIGCHLD makes the
+  loop reap with non-blocking waitpids; a safety poll runs every ``REAP_POLL``.
+  (Process sentinels are not used: a worker closes every inherited descriptor,
+  the sentinel pipe's write end included.)
+* A worker that exits 0 has finished (or was retired by a scale-down); its slot
+  stays as it left it.  Any other exit is a crash: its counts are folded into
+  RETIRED (totals never go backwards), its slot is zeroed and a replacement is
+  forked into the same slot after a backoff, with the rest of the shard's
+  request bound and the same end time.  ``MAX_BOOT_FAILURES`` crashes in a row,
+  each within ``BOOT_WINDOW`` of its start, stop the service (exit 3).
+* Each tick the breaker desk (:mod:`poolsvc.breakers`) reads the workers'
+  counters and writes the breaker rows; each second the per-interval figures
+  are recorded (:mod:`poolsvc.status`).
+* Runtime changes (concurrency, pause, worker count) are written into the
+  workers' control rows; workers apply them on their next tick (100 ms).
 
-Every exit path, including an exception here, SIGKILLs and reaps whatever
-worker is still alive (``finally``).  The shared region is anonymous memory, so
-nothing remains to unlink.  Workers that outlive a SIGKILLed supervisor notice
-their new parent within one tick and exit.
+Every exit path, an exception here included, SIGKILLs and reaps whatever worker
+is still alive (``finally``).  The shared region is anonymous memory: nothing to
+unlink.  Workers that outlive a SIGKILLed supervisor notice within one tick.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import selectors
 import signal
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import multiprocess
 
-from poolsvc import shm
-from poolsvc.breaker import CLOSED, HALF_OPEN, OPEN, STATE_CODE, Breaker
+from poolsvc import commands, plan, shm
+from poolsvc.breakers import BreakerDesk
 from poolsvc.config import Config
-from poolsvc.plan import Shard, breaker_settings, shards
+from poolsvc.control import ControlError
+from poolsvc.ctlserver import ControlServer
+from poolsvc.plan import Shard
+from poolsvc.report import RunInfo
+from poolsvc.status import Intervals
 from workers import stats
 from workers.process import WorkerPlan, worker_main
 from workers.target import TargetSpec
@@ -56,6 +59,7 @@ BOOT_WINDOW: Final = 1.0
 MAX_BOOT_FAILURES: Final = 5
 EXIT_BOOT_FAILURE: Final = 3
 EXIT_INTERRUPTED: Final = 130
+STOP_GRACE: Final = 0.5  # `stop`: how long workers get before SIGKILL
 
 RUNNING, RESTARTING, DONE = "RUNNING", "RESTARTING", "DONE"
 
@@ -70,19 +74,29 @@ class Handle:
     started: float = 0.0
     respawn_at: float = 0.0
     boot_failures: int = 0
+    retiring: bool = False  # scaled down: exits when drained, is not restarted
     completed: int = 0  # requests finished by earlier incarnations
     end_at: float = 0.0  # the run's end, learned from the first incarnation
     pids: list[int] = field(default_factory=list)
-    exits: list[int] = field(default_factory=list)  # exit codes (negative: signal)
+    exits: list[int] = field(default_factory=list)  # crash exit codes (negative: signal)
     retired: list[stats.Snapshot] = field(default_factory=list)
+    rps: float = 0.0  # requests per second over the last second
+
+    @property
+    def index(self) -> int:
+        return self.shard.index
 
     def __repr__(self) -> str:
         pid = self.pids[-1] if self.pids else None
-        return f"<Worker {self.shard.index} {self.state} pid={pid} restarts={len(self.exits)}>"
+        return f"<Worker {self.index} {self.state} pid={pid} restarts={len(self.exits)}>"
 
 
 class Supervisor:
-    """Runs ``cfg`` against ``spec`` with ``n`` workers; :meth:`run` returns the exit code."""
+    """Runs ``cfg`` against ``spec`` with ``n`` workers; :meth:`run` returns the exit code.
+
+    ``forever``: a service (``poolsvc serve``) that runs until drained or stopped.
+    ``control``: where to serve the control socket (None: no socket).
+    """
 
     def __init__(
         self,
@@ -92,20 +106,23 @@ class Supervisor:
         seed: int,
         emit: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        forever: bool = False,
+        control: Path | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.spec = spec
-        self.emit = emit
-        self.clock = clock
-        self.layout = shm.Layout(workers=n, targets=1)
+        self.cfg, self.spec, self.seed, self.emit, self.clock = cfg, spec, seed, emit, clock
+        self.forever = forever
+        self.layout = shm.Layout(workers=plan.MAX_WORKERS, targets=1)
         self.region = shm.Region(self.layout, os.getpid())
-        self.handles = [Handle(s) for s in shards(cfg, n, seed)]
-        now = clock()
-        self.breakers = [Breaker(breaker_settings(cfg), random.Random(seed), now)]
-        for t, breaker in enumerate(self.breakers):
-            self._write_row(t, breaker, now)  # workers read generation 1 from the start
-        self._seen = [(0, 0)]  # per target: (ok, failed) summed at the last tick
-        self._grant_turn = 0
+        self.total_concurrency = cfg.effective_concurrency
+        self.handles = [Handle(s) for s in plan.shards(cfg, n, seed)]
+        self.target_workers = n
+        now = self.started_at = clock()
+        self.finished_at = 0.0
+        self.desk = BreakerDesk(self.region, plan.breaker_settings(cfg), [spec.name], seed,
+                                emit, now)  # fmt: skip
+        self.intervals = Intervals(now)
+        self.rates: dict[int, tuple[float, int]] = {}
+        self._next_second = now + 1.0
         self.ctx = multiprocess.get_context("fork")
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
@@ -114,8 +131,13 @@ class Supervisor:
         self.stopping = False
         self.kill_at = 0.0
         self.exit_code = 0
-        self.started_at = now
-        self.finished_at = 0.0
+        self.control = (
+            ControlServer(control, self.sel, self._command, clock) if control is not None else None
+        )
+
+    @property
+    def breakers(self) -> list[Any]:
+        return self.desk.breakers
 
     # lifecycle --------------------------------------------------------------------------
     def run(self) -> int:
@@ -130,16 +152,15 @@ class Supervisor:
         finally:
             self._kill_all()
             self._restore_signals(old)
+            if self.control is not None:
+                self.control.close()
             self.sel.close()
             self.wake_r.close()
             self.wake_w.close()
 
     def _step(self) -> None:
-        if self.sel.select(TICK):
-            try:
-                self.wake_r.recv(512)
-            except BlockingIOError:
-                pass
+        for key, mask in self.sel.select(TICK):
+            key.data(mask)
         self._on_signals()
         now = self.clock()
         if now >= self._reap_due:
@@ -147,21 +168,34 @@ class Supervisor:
         for handle in self.handles:
             if handle.state == RESTARTING and now >= handle.respawn_at and not self.stopping:
                 self._spawn(handle)
-        for t, breaker in enumerate(self.breakers):
-            self._breaker_tick(t, breaker, now)
+        used = [h.index for h in self.handles]
+        self.desk.tick(now, used, [h.index for h in self.live()])
+        if now >= self._next_second:
+            self._next_second = now + 1.0
+            self.intervals.add(now, self.snapshot())
+            self._worker_rates(now)
+            if self.control is not None:
+                self.control.sweep(now)
         if self.stopping and self.kill_at and now >= self.kill_at:
             self._kill_all()
+
+    def _command(self, cmd: str, args: dict[str, Any]) -> Any:
+        return commands.dispatch(self, cmd, args)
 
     # workers ---------------------------------------------------------------------------
     def _spawn(self, h: Handle) -> None:
         remaining = h.shard.requests - h.completed if h.shard.requests else 0
         # A replacement gets the rest of the request bound and its own random stream.
         shard = dataclasses.replace(
-            h.shard, requests=remaining, seed=h.shard.seed + 1000 * len(h.exits)
+            h.shard, requests=remaining, seed=h.shard.seed + 1000 * len(h.pids)
         )
-        plan = WorkerPlan(self.cfg, self.spec, shard, self.layout, os.getpid(), h.end_at)
+        wp = WorkerPlan(self.cfg, self.spec, shard, self.layout, os.getpid(), h.end_at,
+                        self.forever)  # fmt: skip
+        row = self.region.wctrl_row(h.index)
+        row[shm.C_CONCURRENCY] = h.shard.concurrency
+        row[shm.C_POOL_MAX], row[shm.C_POOL_MIN] = h.shard.pool_size, h.shard.pool_min
         proc = self.ctx.Process(
-            target=worker_main, args=(plan, self.region.words), name=f"poolsvc-w{h.shard.index}"
+            target=worker_main, args=(wp, self.region.words), name=f"poolsvc-w{h.index}"
         )
         proc.start()
         h.proc, h.state, h.started = proc, RUNNING, self.clock()
@@ -180,46 +214,67 @@ class Supervisor:
         code = proc.exitcode
         proc.close()
         h.proc = None
-        if code == 0 or self.stopping:
+        if code == 0 or self.stopping or h.retiring:
             h.state = DONE
+            if h.retiring and h.index < self.target_workers and not self.stopping:
+                self._reincarnate(h)  # scaled down, then up again before it had exited
             return
         self._crashed(h, code)
 
     def _crashed(self, h: Handle, code: int) -> None:
         now = self.clock()
-        slot = self.region.slot(h.shard.index)
-        snap = stats.Snapshot.of([slot])
-        h.retired.append(snap)
-        h.completed += snap.counters["requests.total"]
+        snap = self._retire_slot(h)
         h.end_at = h.end_at or snap.gauges["time.end_us"] / 1e6
         h.exits.append(code)
-        self.region.fold(h.shard.index)
         how = f"signal {-code}" if code < 0 else f"code {code}"
         h.boot_failures = h.boot_failures + 1 if now - h.started < BOOT_WINDOW else 0
         if h.boot_failures >= MAX_BOOT_FAILURES:
-            self.emit(f"[pool] worker {h.shard.index} failed at boot {h.boot_failures} times "
+            self.emit(f"[pool] worker {h.index} failed at boot {h.boot_failures} times "
                       f"in a row (last: {how}); stopping")  # fmt: skip
             h.state = DONE
             self.exit_code = EXIT_BOOT_FAILURE
             self.drain()
             return
-        over = (h.shard.requests and h.completed >= h.shard.requests) or (
+        done = (h.shard.requests and h.completed >= h.shard.requests) or (
             h.end_at and now >= h.end_at
         )
-        if over:
+        if done:
             h.state = DONE
             return
         h.state = RESTARTING
         h.respawn_at = now + min(5.0, 0.1 * 2**h.boot_failures)
-        self.emit(f"[pool] worker {h.shard.index} (pid {h.pids[-1]}) exited with {how}; "
-                  "restarting")  # fmt: skip
+        self.emit(f"[pool] worker {h.index} (pid {h.pids[-1]}) exited with {how}; restarting")
+
+    def _retire_slot(self, h: Handle) -> stats.Snapshot:
+        """Fold ``h``'s slot into RETIRED (its writer is gone) and remember its share."""
+        snap = stats.Snapshot.of([self.region.slot(h.index)])
+        h.retired.append(snap)
+        h.completed += snap.counters["requests.total"]
+        self.region.fold(h.index)
+        return snap
+
+    def _worker_rates(self, now: float) -> None:
+        for h in self.handles:
+            total = self.region.slot(h.index)[stats.REQ_TOTAL] + h.completed
+            last_t, last = self.rates.get(h.index, (now, total))
+            self.rates[h.index] = (now, total)
+            h.rps = (total - last) / (now - last_t) if now > last_t else 0.0
 
     def live(self) -> list[Handle]:
         return [h for h in self.handles if h.state == RUNNING and h.proc is not None]
 
+    # runtime changes ----------------------------------------------------------------------
     def drain(self) -> None:
         """Stop issuing requests everywhere; SIGKILL whatever has not exited in time."""
+        self._stop_all(self.cfg.drain_timeout_ms / 1000.0 + 2.0)
+
+    def stop(self) -> None:
+        """Stop now: workers get ``STOP_GRACE`` to close cleanly, then SIGKILL."""
+        self._stop_all(STOP_GRACE)
+
+    def _stop_all(self, grace: float) -> None:
         if self.stopping:
+            self.kill_at = min(self.kill_at, self.clock() + grace)
             return
         self.stopping = True
         self.region.send_command(shm.CMD_DRAIN)
@@ -228,7 +283,70 @@ class Supervisor:
                 h.state = DONE
         for h in self.live():
             _signal(h.proc.pid, signal.SIGTERM)
-        self.kill_at = self.clock() + self.cfg.drain_timeout_ms / 1000.0 + 2.0
+        self.kill_at = self.clock() + grace
+
+    def set_concurrency(self, total: int) -> None:
+        live = self.live()
+        if not 1 <= len(live) <= total:
+            raise ControlError("bad_request", f"concurrency must be >= workers ({len(live)})")
+        self.total_concurrency = total
+        for h, share in zip(live, plan.split(total, len(live)), strict=True):
+            h.shard = dataclasses.replace(h.shard, concurrency=share)
+            self.region.wctrl_row(h.index)[shm.C_CONCURRENCY] = share
+
+    def set_paused(self, paused: bool) -> None:
+        self.region.words[shm.H_PAUSED] = int(paused)
+
+    def paused(self) -> bool:
+        return bool(self.region.words[shm.H_PAUSED])
+
+    def scale(self, n: int) -> None:
+        """Run ``n`` workers: spawn into free slots or retire the highest ones; the pool
+        size and the concurrency are split again over the ``n``."""
+        if self.stopping:
+            raise ControlError("conflict", "the service is stopping")
+        if self.cfg.requests:
+            raise ControlError("conflict", "a request-bounded run cannot be rescaled")
+        limit = min(plan.MAX_WORKERS, self.cfg.pool_size, self.total_concurrency)
+        if not 1 <= n <= limit:
+            raise ControlError("bad_request", f"workers must be between 1 and {limit}")
+        self.target_workers = n
+        cfg = dataclasses.replace(self.cfg, concurrency=self.total_concurrency)
+        wanted = plan.shards(cfg, n, self.seed)
+        while len(self.handles) < n:
+            self.handles.append(Handle(wanted[len(self.handles)], retiring=True))
+        for h in self.handles:
+            if h.index >= n:
+                self._retire(h)
+                continue
+            h.shard = dataclasses.replace(wanted[h.index], seed=h.shard.seed)
+            if h.state == RUNNING and not h.retiring:
+                row = self.region.wctrl_row(h.index)
+                row[shm.C_POOL_MAX], row[shm.C_POOL_MIN] = h.shard.pool_size, h.shard.pool_min
+                row[shm.C_CONCURRENCY] = h.shard.concurrency
+            elif h.state == DONE and h.retiring:
+                self._reincarnate(h)
+            # RUNNING and retiring: re-incarnated when it has exited (see _reap)
+
+    def _retire(self, h: Handle) -> None:
+        """Scale-down: ``h`` drains and exits 0 and is not restarted; its counts stay."""
+        if h.state == RESTARTING:
+            h.state, h.retiring = DONE, True
+        elif h.state == RUNNING and not h.retiring:
+            h.retiring = True
+            _signal(h.proc.pid, signal.SIGTERM)
+
+    def _reincarnate(self, h: Handle) -> None:
+        if h.pids:
+            self._retire_slot(h)  # a new incarnation in a used slot
+        h.retiring = False
+        h.state, h.respawn_at = RESTARTING, 0.0
+
+    def breaker_action(self, target: int, action: str) -> None:
+        try:
+            self.desk.action(target, action, self.clock())
+        except ValueError as exc:
+            raise ControlError("bad_request", str(exc)) from None
 
     def _kill_all(self) -> None:
         self.stopping = True  # what dies now is not restarted
@@ -241,12 +359,18 @@ class Supervisor:
     def _install_signals(self) -> dict[int, Any]:
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, self._drain_wakeup)
         old: dict[int, Any] = {}
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             old[signum] = signal.signal(signum, self._record_signal)
         old[-1] = signal.set_wakeup_fd(self.wake_w.fileno())
         return old
+
+    def _drain_wakeup(self, mask: int) -> None:
+        try:
+            self.wake_r.recv(512)
+        except BlockingIOError:
+            pass
 
     def _record_signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)  # only record: the loop acts (the wakeup fd wakes it)
@@ -271,78 +395,24 @@ class Supervisor:
                 for h in self.handles:
                     h.state = DONE
 
-    # breakers --------------------------------------------------------------------------
-    def _breaker_tick(self, t: int, breaker: Breaker, now: float) -> None:
-        blocks = [self.region.target_words(h.shard.index, t) for h in self.handles]
-        blocks.append(self.region.retired_target_words(t))
-        ok = sum(b[shm.T_OK] for b in blocks)
-        failed = sum(b[shm.T_FAILED] for b in blocks)
-        gen = breaker.generation
-        consec = sum(shm.tagged_count(b[shm.T_CONSEC], gen) for b in blocks)
-        last_ok, last_failed = self._seen[t]
-        self._seen[t] = (ok, failed)
-        breaker.observe(now, ok - last_ok, failed - last_failed, consec)
-        trial_ok = sum(shm.tagged_count(b[shm.T_TRIAL_OK], breaker.generation) for b in blocks)
-        trial_fail = sum(shm.tagged_count(b[shm.T_TRIAL_FAIL], breaker.generation) for b in blocks)
-        permits = breaker.tick(now, trial_ok, trial_fail)
-        if permits:
-            self._grant(t, breaker.generation, permits)
-        if breaker.generation != gen:
-            self._publish_breaker(t, breaker, now)
-
-    def _grant(self, t: int, generation: int, permits: int) -> None:
-        """Hand ``permits`` trial permits to live workers, round-robin."""
-        live = self.live() or self.handles
-        row = self.region.breaker_row(t)
-        for _ in range(permits):
-            h = live[self._grant_turn % len(live)]
-            self._grant_turn += 1
-            at = shm.BRK_FIXED + h.shard.index
-            row[at] = shm.tag(generation, shm.tagged_count(row[at], generation) + 1)
-
-    def _publish_breaker(self, t: int, breaker: Breaker, now: float) -> None:
-        self._write_row(t, breaker, now)
-        if breaker.state == OPEN:
-            self.emit(f"[pool] circuit breaker OPEN for {breaker.open_until - now:.1f}s "
-                      f"({breaker.reason})")  # fmt: skip
-        elif breaker.state == HALF_OPEN:
-            self.emit(f"[pool] circuit breaker HALF_OPEN: {breaker.settings.trials} trial(s)")
-        elif breaker.state == CLOSED:
-            self.emit(f"[pool] circuit breaker CLOSED ({breaker.reason})")
-
-    def _write_row(self, t: int, breaker: Breaker, now: float) -> None:
-        row = self.region.breaker_row(t)
-        until = breaker.open_until if breaker.open_until != float("inf") else 2.0**62 / 1e6
-        row[shm.B_OPEN_UNTIL] = int(until * 1e6)
-        row[shm.B_TRIPS] = breaker.total_trips
-        row[shm.B_CHANGED] = int(now * 1e6)
-        # The state word last: a worker that sees OPEN finds open_until already set.
-        row[shm.B_STATE] = (breaker.generation << 8) | STATE_CODE[breaker.state]
-
     # results ---------------------------------------------------------------------------
     def snapshot(self) -> stats.Snapshot:
-        """Totals: every live slot plus the retired block (lock-free reads)."""
-        slots = [self.region.slot(h.shard.index) for h in self.handles]
+        """Totals: every used slot plus the retired block (lock-free reads)."""
+        slots = [self.region.slot(h.index) for h in self.handles]
         return stats.Snapshot.of([*slots, self.region.retired_slot()])
 
-    def per_worker(self) -> list[dict[str, Any]]:
-        rows = []
-        for h in self.handles:
-            snap = stats.Snapshot.of([self.region.slot(h.shard.index)])
-            c = snap.counters
-            for old in h.retired:
-                for k, v in old.counters.items():
-                    c[k] += v
-            rows.append({"index": h.shard.index, "pids": h.pids, "restarts": len(h.exits),
-                         "exit_codes": h.exits, "pool_size": h.shard.pool_size,
-                         "concurrency": h.shard.concurrency, "requests.total":
-                         c["requests.total"], "requests.ok": c["requests.ok"],
-                         "requests.failed": c["requests.failed"],
-                         "connections.created": c["connections.created"]})  # fmt: skip
-        return rows
+    def run_info(self) -> RunInfo:
+        g = self.snapshot().gauges
+        end = g["time.finished_us"] if self.finished_at else self.clock() * 1e6
+        elapsed = (end - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
+        workers = len(self.live()) or len(self.handles)
+        return RunInfo(
+            self.spec.name, False, self.total_concurrency, self.cfg.pool_size,
+            max(elapsed, 0.0), self.seed, workers,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
-        return f"<Supervisor {self.handles} {self.breakers} stopping={self.stopping}>"
+        return f"<Supervisor {self.handles} {self.desk} stopping={self.stopping}>"
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -25,7 +25,7 @@ REFUSE: Final = 0  # admit() result; a positive result is a trial generation, -1
 class SharedView:
     """Worker ``worker``'s handles into a region's words."""
 
-    __slots__ = ("brk", "layout", "slot", "targets", "words", "worker")
+    __slots__ = ("brk", "layout", "slot", "targets", "wctrl", "words", "worker")
 
     def __init__(self, words: memoryview, layout: Layout, worker: int) -> None:
         self.words = words
@@ -35,6 +35,11 @@ class SharedView:
         self.slot = words[base : base + stats.SLOT_WORDS]
         self.brk = [layout.breaker(t) for t in range(layout.targets)]
         self.targets = [layout.target_block(base, t) for t in range(layout.targets)]
+        at = layout.wctrl(worker)
+        self.wctrl = words[at : at + shm.WCTRL_WORDS]  # what the supervisor wants us to run
+
+    def paused(self) -> bool:
+        return bool(self.words[shm.H_PAUSED])
 
     @classmethod
     def private(cls, targets: int) -> SharedView:

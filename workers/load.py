@@ -38,6 +38,7 @@ class Client:
         "deadline",
         "heap_when",
         "ident",
+        "retire",
         "retried",
         "start",
         "state",
@@ -53,6 +54,7 @@ class Client:
         self.start = 0.0  # when the current request was issued (monotonic seconds)
         self.retried = False  # the current request was already re-sent once
         self.trial = 0  # > 0: the current request is a breaker trial of this generation
+        self.retire = False  # concurrency was lowered: stop after the current request
         self.deadline = self.heap_when = 0.0
 
     def __repr__(self) -> str:
@@ -64,17 +66,19 @@ class Bounds:
     """When a run stops issuing requests: whichever bound is reached first.
 
     ``requests`` 0 = no count bound; ``duration`` 0 = no time bound.  At least one
-    must be set: every load loop stops by itself.
+    must be set, so that a run stops by itself -- except for a service
+    (``forever``), which runs until it is told to stop.
     """
 
     concurrency: int
     requests: int = 0
     duration: float = 0.0
+    forever: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if self.requests < 0 or self.duration < 0:
             raise ValueError("requests and duration must not be negative")
-        if not self.requests and not self.duration:
+        if not self.requests and not self.duration and not self.forever:
             raise ValueError("a run needs a bound: requests or duration")

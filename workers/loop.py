@@ -101,6 +101,8 @@ class Worker:
         self.clients = [Client(i) for i in range(bounds.concurrency)]
         self.issued = 0
         self.in_flight = 0
+        self.concurrency = bounds.concurrency
+        self.paused = False
         self.stopping = False
         self.stop_requested = False
         self.started_at = self.end_at = self.finished_at = 0.0
@@ -195,9 +197,12 @@ class Worker:
     def _next(self, client: Client) -> None:
         """Issue ``client``'s next request, or retire it when a bound is reached."""
         limit = self.bounds.requests
-        if self.stopping or (limit and self.issued >= limit):
-            if client.state is not load.DONE:
-                client.state = load.DONE
+        if client.retire or self.stopping or (limit and self.issued >= limit):
+            client.state = load.DONE
+            return
+        if self.paused:
+            client.state = load.PAUSED
+            self.deadlines.arm(client, self.now + TICK)
             return
         self.issued += 1
         self.in_flight += 1
@@ -599,12 +604,38 @@ class Worker:
     def _tick(self, now: float) -> None:
         if self.watchdog is not None:
             self.watchdog(self)
+        self._apply_control()
         if not self.stopping:
             for target in self.targets:
                 for conn, reason in target.pool.sweep(now):
                     self._close(conn, reason)
                 self._refill(target)
         self._publish()
+
+    def _apply_control(self) -> None:
+        """Follow the supervisor's runtime settings (0 = keep what we started with)."""
+        self.paused = self.shared.paused()
+        row = self.shared.wctrl
+        concurrency = row[shm.C_CONCURRENCY]
+        if concurrency and concurrency != self.concurrency:
+            self._set_concurrency(concurrency)
+        max_size, min_size = row[shm.C_POOL_MAX], row[shm.C_POOL_MIN]
+        for target in self.targets:
+            s = target.pool.settings
+            if max_size and (max_size, min_size) != (s.max_size, s.min_size):
+                for conn in target.pool.resize(max_size, min(min_size, max_size)):
+                    self._close(conn, "resized")
+
+    def _set_concurrency(self, n: int) -> None:
+        """Add clients, or let the surplus retire after their current request."""
+        active = [c for c in self.clients if c.state is not load.DONE and not c.retire]
+        for _ in range(n - len(active)):
+            client = Client(len(self.clients))
+            self.clients.append(client)
+            self.ready.append(client)
+        for client in active[n:]:
+            client.retire = True
+        self.concurrency = n
 
     def _publish(self, pool_gauges: bool = True) -> None:
         """Write gauges and the heartbeat (plain stores: readers may see them any time)."""

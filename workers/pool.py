@@ -24,6 +24,7 @@ Checkout layers the defences against the stale keep-alive race:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
@@ -166,6 +167,8 @@ class Pool(Generic[C, W]):
         reason = self._expiry(conn, now)
         if reason:
             return (CLOSE, None, reason)
+        if self.size >= self.settings.max_size:  # the pool was shrunk while it was in use
+            return (CLOSE, None, "resized")
         if self.waiters:
             self.in_use.add(conn)
             return (HANDOFF, self.waiters.popleft(), "")
@@ -217,6 +220,15 @@ class Pool(Generic[C, W]):
             return 0
         self.connecting += deficit
         return deficit
+
+    def resize(self, max_size: int, min_size: int) -> list[C]:
+        """Apply new limits.  Returns the idle connections over the new maximum, coldest
+        first, for the caller to close; busy ones over it close when checked in."""
+        self.settings = dataclasses.replace(self.settings, max_size=max_size, min_size=min_size)
+        surplus = []
+        while self.size > max_size and self.idle:
+            surplus.append(self.idle.popleft())
+        return surplus
 
     def sweep(self, now: float) -> list[tuple[C, str]]:
         """Remove and return the idle connections that expired, with the reason."""

@@ -46,6 +46,7 @@ class WorkerPlan:
     layout: shm.Layout
     supervisor_pid: int
     end_at: float = 0.0  # for a replacement: when the run ends (monotonic), else 0
+    forever: bool = False  # a service: no duration or count bound
 
 
 def close_inherited_fds(keep: tuple[int, ...] = (0, 1, 2)) -> None:
@@ -64,9 +65,8 @@ def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     close_inherited_fds()
     shared = SharedView(words, plan.layout, plan.shard.index)
     stats.init_slot(shared.slot, os.getpid())
-    worker = make_worker(
-        plan.cfg, plan.spec, plan.shard, shared, watchdog=_watchdog(plan, words), end_at=plan.end_at
-    )
+    worker = make_worker(plan.cfg, plan.spec, plan.shard, shared, watchdog=_watchdog(plan, words),
+                         end_at=plan.end_at, forever=plan.forever)  # fmt: skip
 
     def on_term(signum: int, frame: Any) -> None:
         worker.stop_requested = True

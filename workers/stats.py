@@ -38,6 +38,7 @@ EVICT_REASONS: Final = (
     "peer_closed",  # FIN/RST/bytes while idle, seen by the event loop
     "server_close",  # response said Connection: close (or HTTP/1.0)
     "error",  # a request on it failed
+    "resized",  # the pool was made smaller at runtime
 )
 
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")

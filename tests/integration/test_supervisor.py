@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from poolsvc import config, plan, shm
+from poolsvc import config, plan, shm, status
 from poolsvc.supervisor import EXIT_BOOT_FAILURE, Supervisor
 from tests.conftest import Nginx
 from tools.target import TargetServer
@@ -92,7 +92,7 @@ def test_sigkilled_worker_is_replaced_and_totals_never_decrease(target: TargetSe
     assert len(sup.handles[0].pids) == 2 and sup.handles[0].exits == [-9]
     assert any("worker 0" in e and "signal 9" in e for e in events)
     assert others[-1] > others[0]  # the other worker kept working meanwhile
-    assert sup.per_worker()[0]["requests.total"] > 0
+    assert status.per_worker(sup)[0]["requests.total"] > 0
     # What the killed worker had in flight may have been served but never counted:
     # at most its concurrency (2), never more, and nothing counted twice.
     served = target.stats()["responses"]

@@ -110,6 +110,16 @@ def test_observe_ignored_unless_closed() -> None:
     assert br.state == b.OPEN and br.total_trips == 1
 
 
+def test_force_closed_never_trips_until_reset() -> None:
+    br = make()
+    br.force_closed(0.0)
+    br.observe(1.0, 0, 100, 100)
+    assert br.state == b.CLOSED and br.forced
+    br.reset(2.0)
+    br.observe(3.0, 0, 5, 5)
+    assert br.state == b.OPEN
+
+
 def test_force_open_and_reset() -> None:
     br = make()
     br.force_open(0.0)

@@ -1,0 +1,101 @@
+"""Control-socket command handlers: one function per command, ``(service, args) -> data``.
+
+A handler validates its arguments with :func:`poolsvc.control.arg` (a wrong type
+is a ``bad_request`` reply, never an exception escaping into the supervisor)
+and calls the supervisor's public methods; it never touches workers directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from poolsvc import report, status
+from poolsvc.control import ControlError, arg, optional
+
+if TYPE_CHECKING:
+    from poolsvc.supervisor import Supervisor
+
+Handler = Callable[["Supervisor", dict[str, Any]], Any]
+
+
+def cmd_status(svc: Supervisor, args: dict[str, Any]) -> Any:
+    return status.service_status(svc)
+
+
+def cmd_metrics(svc: Supervisor, args: dict[str, Any]) -> Any:
+    fmt = arg(args, "format", str, "json")
+    snap = svc.snapshot()
+    if fmt == "json":
+        return report.metrics(snap, svc.run_info())
+    if fmt == "text":
+        return "".join(f"{k}={v}\n" for k, v in report.metrics(snap, svc.run_info()).items())
+    if fmt == "prometheus":
+        return status.prometheus(snap, status.breaker_status(svc))
+    raise ControlError("bad_request", f"format must be json, text or prometheus, not {fmt!r}")
+
+
+def cmd_breaker(svc: Supervisor, args: dict[str, Any]) -> Any:
+    action = arg(args, "action", str, "show")
+    target = arg(args, "target", int, 0)
+    if not 0 <= target < len(svc.breakers):
+        raise ControlError("bad_request", f"no target {target}")
+    if action != "show":
+        svc.breaker_action(target, action)
+    return status.breaker_status(svc)[target]
+
+
+def cmd_load(svc: Supervisor, args: dict[str, Any]) -> Any:
+    concurrency = optional(args, "concurrency", int)
+    pause = optional(args, "pause", bool)
+    resume = optional(args, "resume", bool)
+    rate = optional(args, "rate", (int, float))
+    given = [x for x in (concurrency, pause, resume, rate) if x is not None]
+    if len(given) != 1:
+        raise ControlError("bad_request", "give exactly one of concurrency, pause, resume, rate")
+    if concurrency is not None:
+        svc.set_concurrency(concurrency)
+    elif pause:
+        svc.set_paused(True)
+    elif resume:
+        svc.set_paused(False)
+    elif rate is not None:
+        raise ControlError("conflict", "this service runs a closed loop; rate needs --rate")
+    return status.load_status(svc)
+
+
+def cmd_workers(svc: Supervisor, args: dict[str, Any]) -> Any:
+    count = optional(args, "count", int)
+    if count is not None:
+        svc.scale(count)
+    return status.worker_status(svc)
+
+
+def cmd_drain(svc: Supervisor, args: dict[str, Any]) -> Any:
+    svc.drain()
+    return {"draining": True}
+
+
+def cmd_stop(svc: Supervisor, args: dict[str, Any]) -> Any:
+    svc.stop()
+    return {"stopping": True}
+
+
+HANDLERS: dict[str, Handler] = {
+    "status": cmd_status,
+    "metrics": cmd_metrics,
+    "breaker": cmd_breaker,
+    "load": cmd_load,
+    "workers": cmd_workers,
+    "drain": cmd_drain,
+    "stop": cmd_stop,
+}
+
+
+def dispatch(svc: Supervisor, cmd: str, args: dict[str, Any]) -> Any:
+    handler = HANDLERS.get(cmd)
+    if handler is None:
+        raise ControlError(
+            "unknown_command", f"unknown command {cmd!r}; try: {', '.join(HANDLERS)}"
+        )
+    return handler(svc, args)

@@ -1,0 +1,148 @@
+"""poolctl: the command-line client of a running poolsvc service.
+
+Exit codes: 0 ok; 2 bad arguments; 3 the service refused the command (its error
+is printed); 4 no service at the control socket (the path is named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import orjson
+
+from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable, resolve_path
+
+EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 2, 3, 4
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="poolctl", description="control a running poolsvc service")
+    p.add_argument("--control", help="control socket (default: $POOLSVC_CONTROL or the service's)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    st = sub.add_parser("status", help="targets, breakers, pool, rates, workers")
+    st.add_argument("--json", action="store_true", help="the raw JSON document")
+    st.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    st.add_argument("--count", type=int, default=0, help="with --watch: stop after N refreshes")
+    me = sub.add_parser("metrics", help="metrics as text, json or prometheus")
+    me.add_argument("--format", choices=("text", "json", "prometheus"), default="text")
+    br = sub.add_parser("breaker", help="show, force open/closed, or reset a breaker")
+    br.add_argument("action", nargs="?", default="show", choices=("show", "open", "close", "reset"))
+    br.add_argument("--target", type=int, default=0)
+    lo = sub.add_parser("load", help="change the load at runtime")
+    group = lo.add_mutually_exclusive_group(required=True)
+    group.add_argument("--concurrency", type=int)
+    group.add_argument("--rate", type=float)
+    group.add_argument("--pause", action="store_true")
+    group.add_argument("--resume", action="store_true")
+    wo = sub.add_parser("workers", help="show workers, or scale to N")
+    wo.add_argument("count", nargs="?", type=int)
+    sub.add_parser("drain", help="finish in-flight requests, then exit")
+    sub.add_parser("stop", help="stop now")
+    return p
+
+
+def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    cmd = args.command
+    if cmd == "metrics":
+        return cmd, {"format": args.format}
+    if cmd == "breaker":
+        return cmd, {"action": args.action, "target": args.target}
+    if cmd == "load":
+        for name in ("concurrency", "rate"):
+            if getattr(args, name) is not None:
+                return cmd, {name: getattr(args, name)}
+        return cmd, {"pause": True} if args.pause else {"resume": True}
+    if cmd == "workers":
+        return cmd, {} if args.count is None else {"count": args.count}
+    return cmd, {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = resolve_path(args.control)
+    try:
+        with ControlClient(path) as client:
+            if args.command == "status" and args.watch is not None:
+                return _watch(client, args)
+            cmd, cmd_args = _request(args)
+            data = client.call(cmd, **cmd_args)
+    except ServiceUnavailable as exc:
+        print(f"poolctl: {exc}; is `poolsvc serve` running?", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except CommandRefused as exc:
+        print(f"poolctl: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    _print(args, data)
+    return EXIT_OK
+
+
+def _print(args: argparse.Namespace, data: Any) -> None:
+    if args.command == "status" and not args.json:
+        sys.stdout.write(render_status(data))
+    elif isinstance(data, str):
+        sys.stdout.write(data)
+    else:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _watch(client: ControlClient, args: argparse.Namespace) -> int:
+    tty = sys.stdout.isatty()
+    shown = 0
+    try:
+        while True:
+            frame = render_status(client.call("status"))
+            # On a terminal, redraw in place; otherwise frames follow each other.
+            sys.stdout.write("\x1b[H\x1b[2J" + frame if tty else frame + "\n")
+            sys.stdout.flush()
+            shown += 1
+            if args.count and shown >= args.count:
+                return EXIT_OK
+            time.sleep(max(0.05, args.watch))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def render_status(s: dict[str, Any]) -> str:
+    """The status document as a readable table."""
+    svc = s["service"]
+    lines = [
+        f"poolsvc pid {svc['pid']}  {svc['mode']}  {svc['state']}  up {svc['uptime_s']:.1f}s  "
+        f"workers {len(s['workers'])}  requests {s['totals']['requests.total']}",
+        "",
+        f"{'TARGET':<22} {'BREAKER':<10} {'ACTIVE':>6} {'IDLE':>5} {'CONN':>5} {'WAIT':>5} "
+        f"{'REQ/S':>9} {'P50ms':>7} {'P99ms':>7}  ERRORS",
+    ]
+    for t in s["targets"]:
+        p = t["pool"]
+        errors = " ".join(f"{k}={v}" for k, v in t["errors"].items()) or "-"
+        lines.append(
+            f"{t['name']:<22} {t['breaker']['state']:<10} {p['active']:>6} {p['idle']:>5} "
+            f"{p['connecting']:>5} {p['waiting']:>5} {t['rps']:>9.1f} {_ms(t['p50_ms']):>7} "
+            f"{_ms(t['p99_ms']):>7}  {errors}"
+        )
+    lines += ["", f"{'WORKER':<7} {'PID':>7} {'STATE':<10} {'RESTARTS':>8} {'REQ/S':>9} "
+              f"{'REQUESTS':>10} {'HEARTBEAT':>10}"]  # fmt: skip
+    for w in s["workers"]:
+        beat = "-" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms']:.0f}ms"
+        lines.append(
+            f"{w['index']:<7} {w['pid'] or '-':>7} {w['state']:<10} {w['restarts']:>8} "
+            f"{w['rps']:>9.1f} {w['requests']:>10} {beat:>10}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
