@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tools.nginx import free_port
 from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration

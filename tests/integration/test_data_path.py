@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Background, fd_count, free_port, make, run
+from tests.conftest import Background, fd_count, make, run
+from tools.nginx import free_port
 from tools.target import TargetServer
 from workers.connection import DEADLINE, connect_blocking
 
