@@ -62,29 +62,39 @@ _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
 }
 
 
+def _add_run_options(p: argparse.ArgumentParser, serving: bool) -> None:
+    """The options `run` and `serve` share (`serve` has no bounds: it runs until stopped)."""
+    for flag, (key, kind, help_text) in _RUN_FLAGS.items():
+        if not (serving and key in ("duration_s", "requests")):
+            p.add_argument(flag, dest=key, type=kind, help=help_text)
+    p.add_argument(
+        "--header", dest="headers", type=_header, action="append",
+        help="extra request header NAME:VALUE (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-keepalive", dest="keep_alive", action="store_const", const=False,
+        help="send Connection: close on every request",
+    )  # fmt: skip
+    p.add_argument(
+        "--inject-failures", dest="inject_failures", action="store_const", const=True,
+        help="inject a default mix of faults: 2%% of requests reset, 2%% time out",
+    )  # fmt: skip
+    p.add_argument("--config", help="JSON config file; flags override it")
+    if serving:
+        p.add_argument(
+            "--control",
+            help="control socket (default: $POOLSVC_CONTROL or $XDG_RUNTIME_DIR/poolsvc/...)",
+        )
+    else:
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.add_argument("--control", help="also serve the control socket at this path")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="poolsvc", description="HTTP/1.1 connection pool and load generator")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run_p = sub.add_parser("run", help="run a bounded load and print the report")
-    for flag, (key, kind, help_text) in _RUN_FLAGS.items():
-        run_p.add_argument(flag, dest=key, type=kind, help=help_text)
-    run_p.add_argument("--header", dest="headers", type=_header, action="append",
-                       help="extra request header NAME:VALUE (repeatable)")  # fmt: skip
-    run_p.add_argument("--no-keepalive", dest="keep_alive", action="store_const", const=False,
-                       help="send Connection: close on every request")  # fmt: skip
-    run_p.add_argument("--config", help="JSON config file; flags override it")
-    run_p.add_argument("--json", action="store_true", help="print one JSON document")
-    run_p.add_argument("--control", help="also serve the control socket at this path")
-    serve_p = sub.add_parser("serve", help="run until stopped, controlled with poolctl")
-    for flag, (key, kind, help_text) in _RUN_FLAGS.items():
-        if key not in ("duration_s", "requests"):
-            serve_p.add_argument(flag, dest=key, type=kind, help=help_text)
-    serve_p.add_argument("--header", dest="headers", type=_header, action="append",
-                         help="extra request header NAME:VALUE (repeatable)")  # fmt: skip
-    serve_p.add_argument("--no-keepalive", dest="keep_alive", action="store_const", const=False)
-    serve_p.add_argument("--config", help="JSON config file; flags override it")
-    serve_p.add_argument("--control", help="control socket (default: $POOLSVC_CONTROL or "
-                         "$XDG_RUNTIME_DIR/poolsvc/control.sock)")  # fmt: skip
+    _add_run_options(sub.add_parser("run", help="run a bounded load and print the report"), False)
+    _add_run_options(sub.add_parser("serve", help="run until stopped, controlled by poolctl"), True)
     return parser
 
 

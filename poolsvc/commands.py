@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from poolsvc import report, status
 from poolsvc.control import ControlError, arg, optional
+from poolsvc.faults import fault_from_args
 
 if TYPE_CHECKING:
     from poolsvc.supervisor import Supervisor
@@ -71,6 +72,18 @@ def cmd_workers(svc: Supervisor, args: dict[str, Any]) -> Any:
     return status.worker_status(svc)
 
 
+def cmd_inject(svc: Supervisor, args: dict[str, Any]) -> Any:
+    action = arg(args, "action", str, "list")
+    if action == "set":
+        svc.board.set(fault_from_args(args, svc.clock(), svc.seed))
+    elif action == "clear":
+        kind = optional(args, "fault", str)
+        svc.board.clear(kind)
+    elif action != "list":
+        raise ControlError("bad_request", f"action must be set, clear or list, not {action!r}")
+    return svc.board.describe()
+
+
 def cmd_drain(svc: Supervisor, args: dict[str, Any]) -> Any:
     svc.drain()
     return {"draining": True}
@@ -87,6 +100,7 @@ HANDLERS: dict[str, Handler] = {
     "breaker": cmd_breaker,
     "load": cmd_load,
     "workers": cmd_workers,
+    "inject": cmd_inject,
     "drain": cmd_drain,
     "stop": cmd_stop,
 }

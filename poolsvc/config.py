@@ -9,6 +9,7 @@ Times are in milliseconds in the file (``*_ms``) except ``duration_s``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,6 +19,7 @@ import orjson
 
 from workers.errors import ConfigError
 from workers.http import build_request
+from workers.injection import CONNECT_MODES, DEFAULT_MIX, Fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Config:
     drain_timeout_ms: int = 5000
     inject_failures: bool | list[Any] = False
     workers: int | None = None  # None: one per CPU (at most pool_size and concurrency)
+    inject_counts_toward_breaker: bool = True
     breaker_window_ms: int = 10000
     breaker_min_calls: int = 20
     breaker_failure_rate: float = 0.5
@@ -103,6 +106,7 @@ KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "drain_timeout_ms": ((int,), 0, 3_600_000),
     "inject_failures": ((bool, list), None, None),
     "workers": ((int,), 1, 64),
+    "inject_counts_toward_breaker": ((bool,), None, None),
     "breaker_window_ms": ((int,), 100, 3_600_000),
     "breaker_min_calls": ((int,), 1, None),
     "breaker_failure_rate": ((int, float), 0.01, 1),
@@ -171,8 +175,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("breaker_open_max_ms must be >= breaker_open_ms")
     if not cfg.duration_s and not cfg.requests:
         raise ConfigError("a run needs a bound: duration_s > 0 or requests > 0")
-    if cfg.inject_failures:
-        raise ConfigError("inject_failures is not available in this version (use false)")
+    faults(cfg, seed=0)  # raises ConfigError on a bad fault list
     headers = cfg.headers or {}
     if not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError("headers must map names to strings")
@@ -181,3 +184,41 @@ def _validate(cfg: Config) -> None:
         build_request(cfg.health_check_method, cfg.health_check_path, "h")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+_FAULT_KEYS = {"fault", "rate", "target", "for_s", "seed", "delay_ms", "mode"}
+
+
+def faults(cfg: Config, seed: int) -> list[Fault]:
+    """The faults ``inject_failures`` asks for: ``true`` is the default mix (a few
+    percent of requests reset or time out), a list gives each fault (at start, so
+    ``for_s`` counts from now)."""
+    value = cfg.inject_failures
+    if value is False:
+        return []
+    if value is True:
+        return [Fault(kind, rate, seed=seed) for kind, rate in DEFAULT_MIX]
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or not set(item) <= _FAULT_KEYS or "fault" not in item:
+            raise ConfigError(f"inject_failures[{i}] must be an object with keys from "
+                              f"{sorted(_FAULT_KEYS)} including 'fault'")  # fmt: skip
+        try:
+            out.append(_fault(item, seed))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"inject_failures[{i}]: {exc}") from None
+    return out
+
+
+def _fault(item: dict[str, Any], seed: int) -> Fault:
+    mode = item.get("mode", "refused")
+    if mode not in CONNECT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(CONNECT_MODES)}")
+    kind = item["fault"]
+    param = int(item.get("delay_ms", 100)) if kind == "delay" else CONNECT_MODES.index(mode)
+    rate = item.get("rate", 0.05)
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ValueError("rate must be a number")
+    until = time.monotonic() + float(item["for_s"]) if item.get("for_s") else 0.0
+    target = item.get("target")
+    return Fault(kind, float(rate), target, until, int(item.get("seed", seed)), param)

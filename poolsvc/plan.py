@@ -125,5 +125,6 @@ def make_worker(
         read_timeout=cfg.read_timeout_ms / 1000.0,
         drain_timeout=cfg.drain_timeout_ms / 1000.0,
         retry_stale=cfg.retry_stale,
+        injected_count_for_breaker=cfg.inject_counts_toward_breaker,
     )
     return Worker([target], bounds, settings, shared, rng, watchdog=watchdog, end_at=end_at)

@@ -66,7 +66,7 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
     for name, value in snap.errors().items():
         out[f"errors.{name}"] = value
     for key, value in c.items():
-        if key.startswith("errors.phase.") and value:
+        if key.startswith(("errors.phase.", "injected.")) and value:
             out[key] = value
     return out
 
@@ -103,9 +103,12 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     restarts = sum(w["restarts"] for w in info.per_worker)
     if restarts:
         lines.append(f"[pool] worker restarts: {restarts}")
+    injected = " ".join(f"{k[9:]}={v}" for k, v in c.items() if k.startswith("injected.") and v)
+    if injected:
+        lines.append(f"[pool] injected: {injected}")
     if c["retries.stale_reuse"]:
         lines.append(f"[pool] stale connections re-sent once: {c['retries.stale_reuse']}")
-    size = g["connections.active"] + g["connections.idle"]
+    size = g["connections.active"] + g["connections.idle"] + g["connections.connecting"]
     state = recovered(snap)
     if state is True:
         lines.append(f"[pool] recovered, pool size={size}")

@@ -11,7 +11,7 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
     HEADER    16 words, supervisor writes
         0  MAGIC "poolsvc2"     1  layout version   2  W   3  T
         4  supervisor pid       5  command: seq << 8 | cmd (0 run, 1 drain, 2 stop)
-        6  injection generation (reserved for failure injection)
+        6  fault generation: odd while the supervisor rewrites FAULTS (a seqlock)
         7  paused (1: workers issue no new requests)
     BREAKERS  T rows of BRK_WORDS = 8 + W words, supervisor writes
         0  state: generation << 8 | code (0 CLOSED, 1 OPEN, 2 HALF_OPEN)
@@ -19,6 +19,8 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
         8+w  trial permits of worker w: generation << 32 | count
     WCTRL     W rows of WCTRL_WORDS words, supervisor writes: what worker w should run
         0  concurrency   1  pool max size   2  pool min size   (0 = as started)
+    FAULTS    MAX_FAULTS entries of FAULT_WORDS words, supervisor writes: the injected
+              faults in force (encoding: workers.injection)
     SLOTS     W slots of slot_words(T) words, worker w alone writes slot w
         the stats slot (workers.stats: header, counters, gauges, histogram), then
         T target blocks of TGT_WORDS words:
@@ -39,7 +41,7 @@ import mmap
 from dataclasses import dataclass
 from typing import Final
 
-from workers import stats
+from workers import injection, stats
 
 MAGIC: Final = 0x706F6F6C73766332
 VERSION: Final = 1
@@ -94,8 +96,13 @@ class Layout:
     def wctrl(self, worker: int) -> int:
         return HEADER_WORDS + self.targets * self.brk_words + worker * WCTRL_WORDS
 
+    @property
+    def faults(self) -> int:
+        return self.wctrl(self.workers)
+
     def slot(self, worker: int) -> int:
-        first = -(-self.wctrl(self.workers) // _PAGE_WORDS) * _PAGE_WORDS
+        end = self.faults + injection.MAX_FAULTS * injection.FAULT_WORDS
+        first = -(-end // _PAGE_WORDS) * _PAGE_WORDS
         return first + worker * self.slot_words
 
     @property
@@ -108,6 +115,23 @@ class Layout:
 
     def target_block(self, slot_base: int, target: int) -> int:
         return slot_base + stats.SLOT_WORDS + target * TGT_WORDS
+
+
+def write_faults(words: memoryview, layout: Layout, faults: list[injection.Fault]) -> None:
+    """Replace the fault table (seqlock: readers retry while the generation is odd).
+
+    Only the supervisor calls this on a shared region (tests call it on a private one).
+    """
+    if len(faults) > injection.MAX_FAULTS:
+        raise ValueError(f"at most {injection.MAX_FAULTS} faults at once")
+    words[H_INJECT_GEN] += 1  # odd: being written
+    base = layout.faults
+    for i in range(injection.MAX_FAULTS):
+        at = base + i * injection.FAULT_WORDS
+        entry = faults[i].encode() if i < len(faults) else (0,) * injection.FAULT_WORDS
+        for j, value in enumerate(entry):
+            words[at + j] = value
+    words[H_INJECT_GEN] += 1  # even: consistent
 
 
 class Region:
@@ -144,6 +168,9 @@ class Region:
     def wctrl_row(self, worker: int) -> memoryview:
         base = self.layout.wctrl(worker)
         return self.words[base : base + WCTRL_WORDS]
+
+    def write_faults(self, faults: list[injection.Fault]) -> None:
+        write_faults(self.words, self.layout, faults)
 
     def command(self) -> tuple[int, int]:
         """(sequence, command) last written by the supervisor."""

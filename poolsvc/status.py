@@ -196,7 +196,7 @@ def service_status(svc: Supervisor) -> dict[str, Any]:
         "targets": targets,
         "workers": worker_status(svc),
         "load": load_status(svc),
-        "injection": [],
+        "injection": svc.board.describe(),
     }  # fmt: skip
 
 

@@ -41,11 +41,12 @@ from typing import Any, Final
 
 import multiprocess
 
-from poolsvc import commands, plan, shm
+from poolsvc import commands, config, plan, shm
 from poolsvc.breakers import BreakerDesk
 from poolsvc.config import Config
 from poolsvc.control import ControlError
 from poolsvc.ctlserver import ControlServer
+from poolsvc.faults import FaultBoard
 from poolsvc.plan import Shard
 from poolsvc.report import RunInfo
 from poolsvc.status import Intervals
@@ -120,6 +121,7 @@ class Supervisor:
         self.finished_at = 0.0
         self.desk = BreakerDesk(self.region, plan.breaker_settings(cfg), [spec.name], seed,
                                 emit, now)  # fmt: skip
+        self.board = FaultBoard(self.region, emit, clock, config.faults(cfg, seed))
         self.intervals = Intervals(now)
         self.rates: dict[int, tuple[float, int]] = {}
         self._next_second = now + 1.0
@@ -168,6 +170,8 @@ class Supervisor:
         for handle in self.handles:
             if handle.state == RESTARTING and now >= handle.respawn_at and not self.stopping:
                 self._spawn(handle)
+        if self.board.faults:
+            self.board.expire(now)
         used = [h.index for h in self.handles]
         self.desk.tick(now, used, [h.index for h in self.live()])
         if now >= self._next_second:

@@ -76,7 +76,7 @@ def measure(workers: int, calls: int, seconds: float) -> dict[str, float]:
             svc.wait(30)
     times.sort()
     return {
-        "target": kind,  # type: ignore[dict-item]
+        "target": kind,
         "calls": len(times),
         "p50_ms": statistics.median(times),
         "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],

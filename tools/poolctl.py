@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import orjson
 
 from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable, resolve_path
+from workers.injection import KINDS, parse_duration
 
 EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 2, 3, 4
 
@@ -45,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true")
     wo = sub.add_parser("workers", help="show workers, or scale to N")
     wo.add_argument("count", nargs="?", type=int)
+    inj = sub.add_parser("inject", help="inject faults: FAULT --rate R | list | clear [FAULT]")
+    inj.add_argument("fault", help=f"one of {', '.join(KINDS)}, or list, or clear")
+    inj.add_argument("which", nargs="?", help="with clear: only this fault")
+    inj.add_argument("--rate", type=float, help="probability per request/connection (0-1)")
+    inj.add_argument("--target", type=int, help="target index (default: all)")
+    inj.add_argument("--for", dest="for_", type=_duration, help="clear itself after: 10s, 500ms")
+    inj.add_argument("--seed", type=int, help="seed of the fault's random draws")
+    inj.add_argument("--delay-ms", type=int, help="delay: how long to hold each request")
+    inj.add_argument("--mode", choices=("refused", "timeout"), help="connect_fail: how")
     sub.add_parser("drain", help="finish in-flight requests, then exit")
     sub.add_parser("stop", help="stop now")
     return p
@@ -61,9 +71,38 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             if getattr(args, name) is not None:
                 return cmd, {name: getattr(args, name)}
         return cmd, {"pause": True} if args.pause else {"resume": True}
+    if cmd == "inject":
+        return cmd, _inject_args(args)
     if cmd == "workers":
         return cmd, {} if args.count is None else {"count": args.count}
     return cmd, {}
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _inject_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.fault == "list":
+        return {"action": "list"}
+    if args.fault == "clear":
+        return {"action": "clear", **({"fault": args.which} if args.which else {})}
+    if args.rate is None:
+        raise SystemExit(_usage(f"inject {args.fault} needs --rate"))
+    out: dict[str, Any] = {"action": "set", "fault": args.fault, "rate": args.rate}
+    for key, value in (("target", args.target), ("for_s", args.for_), ("seed", args.seed),
+                       ("delay_ms", args.delay_ms), ("mode", args.mode)):  # fmt: skip
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _usage(message: str) -> int:
+    print(f"poolctl: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

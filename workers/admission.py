@@ -17,7 +17,8 @@ from typing import Final
 
 from poolsvc import shm
 from poolsvc.shm import Layout, tag, tagged_count
-from workers import stats
+from workers import injection, stats
+from workers.injection import Fault
 
 REFUSE: Final = 0  # admit() result; a positive result is a trial generation, -1 = admit
 
@@ -40,6 +41,25 @@ class SharedView:
 
     def paused(self) -> bool:
         return bool(self.words[shm.H_PAUSED])
+
+    def fault_generation(self) -> int:
+        return int(self.words[shm.H_INJECT_GEN])
+
+    def read_faults(self) -> tuple[int, list[Fault]] | None:
+        """(generation, faults) as the supervisor last wrote them, or None if it is
+        writing right now (the caller tries again on its next tick)."""
+        w = self.words
+        before = w[shm.H_INJECT_GEN]
+        if before & 1:
+            return None
+        base = self.layout.faults
+        size = injection.FAULT_WORDS
+        entries = [tuple(w[base + i * size : base + (i + 1) * size].tolist())
+                   for i in range(injection.MAX_FAULTS)]  # fmt: skip
+        if w[shm.H_INJECT_GEN] != before:
+            return None
+        faults = [f for e in entries if (f := Fault.decode(e)) is not None]
+        return int(before), faults
 
     @classmethod
     def private(cls, targets: int) -> SharedView:

@@ -3,7 +3,9 @@
 ``delay = uniform(0, min(cap, base * 2**attempt))`` ("full jitter", the AWS
 architecture blog's recommendation): spreading retries over the whole interval
 keeps a worker's reconnects from arriving at a recovering target in lockstep.
-The attempt counter resets on the first *good response*, not on a TCP connect
+Failures of attempts made inside the current window do not escalate it (one
+outage, one step).  The attempt counter resets on the first *good response*, not
+on a TCP connect
 (gRPC resets on SETTINGS for the same reason: a target that accepts and then
 fails is still failing).
 """
@@ -35,10 +37,17 @@ class Backoff:
         return min(self.cap, self.base * (1 << min(self.attempt, _MAX_EXPONENT)))
 
     def failure(self, now: float) -> float:
-        """Record a connect failure at ``now``; return the time before which not to connect."""
+        """Record a connect failure at ``now``; return the time before which not to connect.
+
+        Only a failure at or after the current window's end escalates: ten connects that
+        were in flight together and fail together are one failed round, not ten (else a
+        brief outage would push a whole pool to the cap at once).
+        """
+        if now < self.not_before:
+            return self.not_before
         delay = self.rng.uniform(0.0, self.ceiling())
         self.attempt += 1
-        self.not_before = max(self.not_before, now + delay)
+        self.not_before = now + delay
         return self.not_before
 
     def success(self) -> None:

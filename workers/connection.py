@@ -76,12 +76,14 @@ class Connection:
         "complete",
         "created",
         "deadline",
+        "drawn",
         "expires",
         "fd",
         "got",
         "head",
         "head_only",
         "heap_when",
+        "injected",
         "keep_alive",
         "last_used",
         "out",
@@ -105,6 +107,8 @@ class Connection:
         self.requests = 0
         self.owner: Any = None  # the request this connection is reserved for, if any
         self.out: memoryview | None = None  # unsent tail of the request
+        self.injected = ""  # the fault that hit this connection, if any
+        self.drawn = -1  # fault-table generation this idle connection last drew for
         self.reset_response(False)
 
     def fire(self, event: str) -> str:
@@ -190,13 +194,26 @@ def probe_dead(sock: socket.socket) -> bool:
     return True  # b"" (FIN) or a byte nobody asked for
 
 
-def abort(sock: socket.socket) -> None:
-    """Close with an RST instead of a FIN (SO_LINGER on, timeout 0)."""
+def set_abortive(sock: socket.socket) -> None:
+    """Make the next close send RST instead of FIN (SO_LINGER on, timeout 0)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
     except OSError:
         pass
+
+
+def abort(sock: socket.socket) -> None:
+    """Close with an RST instead of a FIN."""
+    set_abortive(sock)
     sock.close()
+
+
+def shut(sock: socket.socket) -> None:
+    """Shut both directions without closing the descriptor (FIN to the peer, EOF to us)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def connect_blocking(
@@ -223,3 +240,41 @@ def connect_blocking(
         sock.close()
         return err, None
     return 0, sock
+
+
+class DeadEnds:
+    """Loopback addresses where a connect really fails, for the connect_fail fault.
+
+    ``refusing``: a port that is bound but not listening, so connects get RST
+    (ECONNREFUSED) and no other process can take it over.  ``silent``: a listener
+    with a backlog of 0 whose queue one connection already fills; further SYNs are
+    dropped and the connect times out.  Created on first use, one set per address
+    family, owned (and closed) by the worker.
+    """
+
+    def __init__(self) -> None:
+        self.sockets: list[socket.socket] = []
+        self._addrs: dict[tuple[int, str], tuple[Any, ...]] = {}
+
+    def address(self, family: int, mode: str) -> tuple[Any, ...]:
+        key = (family, mode)
+        if key not in self._addrs:
+            host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+            first = socket.socket(family, socket.SOCK_STREAM)
+            first.bind((host, 0))
+            self.sockets.append(first)
+            if mode == "silent":
+                first.listen(0)
+                filler = socket.create_connection(first.getsockname()[:2])
+                self.sockets.append(filler)
+            self._addrs[key] = first.getsockname()
+        return self._addrs[key]
+
+    def fds(self) -> set[int]:
+        return {s.fileno() for s in self.sockets}
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+        self.sockets.clear()
+        self._addrs.clear()

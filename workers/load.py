@@ -12,7 +12,8 @@ Client states:
     WAITING   queued in the pool for a connection (deadline = pool wait timeout)
     BACKOFF   connects are paused; retry checkout at the deadline
     SENDING   its request is being sent or answered on ``conn``
-    PAUSED    its last request was refused by the breaker; the next one waits a moment
+    PAUSED    its last request was refused by the breaker, or the load is paused
+    DELAYED   the delay fault holds its request (on a RESERVED connection) before sending
     DONE      the run's bounds were reached; it sends no more
 """
 
@@ -27,6 +28,7 @@ WAITING: Final = "WAITING"
 BACKOFF: Final = "BACKOFF"
 SENDING: Final = "SENDING"
 PAUSED: Final = "PAUSED"
+DELAYED: Final = "DELAYED"
 DONE: Final = "DONE"
 
 

@@ -36,6 +36,7 @@ from workers.connection import Connection
 from workers.errors import errno_name, oserror_name
 from workers.histogram import bucket_of
 from workers.http import close_delimited
+from workers.injection import Injector
 from workers.load import Bounds, Client
 from workers.target import Target
 from workers.timers import Deadlines
@@ -58,6 +59,7 @@ class LoopSettings:
     drain_timeout: float = 5.0
     retry_stale: bool = True
     count_5xx: bool = True  # 5xx responses count as failures toward the breaker
+    injected_count_for_breaker: bool = True  # injected failures feed the breaker too
 
 
 class Worker:
@@ -103,6 +105,13 @@ class Worker:
         self.in_flight = 0
         self.concurrency = bounds.concurrency
         self.paused = False
+        self.index = shared.worker
+        self.injector = Injector([], self.index)
+        self.inject_requests = False  # a per-request fault is in force (hot-path check)
+        self.fault_gen = -1
+        self.dead_ends = cx.DeadEnds()
+        self.leaked: list[Any] = []  # sockets kept open by the `leak` fault, on purpose
+        self._sync_faults(self.now)
         self.stopping = False
         self.stop_requested = False
         self.started_at = self.end_at = self.finished_at = 0.0
@@ -126,6 +135,7 @@ class Worker:
             self._publish(pool_gauges=not self.stopping)
         finally:
             self._close_all()
+            self.dead_ends.close()
             self.ep.close()
 
     def _finished(self) -> bool:
@@ -259,17 +269,41 @@ class Worker:
         conn.fire("checkout")
         self._send(client, conn)
 
-    def _send(self, client: Client, conn: Connection) -> None:
+    def _send(self, client: Client, conn: Connection, draw: bool = True) -> None:
         target = self.targets[conn.target]
         s = self.s
         client.state = load.SENDING
         client.conn = conn
         conn.owner = client
+        # One draw per request; a delayed request is not drawn again when it is sent.
+        hit = None
+        if self.inject_requests and draw:
+            hit = self.injector.on_request(target.index, self.now)
+        if hit is not None and hit[0] == "delay":
+            self._count_injected("delay")
+            client.state = load.DELAYED  # the connection stays RESERVED meanwhile
+            self.deadlines.arm(client, self.now + hit[1] / 1000.0)
+            return
         conn.reset_response(target.head_only)
         conn.fire("send")
         if conn.requests:
             s[st.CONN_REUSED] += 1
         self._write(conn, target.request)
+        if hit is not None and self.conns.get(conn.fd) is conn:
+            self._inject_after_send(conn, hit[0])
+
+    def _inject_after_send(self, conn: Connection, kind: str) -> None:
+        """reset: abort with RST now; timeout: stop reading, so the read deadline fires."""
+        self._count_injected(kind)
+        conn.injected = kind
+        if kind == "reset":
+            cx.set_abortive(conn.sock)  # the close below sends RST, not FIN
+            self._conn_failed(conn, "read", "ECONNRESET")
+        else:
+            self.ep.modify(conn.fd, 0)  # nothing is read from it any more
+
+    def _count_injected(self, kind: str) -> None:
+        self.s[st.INJECTED[kind]] += 1
 
     def _write(self, conn: Connection, data: bytes) -> None:
         try:
@@ -422,8 +456,8 @@ class Worker:
             conn.fire("done")
             self._send(client, conn)
             return
-        self._close(conn, "health_check")
-        self._acquire(client)
+        self._close(conn, "health_check", refill=False)
+        self._reconnect(client)  # at most one failed check per request: then a fresh socket
 
     # Failures -------------------------------------------------------------------
     def _read_failed(self, conn: Connection, name: str) -> None:
@@ -436,9 +470,11 @@ class Worker:
         """A request's connection broke; re-send once if that is provably safe."""
         client: Client | None = conn.owner
         checking = conn.state is cx.CHECKING
+        injected = conn.injected
         stale = (
             client is not None
             and not checking
+            and not injected  # an injected failure is not a stale socket: never re-sent
             and conn.requests > 0
             and conn.got == 0
             and name not in ("read_timeout", "protocol_error")
@@ -446,17 +482,17 @@ class Worker:
             and self.targets[conn.target].idempotent
             and not client.retried
         )
-        self._close(conn, "health_check" if checking else "error")
+        self._close(conn, "health_check" if checking else "error", refill=client is None)
         if client is None:
             return
         if checking:
-            self._acquire(client)  # a failed health check is the pool's business
+            self._reconnect(client)  # a failed health check is the pool's business
         elif stale:
             self.s[st.STALE_REUSE] += 1
             client.retried = True
             self._reconnect(client)
         else:
-            self._fail(client, phase, name)
+            self._fail(client, phase, name, injected)
 
     def _reconnect(self, client: Client) -> None:
         """Re-send on a fresh connection (never the next pooled one, which may be stale too)."""
@@ -465,12 +501,15 @@ class Worker:
             self._connect(target, client)
         else:
             self._acquire(client)
+        self._refill(target)  # if the pool is still short (we took one slot at most)
 
-    def _fail(self, client: Client, phase: str, name: str) -> None:
+    def _fail(self, client: Client, phase: str, name: str, injected: str = "") -> None:
         """Count a failed request and let ``client`` go on (next loop step, never recursively)."""
         self._finish_failed(client, phase, name)
         target = self.targets[client.target]
-        if phase in _REMOTE_PHASES:
+        if injected and not self.settings.injected_count_for_breaker:
+            target.last_fail = self.now
+        elif phase in _REMOTE_PHASES:
             self._target_failed(target, client)
         else:
             self.w[self.shared.targets[target.index] + shm.T_LOCAL] += 1
@@ -516,6 +555,8 @@ class Worker:
         elif client.state is load.PAUSED:
             client.state = load.READY
             self._next(client)
+        elif client.state is load.DELAYED:
+            self._send(client, client.conn, draw=False)
 
     # Connections ----------------------------------------------------------------
     def _connect(self, target: Target, owner: Client | None) -> None:
@@ -528,11 +569,19 @@ class Worker:
             return
         conn = Connection(sock, target.index)
         conn.owner = owner
-        err = cx.start_connect(sock, target.addr)
+        addr = target.addr
+        if self.injector.any:
+            fault = self.injector.on_connection("connect_fail", target.index, self.now)
+            if fault is not None:  # really connect somewhere that refuses or stays silent
+                self._count_injected("connect_fail")
+                conn.injected = "connect_fail"
+                mode = "refusing" if fault.param == 0 else "silent"
+                addr = self.dead_ends.address(target.family, mode)
+        err = cx.start_connect(sock, addr)
         if err and err != errno.EINPROGRESS:
             sock.close()
             conn.fire("close")
-            self._connect_error(target, owner, errno_name(err))
+            self._connect_error(target, owner, errno_name(err), conn.injected)
             return
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, _OUT)
@@ -564,17 +613,22 @@ class Worker:
         self.deadlines.disarm(conn)
         del self.conns[conn.fd]
         conn.sock.close()
-        self._connect_error(self.targets[conn.target], conn.owner, name)
+        self._connect_error(self.targets[conn.target], conn.owner, name, conn.injected)
 
-    def _connect_error(self, target: Target, owner: Client | None, name: str) -> None:
+    def _connect_error(
+        self, target: Target, owner: Client | None, name: str, injected: str = ""
+    ) -> None:
         target.pool.connect_failed(self.now)
         if owner is not None:
-            self._fail(owner, "connect", name)
+            self._fail(owner, "connect", name, injected)
         else:
             self._count_error("connect", name)  # a refill failed: no request was lost
 
-    def _close(self, conn: Connection, reason: str) -> None:
+    def _close(self, conn: Connection, reason: str, refill: bool = True) -> None:
         """Close ``conn`` and forget it; ``reason`` is counted as an eviction ('' = none).
+
+        ``refill`` False: the caller hands the freed slot to a request itself (a fresh
+        connection for a re-send), so the warm-pool refill must not take it first.
 
         Idempotent: a connection is open while the fd map points at it (a DRAINING
         connection reaches CLOSED through the table before its socket is closed here).
@@ -585,8 +639,11 @@ class Worker:
             conn.fire("close")
         self.deadlines.disarm(conn)
         del self.conns[conn.fd]
-        conn.sock.close()
         target = self.targets[conn.target]
+        if self.injector.any and not self.stopping and self._leak(conn):
+            pass  # forgotten by the pool, but its descriptor stays open
+        else:
+            conn.sock.close()
         target.pool.discard(conn)
         if reason:
             self.s[st.EVICT[reason]] += 1
@@ -595,6 +652,8 @@ class Worker:
             if waiter is not None:
                 self.deadlines.disarm(waiter)
                 self._connect(target, waiter)
+            if refill:
+                self._refill(target)  # a warm pool replaces what it lost at once (if no backoff)
 
     def _refill(self, target: Target) -> None:
         for _ in range(target.pool.refill(self.now)):
@@ -605,12 +664,50 @@ class Worker:
         if self.watchdog is not None:
             self.watchdog(self)
         self._apply_control()
+        self._sync_faults(now)
+        if self.injector.any and not self.stopping:
+            self._inject_idle(now)
         if not self.stopping:
             for target in self.targets:
                 for conn, reason in target.pool.sweep(now):
                     self._close(conn, reason)
                 self._refill(target)
-        self._publish()
+        self._publish(pool_gauges=not self.stopping)  # a drain keeps the gauges it recorded
+
+    def _sync_faults(self, now: float) -> None:
+        """Pick up a new fault table (within one tick of the supervisor writing it)."""
+        if self.shared.fault_generation() == self.fault_gen:
+            return
+        got = self.shared.read_faults()
+        if got is not None:  # None: being written right now; next tick
+            self.fault_gen, faults = got
+            self.injector = Injector(faults, self.index, previous=self.injector)
+            self.inject_requests = self.injector.requests
+
+    def _inject_idle(self, now: float) -> None:
+        """half_open / close_idle: each idle connection draws once per fault table."""
+        for target in self.targets:
+            for conn in list(target.pool.idle):
+                if conn.drawn == self.fault_gen or conn.injected:
+                    continue
+                conn.drawn = self.fault_gen
+                if self.injector.on_connection("half_open", target.index, now):
+                    self._count_injected("half_open")
+                    conn.injected = "half_open"
+                    self.ep.modify(conn.fd, 0)  # the peer is "gone": nothing arrives, not even FIN
+                elif self.injector.on_connection("close_idle", target.index, now):
+                    self._count_injected("close_idle")
+                    conn.injected = "close_idle"
+                    cx.shut(conn.sock)  # behind the pool's back; the loop finds out for real
+
+    def _leak(self, conn: Connection) -> bool:
+        """leak: keep the socket open but out of every registry (the FD audit must see it)."""
+        if not self.injector.on_connection("leak", conn.target, self.now):
+            return False
+        self._count_injected("leak")
+        self.ep.unregister(conn.fd)
+        self.leaked.append(conn.sock)
+        return True
 
     def _apply_control(self) -> None:
         """Follow the supervisor's runtime settings (0 = keep what we started with)."""
@@ -678,6 +775,7 @@ class Worker:
                 conn.fire("drain")
 
     def _close_all(self) -> None:
+        self.stopping = True  # nothing refills the pool from here on
         for conn in list(self.conns.values()):
             if conn.state is not cx.CLOSED:
                 self.s[st.SHUTDOWN] += 1

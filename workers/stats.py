@@ -26,6 +26,7 @@ from typing import Final
 
 from workers import histogram
 from workers.errors import ERROR_NAMES, PHASES
+from workers.injection import KINDS
 
 MAGIC: Final = 0x706F6F6C73766331
 HEADER: Final = 4
@@ -63,6 +64,7 @@ COUNTERS: Final[tuple[str, ...]] = (
     "latency.max_us",
     *(f"errors.{n}" for n in ERROR_NAMES),
     *(f"errors.phase.{p}" for p in PHASES),
+    *(f"injected.{k}" for k in KINDS),  # faults that hit (next to the errno they caused)
 )
 
 GAUGES: Final = (
@@ -104,6 +106,7 @@ LAT_MAX: Final = INDEX["latency.max_us"]
 EVICT: Final = {r: INDEX[f"connections.evicted.{r}"] for r in EVICT_REASONS}
 ERROR: Final = {n: INDEX[f"errors.{n}"] for n in ERROR_NAMES}
 PHASE: Final = {p: INDEX[f"errors.phase.{p}"] for p in PHASES}
+INJECTED: Final = {k: INDEX[f"injected.{k}"] for k in KINDS}
 
 
 def new_slot() -> memoryview:

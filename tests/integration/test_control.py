@@ -415,3 +415,33 @@ def test_second_service_on_the_same_socket_is_refused(service: Service) -> None:
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert proc.returncode == 2 and "already listening" in proc.stderr
     assert service.call("status")["service"]["state"] == "running"
+
+
+def test_inject_set_list_auto_clear_and_clear(service: Service) -> None:
+    set_reset = service.poolctl("inject", "reset", "--rate", "0.5", "--seed", "3")
+    assert set_reset.returncode == 0, set_reset.stderr
+    timed = service.poolctl("inject", "delay", "--rate", "0.2", "--delay-ms", "20", "--for", "1s")
+    assert timed.returncode == 0
+    listed = json.loads(service.poolctl("inject", "list").stdout)
+    assert {f["fault"] for f in listed} == {"reset", "delay"}
+    assert [f["per"] for f in listed] == ["request", "request"]
+    assert service.call("status")["injection"] == service.call("inject")
+    time.sleep(0.5)
+    m = service.call("metrics")
+    assert m["injected.reset"] > 0 and m["errors.ECONNRESET"] == m["injected.reset"]
+    time.sleep(1.2)  # the delay fault clears itself after 1 s
+    assert [f["fault"] for f in service.call("inject")] == ["reset"]
+    assert service.poolctl("inject", "clear").returncode == 0
+    assert service.call("inject") == []
+    time.sleep(0.3)  # a tick for the workers to see it
+    before = service.call("metrics")["injected.reset"]
+    time.sleep(0.3)
+    assert service.call("metrics")["injected.reset"] == before  # nothing injected any more
+
+
+def test_inject_argument_errors(service: Service) -> None:
+    assert service.poolctl("inject", "reset").returncode == 2  # --rate is required
+    bad = service.poolctl("inject", "explode", "--rate", "0.1")
+    assert bad.returncode == 3 and "unknown fault" in bad.stderr
+    assert service.poolctl("inject", "reset", "--rate", "2").returncode == 3
+    assert service.poolctl("inject", "delay", "--rate", "0.1", "--for", "soon").returncode == 2

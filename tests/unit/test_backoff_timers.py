@@ -11,31 +11,49 @@ from workers.timers import Deadlines
 def test_full_jitter_grows_exponentially_then_caps() -> None:
     b = Backoff(0.05, 1.0, random.Random(7))
     ceilings = []
+    now = 100.0
     for _ in range(8):
         ceilings.append(b.ceiling())
-        b.failure(100.0)
+        now = b.failure(now)  # the next attempt is made when allowed, and fails again
     assert ceilings == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+
+
+class Top(random.Random):
+    """Always the top of the jitter range: delays become exact."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_failures_inside_the_window_do_not_escalate() -> None:
+    b = Backoff(0.05, 1.0, Top())
+    assert b.failure(10.0) == pytest.approx(10.05)
+    for t in (10.0, 10.01, 10.049):  # connects that were in flight with the first one
+        assert b.failure(t) == pytest.approx(10.05)
+    assert b.attempt == 1
+    assert b.failure(10.05) == pytest.approx(10.15)  # the next round: one step up
+    assert b.attempt == 2
 
 
 def test_delay_is_within_zero_and_ceiling() -> None:
     for seed in range(50):
         b = Backoff(0.1, 5.0, random.Random(seed))
         b.attempt = 3
-        until = b.failure(10.0)
+        until = b.failure(10.0)  # not_before was 0: this failure opens a window
         assert 10.0 <= until <= 10.0 + 0.8
 
 
 def test_success_resets() -> None:
     b = Backoff(0.1, 5.0, random.Random(1))
     b.failure(0.0)
-    b.failure(0.0)
+    b.failure(1.0)
     b.success()
     assert (b.attempt, b.not_before, b.ceiling()) == (0, 0.0, 0.1)
 
 
 def test_same_seed_same_delays() -> None:
     a, b = Backoff(0.1, 5.0, random.Random(42)), Backoff(0.1, 5.0, random.Random(42))
-    assert [a.failure(0.0) for _ in range(5)] == [b.failure(0.0) for _ in range(5)]
+    assert [a.failure(t) for t in range(5)] == [b.failure(t) for t in range(5)]
 
 
 def test_invalid_backoff() -> None:
