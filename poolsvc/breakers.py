@@ -114,12 +114,19 @@ class BreakerDesk:
         for t, b in enumerate(self.breakers):
             calls, fails = b.window_counts()
             open_for = b.open_until - now if b.state == OPEN and not b.forced else None
-            out.append({
-                "target": self.names[t], "state": b.state, "forced": b.forced,
-                "generation": b.generation, "trips": b.total_trips,
-                "open_for_s": round(open_for, 3) if open_for is not None else None,
-                "window_calls": calls, "window_failures": fails, "reason": b.reason,
-            })  # fmt: skip
+            out.append(
+                {
+                    "target": self.names[t],
+                    "state": b.state,
+                    "forced": b.forced,
+                    "generation": b.generation,
+                    "trips": b.total_trips,
+                    "open_for_s": round(open_for, 3) if open_for is not None else None,
+                    "window_calls": calls,
+                    "window_failures": fails,
+                    "reason": b.reason,
+                }
+            )
         return out
 
     def closed(self) -> bool:

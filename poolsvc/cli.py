@@ -1,7 +1,8 @@
 """The ``poolsvc`` command line.
 
 Exit codes: 0 success; 2 invalid arguments or configuration (one line on stderr);
-4 the target cannot be reached at all; 130 interrupted twice.
+3 workers kept failing at boot; 4 the target cannot be reached at all; 5 the final FD
+audit found a leak (with --fail-on-leak); 130 interrupted twice.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--breaker-consecutive": ("breaker_consecutive_failures", int, "trip after N failures (5)"),
     "--breaker-open-ms": ("breaker_open_ms", int, "first open period (default 5000)"),
     "--breaker-trials": ("breaker_half_open_trials", int, "half-open trials, all workers (1)"),
+    "--audit-every": ("audit_every_s", float, "full FD audit every N seconds (0 = on demand)"),
+    "--audit-report": ("audit_report", str, "write each periodic audit to FILE (.json/.md/.txt)"),
 }
 
 
@@ -68,18 +71,35 @@ def _add_run_options(p: argparse.ArgumentParser, serving: bool) -> None:
         if not (serving and key in ("duration_s", "requests")):
             p.add_argument(flag, dest=key, type=kind, help=help_text)
     p.add_argument(
-        "--header", dest="headers", type=_header, action="append",
+        "--header",
+        dest="headers",
+        type=_header,
+        action="append",
         help="extra request header NAME:VALUE (repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--no-keepalive", dest="keep_alive", action="store_const", const=False,
+        "--no-keepalive",
+        dest="keep_alive",
+        action="store_const",
+        const=False,
         help="send Connection: close on every request",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--inject-failures", dest="inject_failures", action="store_const", const=True,
+        "--inject-failures",
+        dest="inject_failures",
+        action="store_const",
+        const=True,
         help="inject a default mix of faults: 2%% of requests reset, 2%% time out",
-    )  # fmt: skip
+    )
     p.add_argument("--config", help="JSON config file; flags override it")
+    if not serving:
+        p.add_argument(
+            "--fail-on-leak",
+            dest="fail_on_leak",
+            action="store_const",
+            const=True,
+            help="exit 5 when the final FD audit finds a leaked socket",
+        )
     if serving:
         p.add_argument(
             "--control",

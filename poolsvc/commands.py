@@ -84,6 +84,14 @@ def cmd_inject(svc: Supervisor, args: dict[str, Any]) -> Any:
     return svc.board.describe()
 
 
+def cmd_audit(svc: Supervisor, args: dict[str, Any]) -> Any:
+    if arg(args, "last", bool, False):
+        if svc.last_audit is None:
+            raise ControlError("conflict", "no audit has run yet")
+        return svc.last_audit
+    return svc.audit_now()  # deferred: answered when every worker has reported
+
+
 def cmd_drain(svc: Supervisor, args: dict[str, Any]) -> Any:
     svc.drain()
     return {"draining": True}
@@ -101,6 +109,7 @@ HANDLERS: dict[str, Handler] = {
     "load": cmd_load,
     "workers": cmd_workers,
     "inject": cmd_inject,
+    "audit": cmd_audit,
     "drain": cmd_drain,
     "stop": cmd_stop,
 }

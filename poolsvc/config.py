@@ -57,6 +57,9 @@ class Config:
     inject_failures: bool | list[Any] = False
     workers: int | None = None  # None: one per CPU (at most pool_size and concurrency)
     inject_counts_toward_breaker: bool = True
+    audit_every_s: float = 0.0  # a full FD audit every N seconds (0 = on demand only)
+    audit_report: str | None = None  # write each periodic audit here (.json/.md/.txt)
+    fail_on_leak: bool = False  # `run` exits 5 when the final audit finds a leak
     breaker_window_ms: int = 10000
     breaker_min_calls: int = 20
     breaker_failure_rate: float = 0.5
@@ -107,6 +110,9 @@ KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "inject_failures": ((bool, list), None, None),
     "workers": ((int,), 1, 64),
     "inject_counts_toward_breaker": ((bool,), None, None),
+    "audit_every_s": ((int, float), 0, 86_400),
+    "audit_report": ((str,), None, None),
+    "fail_on_leak": ((bool,), None, None),
     "breaker_window_ms": ((int,), 100, 3_600_000),
     "breaker_min_calls": ((int,), 1, None),
     "breaker_failure_rate": ((int, float), 0.01, 1),
@@ -201,8 +207,10 @@ def faults(cfg: Config, seed: int) -> list[Fault]:
     out = []
     for i, item in enumerate(value):
         if not isinstance(item, dict) or not set(item) <= _FAULT_KEYS or "fault" not in item:
-            raise ConfigError(f"inject_failures[{i}] must be an object with keys from "
-                              f"{sorted(_FAULT_KEYS)} including 'fault'")  # fmt: skip
+            raise ConfigError(
+                f"inject_failures[{i}] must be an object with keys from "
+                f"{sorted(_FAULT_KEYS)} including 'fault'"
+            )
         try:
             out.append(_fault(item, seed))
         except (ValueError, TypeError) as exc:

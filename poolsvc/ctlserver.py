@@ -41,6 +41,21 @@ _CRED: Final = struct.Struct("3i")  # pid, uid, gid
 Handler = Callable[[str, dict[str, Any]], Any]
 
 
+class Deferred:
+    """Returned by a handler whose answer comes later (e.g. an audit across workers);
+    the reply is sent when :meth:`resolve` is called, if the client is still there."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[Any], None]] = []
+
+    def on_result(self, callback: Callable[[Any], None]) -> None:
+        self._callbacks.append(callback)
+
+    def resolve(self, data: Any) -> None:
+        for callback in self._callbacks:
+            callback(data)
+
+
 def default_path() -> Path:
     """``$XDG_RUNTIME_DIR/poolsvc/control.sock``, else a private dir in the temp dir."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
@@ -168,19 +183,29 @@ class ControlServer:
                 client.discarding = False
                 continue
             if line.strip():
-                self._queue(client, self._answer(line))
+                reply = self._answer(client, line)
+                if reply is not None:
+                    self._queue(client, reply)
             if client.sock.fileno() < 0:
                 return
 
-    def _answer(self, line: bytes) -> bytes:
+    def _answer(self, client: _Client, line: bytes) -> bytes | None:
         ident: Any = None
         try:
             ident, cmd, args = decode(line)
-            return reply_ok(ident, self.handler(cmd, args))
+            data = self.handler(cmd, args)
+            if isinstance(data, Deferred):
+                data.on_result(lambda result: self._later(client, reply_ok(ident, result)))
+                return None
+            return reply_ok(ident, data)
         except ControlError as exc:
             return reply_error(ident, exc.code, exc.message)
         except Exception as exc:  # a bug in a handler must not take the service down
             return reply_error(ident, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _later(self, client: _Client, reply: bytes) -> None:
+        if client.sock.fileno() >= 0 and self.clients.get(client.sock.fileno()) is client:
+            self._queue(client, reply)
 
     def _queue(self, client: _Client, reply: bytes) -> None:
         client.outbuf += reply

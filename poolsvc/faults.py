@@ -45,8 +45,10 @@ class FaultBoard:
     def set(self, fault: Fault) -> None:
         self._put(fault)
         self._write()
-        self.emit(f"[pool] inject {fault.kind} rate={fault.rate:g}"
-                  + ("" if fault.target is None else f" target={fault.target}"))  # fmt: skip
+        self.emit(
+            f"[pool] inject {fault.kind} rate={fault.rate:g}"
+            + ("" if fault.target is None else f" target={fault.target}")
+        )
 
     def clear(self, kind: str | None = None) -> int:
         before = len(self.faults)
@@ -81,8 +83,9 @@ def fault_from_args(args: dict[str, Any], now: float, default_seed: int) -> Faul
     if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
         raise ControlError("bad_request", "target must be an integer or null")
     duration = args.get("for_s")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int | float)
-                                 or duration <= 0):  # fmt: skip
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
+    ):
         raise ControlError("bad_request", "for_s must be a positive number")
     seed = arg(args, "seed", int, default_seed)
     mode = arg(args, "mode", str, "refused")

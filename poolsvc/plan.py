@@ -11,6 +11,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from poolsvc.breaker import BreakerSettings
 from poolsvc.config import Config
@@ -113,6 +114,7 @@ def make_worker(
     watchdog: Callable[[Worker], None] | None = None,
     end_at: float = 0.0,
     forever: bool = False,
+    report: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> Worker:
     """The Worker for ``shard`` of ``cfg`` against ``spec``, writing through ``shared``."""
     rng = random.Random(shard.seed)
@@ -127,4 +129,6 @@ def make_worker(
         retry_stale=cfg.retry_stale,
         injected_count_for_breaker=cfg.inject_counts_toward_breaker,
     )
-    return Worker([target], bounds, settings, shared, rng, watchdog=watchdog, end_at=end_at)
+    return Worker(
+        [target], bounds, settings, shared, rng, watchdog=watchdog, end_at=end_at, report=report
+    )

@@ -44,11 +44,21 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
         "run.rps": round(c["requests.total"] / info.elapsed_s, 1) if info.elapsed_s else 0.0,
     }
     for name in (
-        "requests.total", "requests.ok", "requests.failed", "requests.sent",
-        "requests.cancelled", "retries.stale_reuse",
-        "responses.1xx", "responses.2xx", "responses.3xx", "responses.4xx", "responses.5xx",
-        "connections.created", "connections.attempted", "connections.reused",
-    ):  # fmt: skip
+        "requests.total",
+        "requests.ok",
+        "requests.failed",
+        "requests.sent",
+        "requests.cancelled",
+        "retries.stale_reuse",
+        "responses.1xx",
+        "responses.2xx",
+        "responses.3xx",
+        "responses.4xx",
+        "responses.5xx",
+        "connections.created",
+        "connections.attempted",
+        "connections.reused",
+    ):
         out[name] = c[name]
     out["connections.evicted"] = sum(c[f"connections.evicted.{r}"] for r in EVICT_REASONS)
     for reason in EVICT_REASONS:
@@ -119,7 +129,9 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     return "\n".join(lines) + "\n"
 
 
-def as_json(snap: Snapshot, info: RunInfo) -> bytes:
+def as_json(
+    snap: Snapshot, info: RunInfo, audit_final: list[dict[str, Any]] | None = None
+) -> bytes:
     """One JSON document with the same figures as :func:`text`."""
     doc = {
         "target": info.target,
@@ -131,5 +143,6 @@ def as_json(snap: Snapshot, info: RunInfo) -> bytes:
         "metrics": metrics(snap, info),
         "per_worker": info.per_worker,
         "events": info.events,
+        "audit": audit_final or [],
     }
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"

@@ -17,17 +17,18 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from poolsvc import plan, status
+from poolsvc import audit, plan, status
 from poolsvc.config import Config
 from poolsvc.report import RunInfo, as_json, text
 from poolsvc.supervisor import Supervisor
 from workers.connection import DEADLINE, connect_blocking
-from workers.errors import errno_name
+from workers.errors import ConfigError, errno_name
 from workers.target import resolve
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 4
+EXIT_LEAK = 5
 
 
 class Unreachable(Exception):
@@ -60,6 +61,7 @@ def run(
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**32)
     n = plan.worker_count(cfg)
     events: list[str] = []
+    shards = plan.shards(cfg, n, seed)
 
     def emit(line: str) -> None:
         events.append(line)
@@ -82,6 +84,11 @@ def run(
         except Unreachable as exc:
             print(f"poolsvc: {exc}", file=err)
             return EXIT_UNREACHABLE
+        try:
+            audit.preflight(max(s.pool_size for s in shards), cfg.pool_size, emit)
+        except ConfigError as exc:
+            print(f"poolsvc: error: {exc}", file=err)
+            return EXIT_USAGE
         spec = plan.target_spec(cfg, host, port)
         try:
             supervisor = Supervisor(cfg, spec, n, seed, emit, forever=forever, control=control)
@@ -94,8 +101,32 @@ def run(
     snap = supervisor.snapshot()
     g = snap.gauges
     elapsed = (g["time.finished_us"] - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
-    info = RunInfo(spec.name, embedded, supervisor.total_concurrency, cfg.pool_size,
-                   max(elapsed, 0.0), seed, n, status.per_worker(supervisor), events)  # fmt: skip
-    out.write(as_json(snap, info).decode() if as_json_doc else text(snap, info))
+    info = RunInfo(
+        spec.name,
+        embedded,
+        supervisor.total_concurrency,
+        cfg.pool_size,
+        max(elapsed, 0.0),
+        seed,
+        n,
+        status.per_worker(supervisor),
+        events,
+    )
+    final = supervisor.final_audits
+    leaked = sum(len(r["leaked"]) for r in final)
+    if as_json_doc:
+        out.write(as_json(snap, info, audit_final=final).decode())
+    else:
+        out.write(text(snap, info))
+        out.write(audit.verdict_line(final) + "\n")
+        for r in final:
+            for row in r["leaked"]:
+                out.write(
+                    f"[audit] worker {r['worker']} leaked fd {row['fd']} "
+                    f"({row['local']} -> {row['remote']} {row['tcp_state']}, age "
+                    f"{row['age_s']}s): registry: {row['registry']}\n"
+                )
     out.flush()
+    if code == EXIT_OK and leaked and cfg.fail_on_leak:
+        return EXIT_LEAK
     return code

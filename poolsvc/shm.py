@@ -19,6 +19,7 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
         8+w  trial permits of worker w: generation << 32 | count
     WCTRL     W rows of WCTRL_WORDS words, supervisor writes: what worker w should run
         0  concurrency   1  pool max size   2  pool min size   (0 = as started)
+        3  audit request: a sequence number; the worker audits when it changes
     FAULTS    MAX_FAULTS entries of FAULT_WORDS words, supervisor writes: the injected
               faults in force (encoding: workers.injection)
     SLOTS     W slots of slot_words(T) words, worker w alone writes slot w
@@ -55,7 +56,7 @@ BRK_FIXED: Final = 8
 B_STATE, B_OPEN_UNTIL, B_TRIPS, B_CHANGED = 0, 1, 2, 3
 
 WCTRL_WORDS: Final = 4
-C_CONCURRENCY, C_POOL_MAX, C_POOL_MIN = 0, 1, 2
+C_CONCURRENCY, C_POOL_MAX, C_POOL_MIN, C_AUDIT = 0, 1, 2, 3
 
 TGT_WORDS: Final = 8
 T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_CONSEC, T_TRIAL_USED, T_TRIAL_OK, T_TRIAL_FAIL = range(8)

@@ -99,8 +99,24 @@ def _line(out: list[str], name: str, kind: str, help_text: str) -> None:
 
 # Histogram boundaries for the exposition, in seconds (our buckets are finer; these
 # are cumulative counts at each boundary, exact up to the 1/64 bucket precision).
-_LE = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-       1.0, 2.5, 5.0, 10.0)  # fmt: skip
+_LE = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 def prometheus(snap: Snapshot, breakers: list[dict[str, Any]]) -> str:
@@ -122,8 +138,10 @@ def prometheus(snap: Snapshot, breakers: list[dict[str, Any]]) -> str:
     out.append(f"poolsvc_connections_reused_total {c['connections.reused']}")
     _line(out, "poolsvc_connections_evicted_total", "counter", "Connections evicted, by reason.")
     for reason in EVICT_REASONS:
-        out.append(f'poolsvc_connections_evicted_total{{reason="{reason}"}} '
-                   f"{c[f'connections.evicted.{reason}']}")  # fmt: skip
+        out.append(
+            f'poolsvc_connections_evicted_total{{reason="{reason}"}} '
+            f"{c[f'connections.evicted.{reason}']}"
+        )
     _line(
         out, "poolsvc_stale_reuse_total", "counter", "Requests re-sent once after a stale socket."
     )
@@ -174,21 +192,27 @@ def service_status(svc: Supervisor) -> dict[str, Any]:
     for t, brk in enumerate(breaker_status(svc)):
         blocks = [svc.region.target_words(h.index, t) for h in svc.handles]
         blocks.append(svc.region.retired_target_words(t))
-        targets.append({
-            "name": brk["target"], "breaker": brk, "pool": pool,
-            "ok": sum(b[shm.T_OK] for b in blocks),
-            "failed": sum(b[shm.T_FAILED] for b in blocks),
-            "refused": sum(b[shm.T_REFUSED] for b in blocks),
-            "rps": round(last.rps, 1) if last else 0.0,
-            "p50_ms": last.p50_us / 1000 if last else None,
-            "p99_ms": last.p99_us / 1000 if last else None,
-            "errors": snap.errors(),
-        })  # fmt: skip
+        targets.append(
+            {
+                "name": brk["target"],
+                "breaker": brk,
+                "pool": pool,
+                "ok": sum(b[shm.T_OK] for b in blocks),
+                "failed": sum(b[shm.T_FAILED] for b in blocks),
+                "refused": sum(b[shm.T_REFUSED] for b in blocks),
+                "rps": round(last.rps, 1) if last else 0.0,
+                "p50_ms": last.p50_us / 1000 if last else None,
+                "p99_ms": last.p99_us / 1000 if last else None,
+                "errors": snap.errors(),
+            }
+        )
     return {
         "service": {
-            "pid": os.getpid(), "mode": "serve" if svc.forever else "run",
+            "pid": os.getpid(),
+            "mode": "serve" if svc.forever else "run",
             "state": "stopping" if svc.stopping else "paused" if svc.paused() else "running",
-            "uptime_s": round(now - svc.started_at, 3), "seed": svc.seed,
+            "uptime_s": round(now - svc.started_at, 3),
+            "seed": svc.seed,
             "control": str(svc.control.path) if svc.control else None,
         },
         "totals": totals,
@@ -197,7 +221,7 @@ def service_status(svc: Supervisor) -> dict[str, Any]:
         "workers": worker_status(svc),
         "load": load_status(svc),
         "injection": svc.board.describe(),
-    }  # fmt: skip
+    }
 
 
 def breaker_status(svc: Supervisor) -> list[dict[str, Any]]:
@@ -210,20 +234,29 @@ def worker_status(svc: Supervisor) -> list[dict[str, Any]]:
     for h in svc.handles:
         slot = svc.region.slot(h.index)
         beat = slot[2]
-        out.append({
-            "index": h.index, "state": "RETIRED" if h.retiring and h.state == "DONE" else h.state,
-            "pid": h.pids[-1] if h.pids else None, "restarts": len(h.exits),
-            "heartbeat_age_ms": round((now_us - beat) / 1000, 1) if beat else None,
-            "requests": slot[INDEX["requests.total"]] + h.completed,
-            "rps": round(h.rps, 1), "concurrency": h.shard.concurrency,
-            "pool_size": h.shard.pool_size,
-        })  # fmt: skip
+        out.append(
+            {
+                "index": h.index,
+                "state": "RETIRED" if h.retiring and h.state == "DONE" else h.state,
+                "pid": h.pids[-1] if h.pids else None,
+                "restarts": len(h.exits),
+                "heartbeat_age_ms": round((now_us - beat) / 1000, 1) if beat else None,
+                "requests": slot[INDEX["requests.total"]] + h.completed,
+                "rps": round(h.rps, 1),
+                "concurrency": h.shard.concurrency,
+                "pool_size": h.shard.pool_size,
+            }
+        )
     return out
 
 
 def load_status(svc: Supervisor) -> dict[str, Any]:
-    return {"model": "closed", "concurrency": svc.total_concurrency, "paused": svc.paused(),
-            "workers": len(svc.live())}  # fmt: skip
+    return {
+        "model": "closed",
+        "concurrency": svc.total_concurrency,
+        "paused": svc.paused(),
+        "workers": len(svc.live()),
+    }
 
 
 def per_worker(svc: Supervisor) -> list[dict[str, Any]]:
@@ -234,10 +267,23 @@ def per_worker(svc: Supervisor) -> list[dict[str, Any]]:
         for old in h.retired:
             for k, v in old.counters.items():
                 c[k] += v
-        rows.append({
-            "index": h.index, "pids": h.pids, "restarts": len(h.exits), "exit_codes": h.exits,
-            "pool_size": h.shard.pool_size, "concurrency": h.shard.concurrency,
-            **{k: c[k] for k in ("requests.total", "requests.ok", "requests.failed",
-                                 "connections.created")},
-        })  # fmt: skip
+        rows.append(
+            {
+                "index": h.index,
+                "pids": h.pids,
+                "restarts": len(h.exits),
+                "exit_codes": h.exits,
+                "pool_size": h.shard.pool_size,
+                "concurrency": h.shard.concurrency,
+                **{
+                    k: c[k]
+                    for k in (
+                        "requests.total",
+                        "requests.ok",
+                        "requests.failed",
+                        "connections.created",
+                    )
+                },
+            }
+        )
     return rows

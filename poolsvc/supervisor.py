@@ -31,8 +31,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import selectors
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,18 +42,19 @@ from pathlib import Path
 from typing import Any, Final
 
 import multiprocess
+import orjson
 
-from poolsvc import commands, config, plan, shm
+from poolsvc import audit, commands, config, plan, shm
 from poolsvc.breakers import BreakerDesk
 from poolsvc.config import Config
 from poolsvc.control import ControlError
-from poolsvc.ctlserver import ControlServer
+from poolsvc.ctlserver import ControlServer, Deferred
 from poolsvc.faults import FaultBoard
 from poolsvc.plan import Shard
 from poolsvc.report import RunInfo
 from poolsvc.status import Intervals
 from workers import stats
-from workers.process import WorkerPlan, worker_main
+from workers.process import WorkerPlan, report_path, worker_main
 from workers.target import TargetSpec
 
 TICK: Final = 0.005
@@ -119,9 +122,17 @@ class Supervisor:
         self.target_workers = n
         now = self.started_at = clock()
         self.finished_at = 0.0
-        self.desk = BreakerDesk(self.region, plan.breaker_settings(cfg), [spec.name], seed,
-                                emit, now)  # fmt: skip
+        self.desk = BreakerDesk(
+            self.region, plan.breaker_settings(cfg), [spec.name], seed, emit, now
+        )
         self.board = FaultBoard(self.region, emit, clock, config.faults(cfg, seed))
+        self.run_dir = tempfile.mkdtemp(prefix="poolsvc-run-")  # 0700: audit reports
+        self.watch = audit.FdWatch()
+        self.audit_run: audit.AuditRun | None = None
+        self.last_audit: dict[str, Any] | None = None
+        self._audit_seq = 0
+        self._next_audit = now + cfg.audit_every_s if cfg.audit_every_s else 0.0
+        self.final_audits: list[dict[str, Any]] = []
         self.intervals = Intervals(now)
         self.rates: dict[int, tuple[float, int]] = {}
         self._next_second = now + 1.0
@@ -150,9 +161,11 @@ class Supervisor:
             while any(h.state != DONE for h in self.handles):
                 self._step()
             self.finished_at = self.clock()
+            self.final_audits = self._read_final_audits()
             return self.exit_code
         finally:
             self._kill_all()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
             self._restore_signals(old)
             if self.control is not None:
                 self.control.close()
@@ -174,8 +187,10 @@ class Supervisor:
             self.board.expire(now)
         used = [h.index for h in self.handles]
         self.desk.tick(now, used, [h.index for h in self.live()])
+        self._audit_step(now)
         if now >= self._next_second:
             self._next_second = now + 1.0
+            self._cheap_audit(now)
             self.intervals.add(now, self.snapshot())
             self._worker_rates(now)
             if self.control is not None:
@@ -193,8 +208,16 @@ class Supervisor:
         shard = dataclasses.replace(
             h.shard, requests=remaining, seed=h.shard.seed + 1000 * len(h.pids)
         )
-        wp = WorkerPlan(self.cfg, self.spec, shard, self.layout, os.getpid(), h.end_at,
-                        self.forever)  # fmt: skip
+        wp = WorkerPlan(
+            self.cfg,
+            self.spec,
+            shard,
+            self.layout,
+            os.getpid(),
+            h.end_at,
+            self.forever,
+            self.run_dir,
+        )
         row = self.region.wctrl_row(h.index)
         row[shm.C_CONCURRENCY] = h.shard.concurrency
         row[shm.C_POOL_MAX], row[shm.C_POOL_MIN] = h.shard.pool_size, h.shard.pool_min
@@ -233,8 +256,10 @@ class Supervisor:
         how = f"signal {-code}" if code < 0 else f"code {code}"
         h.boot_failures = h.boot_failures + 1 if now - h.started < BOOT_WINDOW else 0
         if h.boot_failures >= MAX_BOOT_FAILURES:
-            self.emit(f"[pool] worker {h.index} failed at boot {h.boot_failures} times "
-                      f"in a row (last: {how}); stopping")  # fmt: skip
+            self.emit(
+                f"[pool] worker {h.index} failed at boot {h.boot_failures} times "
+                f"in a row (last: {how}); stopping"
+            )
             h.state = DONE
             self.exit_code = EXIT_BOOT_FAILURE
             self.drain()
@@ -263,6 +288,80 @@ class Supervisor:
             last_t, last = self.rates.get(h.index, (now, total))
             self.rates[h.index] = (now, total)
             h.rps = (total - last) / (now - last_t) if now > last_t else 0.0
+
+    # FD audits ----------------------------------------------------------------------------
+    def _cheap_audit(self, now: float) -> None:
+        """Count every worker's descriptors; a persistent excess starts a full audit."""
+        for h in self.live():
+            slot = self.region.slot(h.index)
+            expected = slot[stats.GAUGE_INDEX["fds.expected"]]
+            if expected and self.watch.sample(
+                h.index, h.pids[-1], expected, h.shard.concurrency + 4, now
+            ):
+                self.emit(
+                    f"[audit] worker {h.index}: more descriptors than its registry "
+                    "accounts for; running a full audit"
+                )
+                self.start_audit(None)
+        if self._next_audit and now >= self._next_audit:
+            self._next_audit = now + self.cfg.audit_every_s
+            self.start_audit(None)
+
+    def start_audit(self, callback: Callable[[dict[str, Any]], None] | None) -> None:
+        """Audit every live worker, one at a time; ``callback`` gets the merged report."""
+        if self.audit_run is None or self.audit_run.done:
+            self.audit_run = audit.AuditRun([h.index for h in self.live()], self.clock())
+        if callback is not None:
+            self.audit_run.callbacks.append(callback)
+
+    def _audit_step(self, now: float) -> None:
+        run = self.audit_run
+        if run is None or run.done:
+            return
+        if run.current is not None:
+            worker, seq, deadline = run.current
+            slot = self.region.slot(worker)
+            if slot[stats.GAUGE_INDEX["audit.seq"]] == seq:
+                path = report_path(self.run_dir, worker, f"seq{seq}")
+                run.reports[worker] = orjson.loads(path.read_bytes())
+                path.unlink()
+                run.current = None
+            elif now >= deadline:
+                run.missing.append(worker)
+                run.current = None
+            else:
+                return
+        if run.pending:
+            worker = run.pending.pop(0)
+            if not any(h.index == worker for h in self.live()):
+                return
+            self._audit_seq += 1
+            self.region.wctrl_row(worker)[shm.C_AUDIT] = self._audit_seq
+            run.current = (worker, self._audit_seq, now + audit.AUDIT_TIMEOUT)
+            return
+        targets = [(self.spec.host, self.spec.port)]
+        run.result = audit.merge(run, self.watch, targets, now)
+        self.last_audit = run.result
+        if self.cfg.audit_report:
+            _write_report(self.cfg.audit_report, run.result)
+        for callback in run.callbacks:
+            callback(run.result)
+
+    def audit_now(self) -> Deferred:
+        """For the control socket: a reply that comes when the audit is done."""
+        if not self.live():
+            raise ControlError("conflict", "no live worker to audit")
+        deferred = Deferred()
+        self.start_audit(deferred.resolve)
+        return deferred
+
+    def _read_final_audits(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.handles:
+            path = report_path(self.run_dir, h.index, "final")
+            if path.exists():
+                out.append(orjson.loads(path.read_bytes()))
+        return out
 
     def live(self) -> list[Handle]:
         return [h for h in self.handles if h.state == RUNNING and h.proc is not None]
@@ -411,12 +510,25 @@ class Supervisor:
         elapsed = (end - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
         workers = len(self.live()) or len(self.handles)
         return RunInfo(
-            self.spec.name, False, self.total_concurrency, self.cfg.pool_size,
-            max(elapsed, 0.0), self.seed, workers,
-        )  # fmt: skip
+            self.spec.name,
+            False,
+            self.total_concurrency,
+            self.cfg.pool_size,
+            max(elapsed, 0.0),
+            self.seed,
+            workers,
+        )
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.handles} {self.desk} stopping={self.stopping}>"
+
+
+def _write_report(path: str, report: dict[str, Any]) -> None:
+    fmt = "markdown" if path.endswith(".md") else "json" if path.endswith(".json") else "text"
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(audit.render(report, fmt))
+    tmp.replace(target)
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -48,10 +48,25 @@ def measure(workers: int, calls: int, seconds: float) -> dict[str, float]:
         sock = Path(tmp) / "c.sock"
         os.chmod(tmp, 0o700)
         svc = subprocess.Popen(
-            [sys.executable, "-m", "poolsvc", "serve", "--host", host, "--port", str(port),
-             "--workers", str(workers), "--size", str(workers * 10), "--control", str(sock)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "poolsvc",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--size",
+                str(workers * 10),
+                "--control",
+                str(sock),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait(sock)
             time.sleep(1.0)  # warm: every worker at full load
@@ -104,9 +119,11 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args()
     r = measure(args.workers, args.calls, args.seconds)
-    print(f"status latency with {args.workers} workers under full load against {r['target']}: "
-          f"p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms max={r['max_ms']:.2f}ms "
-          f"over {r['calls']} calls; load meanwhile {r['rps_during']:.0f} req/s")  # fmt: skip
+    print(
+        f"status latency with {args.workers} workers under full load against {r['target']}: "
+        f"p50={r['p50_ms']:.2f}ms p99={r['p99_ms']:.2f}ms max={r['max_ms']:.2f}ms "
+        f"over {r['calls']} calls; load meanwhile {r['rps_during']:.0f} req/s"
+    )
     return 0
 
 

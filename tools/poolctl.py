@@ -1,7 +1,8 @@
 """poolctl: the command-line client of a running poolsvc service.
 
 Exit codes: 0 ok; 2 bad arguments; 3 the service refused the command (its error
-is printed); 4 no service at the control socket (the path is named).
+is printed); 4 no service at the control socket (the path is named); 5 `audit`
+found a leak.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
 
+from poolsvc.audit import render
 from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable, resolve_path
 from workers.injection import KINDS, parse_duration
 
-EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 2, 3, 4
+EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_LEAK = 0, 2, 3, 4, 5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--seed", type=int, help="seed of the fault's random draws")
     inj.add_argument("--delay-ms", type=int, help="delay: how long to hold each request")
     inj.add_argument("--mode", choices=("refused", "timeout"), help="connect_fail: how")
+    au = sub.add_parser("audit", help="FD-leak audit of every worker")
+    au.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    au.add_argument("--out", help="write the report to FILE instead of stdout")
+    au.add_argument("--last", action="store_true", help="the last audit, without running one")
     sub.add_parser("drain", help="finish in-flight requests, then exit")
     sub.add_parser("stop", help="stop now")
     return p
@@ -73,6 +80,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return cmd, {"pause": True} if args.pause else {"resume": True}
     if cmd == "inject":
         return cmd, _inject_args(args)
+    if cmd == "audit":
+        return cmd, {"last": True} if args.last else {}
     if cmd == "workers":
         return cmd, {} if args.count is None else {"count": args.count}
     return cmd, {}
@@ -93,8 +102,13 @@ def _inject_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.rate is None:
         raise SystemExit(_usage(f"inject {args.fault} needs --rate"))
     out: dict[str, Any] = {"action": "set", "fault": args.fault, "rate": args.rate}
-    for key, value in (("target", args.target), ("for_s", args.for_), ("seed", args.seed),
-                       ("delay_ms", args.delay_ms), ("mode", args.mode)):  # fmt: skip
+    for key, value in (
+        ("target", args.target),
+        ("for_s", args.for_),
+        ("seed", args.seed),
+        ("delay_ms", args.delay_ms),
+        ("mode", args.mode),
+    ):
         if value is not None:
             out[key] = value
     return out
@@ -121,11 +135,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"poolctl: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     _print(args, data)
+    if args.command == "audit" and data.get("verdict") == "LEAK":
+        return EXIT_LEAK
     return EXIT_OK
 
 
 def _print(args: argparse.Namespace, data: Any) -> None:
-    if args.command == "status" and not args.json:
+    if args.command == "audit":
+        text = render(data, args.format)
+        if args.out:
+            Path(args.out).write_text(text)
+        else:
+            sys.stdout.write(text)
+    elif args.command == "status" and not args.json:
         sys.stdout.write(render_status(data))
     elif isinstance(data, str):
         sys.stdout.write(data)
@@ -168,8 +190,11 @@ def render_status(s: dict[str, Any]) -> str:
             f"{p['connecting']:>5} {p['waiting']:>5} {t['rps']:>9.1f} {_ms(t['p50_ms']):>7} "
             f"{_ms(t['p99_ms']):>7}  {errors}"
         )
-    lines += ["", f"{'WORKER':<7} {'PID':>7} {'STATE':<10} {'RESTARTS':>8} {'REQ/S':>9} "
-              f"{'REQUESTS':>10} {'HEARTBEAT':>10}"]  # fmt: skip
+    lines += [
+        "",
+        f"{'WORKER':<7} {'PID':>7} {'STATE':<10} {'RESTARTS':>8} {'REQ/S':>9} "
+        f"{'REQUESTS':>10} {'HEARTBEAT':>10}",
+    ]
     for w in s["workers"]:
         beat = "-" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms']:.0f}ms"
         lines.append(

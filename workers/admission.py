@@ -54,8 +54,10 @@ class SharedView:
             return None
         base = self.layout.faults
         size = injection.FAULT_WORDS
-        entries = [tuple(w[base + i * size : base + (i + 1) * size].tolist())
-                   for i in range(injection.MAX_FAULTS)]  # fmt: skip
+        entries = [
+            tuple(w[base + i * size : base + (i + 1) * size].tolist())
+            for i in range(injection.MAX_FAULTS)
+        ]
         if w[shm.H_INJECT_GEN] != before:
             return None
         faults = [f for e in entries if (f := Fault.decode(e)) is not None]

@@ -84,6 +84,7 @@ class Connection:
         "head_only",
         "heap_when",
         "injected",
+        "inode",
         "keep_alive",
         "last_used",
         "out",
@@ -108,6 +109,7 @@ class Connection:
         self.owner: Any = None  # the request this connection is reserved for, if any
         self.out: memoryview | None = None  # unsent tail of the request
         self.injected = ""  # the fault that hit this connection, if any
+        self.inode = 0  # the socket's inode (for the FD audit's tombstones)
         self.drawn = -1  # fault-table generation this idle connection last drew for
         self.reset_response(False)
 

@@ -72,8 +72,9 @@ class Fault:
         code, target, ppb, until_us, seed, param = words
         if not code or code > len(KINDS):
             return None
-        return cls(KINDS[code - 1], ppb / PPB, target - 1 if target else None,
-                   until_us / 1e6, seed, param)  # fmt: skip
+        return cls(
+            KINDS[code - 1], ppb / PPB, target - 1 if target else None, until_us / 1e6, seed, param
+        )
 
     def describe(self, now: float) -> dict[str, object]:
         out: dict[str, object] = {

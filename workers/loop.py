@@ -32,6 +32,7 @@ from workers import load
 from workers import pool as pl
 from workers import stats as st
 from workers.admission import REFUSE, SharedView
+from workers.audit import Registry, audit, inode_of
 from workers.connection import Connection
 from workers.errors import errno_name, oserror_name
 from workers.histogram import bucket_of
@@ -84,6 +85,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         watchdog: Callable[[Worker], None] | None = None,
         end_at: float = 0.0,
+        report: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.targets = list(targets)
         self.bounds = bounds
@@ -112,6 +114,10 @@ class Worker:
         self.dead_ends = cx.DeadEnds()
         self.leaked: list[Any] = []  # sockets kept open by the `leak` fault, on purpose
         self._sync_faults(self.now)
+        self.registry = Registry()
+        self.registry.take_baseline()
+        self.report = report  # where audit reports go (the worker process writes files)
+        self.audits = 0
         self.stopping = False
         self.stop_requested = False
         self.started_at = self.end_at = self.finished_at = 0.0
@@ -136,6 +142,8 @@ class Worker:
         finally:
             self._close_all()
             self.dead_ends.close()
+            if self.report is not None:  # every socket closed: the count must be the baseline
+                self.run_audit("final")
             self.ep.close()
 
     def _finished(self) -> bool:
@@ -584,6 +592,7 @@ class Worker:
             self._connect_error(target, owner, errno_name(err), conn.injected)
             return
         self.conns[conn.fd] = conn
+        conn.inode = inode_of(conn.fd)
         self.ep.register(conn.fd, _OUT)
         self.deadlines.arm(conn, self.now + self.settings.connect_timeout)
 
@@ -639,6 +648,7 @@ class Worker:
             conn.fire("close")
         self.deadlines.disarm(conn)
         del self.conns[conn.fd]
+        self.registry.closed(conn, conn.inode, reason or "shutdown", self.now)
         target = self.targets[conn.target]
         if self.injector.any and not self.stopping and self._leak(conn):
             pass  # forgotten by the pool, but its descriptor stays open
@@ -665,6 +675,10 @@ class Worker:
             self.watchdog(self)
         self._apply_control()
         self._sync_faults(now)
+        wanted = self.shared.wctrl[shm.C_AUDIT]
+        if wanted != self.audits and self.report is not None:
+            self.audits = wanted
+            self.run_audit(f"seq{wanted}")
         if self.injector.any and not self.stopping:
             self._inject_idle(now)
         if not self.stopping:
@@ -734,6 +748,32 @@ class Worker:
             client.retire = True
         self.concurrency = n
 
+    def run_audit(self, label: str) -> dict[str, Any]:
+        """Audit this process's descriptors now; publish the verdict and hand over the report."""
+        infra = {0, 1, 2, *self.dead_ends.fds()}
+        if not self.ep.closed:
+            infra.add(self.ep.fileno())
+        names = [t.spec.name for t in self.targets]
+        rep = audit(
+            self.conns,
+            infra,
+            len(self.dead_ends.sockets),
+            self.registry,
+            names,
+            self.clock(),
+            self.settings.connect_timeout,
+        )
+        rep["worker"] = self.index
+        rep["label"] = label
+        s = self.s
+        s[st.GAUGE_INDEX["fds.now"]] = rep["fds_now"]
+        s[st.GAUGE_INDEX["audit.leaked"]] = len(rep["leaked"])
+        s[st.GAUGE_INDEX["audit.close_wait"]] = len(rep["close_wait"])
+        if self.report is not None:
+            self.report(label, rep)
+        s[st.GAUGE_INDEX["audit.seq"]] = self.audits  # last: the report is in place
+        return rep
+
     def _publish(self, pool_gauges: bool = True) -> None:
         """Write gauges and the heartbeat (plain stores: readers may see them any time)."""
         s = self.s
@@ -753,6 +793,10 @@ class Worker:
         }
         for name, seconds in times.items():
             s[st.GAUGE_INDEX[name]] = int(seconds * 1e6)
+        s[st.GAUGE_INDEX["fds.baseline"]] = self.registry.baseline
+        s[st.GAUGE_INDEX["fds.expected"]] = (
+            self.registry.baseline + len(self.conns) + len(self.dead_ends.sockets)
+        )
         s[2] = int(self.clock() * 1_000_000)
 
     def _begin_drain(self) -> None:

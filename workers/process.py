@@ -23,7 +23,10 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from poolsvc import shm
 from poolsvc.config import Config
@@ -47,6 +50,7 @@ class WorkerPlan:
     supervisor_pid: int
     end_at: float = 0.0  # for a replacement: when the run ends (monotonic), else 0
     forever: bool = False  # a service: no duration or count bound
+    run_dir: str = ""  # where audit reports go (private to the supervisor's user)
 
 
 def close_inherited_fds(keep: tuple[int, ...] = (0, 1, 2)) -> None:
@@ -65,8 +69,16 @@ def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     close_inherited_fds()
     shared = SharedView(words, plan.layout, plan.shard.index)
     stats.init_slot(shared.slot, os.getpid())
-    worker = make_worker(plan.cfg, plan.spec, plan.shard, shared, watchdog=_watchdog(plan, words),
-                         end_at=plan.end_at, forever=plan.forever)  # fmt: skip
+    worker = make_worker(
+        plan.cfg,
+        plan.spec,
+        plan.shard,
+        shared,
+        watchdog=_watchdog(plan, words),
+        end_at=plan.end_at,
+        forever=plan.forever,
+        report=_reporter(plan.run_dir, plan.shard.index) if plan.run_dir else None,
+    )
 
     def on_term(signum: int, frame: Any) -> None:
         worker.stop_requested = True
@@ -74,6 +86,21 @@ def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, on_term)
     worker.run()
+
+
+def report_path(run_dir: str, worker: int, label: str) -> Path:
+    return Path(run_dir) / f"audit-w{worker}-{label}.json"
+
+
+def _reporter(run_dir: str, worker: int) -> Any:
+    def write(label: str, report: dict[str, Any]) -> None:
+        # Write then rename: the supervisor never reads half a report.
+        path = report_path(run_dir, worker, label)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(report))
+        tmp.replace(path)
+
+    return write
 
 
 def _watchdog(plan: WorkerPlan, words: memoryview) -> Any:

@@ -77,6 +77,12 @@ GAUGES: Final = (
     "time.started_us",  # monotonic us when the load started (after warm-up)
     "time.end_us",  # monotonic us when the duration bound ends (0 = none)
     "time.finished_us",  # monotonic us when the worker finished (0 = still running)
+    "fds.baseline",  # descriptors before the first connection (stdio, epoll)
+    "fds.expected",  # what the registry accounts for: baseline + connections + infrastructure
+    "fds.now",  # descriptors the kernel counted at the last audit
+    "audit.seq",  # the last audit request this worker answered
+    "audit.leaked",  # leaked sockets found by that audit
+    "audit.close_wait",  # CLOSE_WAIT sockets found by that audit
 )
 
 INDEX: Final = {name: HEADER + i for i, name in enumerate(COUNTERS)}
@@ -146,6 +152,8 @@ class Snapshot:
                     snap.counters[name] += value
             for name in GAUGES:
                 value = copy[GAUGE_INDEX[name]]
+                if name == "audit.seq":
+                    continue  # per worker only: a sum means nothing
                 if name == "time.started_us":  # the earliest start of any slot
                     old = snap.gauges[name]
                     snap.gauges[name] = min(old, value) if old and value else old or value

@@ -36,10 +36,23 @@ class Service:
         self.path = directory / "control.sock"
         self.target = target
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "poolsvc", "serve", "--host", target.host, "--port",
-             str(target.port), "--control", str(self.path), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "poolsvc",
+                "serve",
+                "--host",
+                target.host,
+                "--port",
+                str(target.port),
+                "--control",
+                str(self.path),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -57,8 +70,12 @@ class Service:
             return c.call(cmd, **args)
 
     def poolctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tools.poolctl", "--control", str(self.path),
-                               *args], capture_output=True, text=True, timeout=30)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "tools.poolctl", "--control", str(self.path), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def requests(self) -> int:
         return int(self.call("status")["totals"]["requests.total"])
@@ -194,12 +211,19 @@ def test_poolctl_exit_codes(service: Service, tmp_path: Path) -> None:
     refused = service.poolctl("workers", "999")
     assert refused.returncode == 3 and "bad_request" in refused.stderr
     missing = tmp_path / "nothing" / "here.sock"
-    proc = subprocess.run([sys.executable, "-m", "tools.poolctl", "--control", str(missing),
-                           "status"], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.poolctl", "--control", str(missing), "status"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 4 and str(missing) in proc.stderr
     env = {**os.environ, "POOLSVC_CONTROL": str(service.path)}
-    via_env = subprocess.run([sys.executable, "-m", "tools.poolctl", "status", "--json"],
-                             capture_output=True, text=True, env=env)  # fmt: skip
+    via_env = subprocess.run(
+        [sys.executable, "-m", "tools.poolctl", "status", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert via_env.returncode == 0
 
 
@@ -410,9 +434,23 @@ def test_forged_modes_still_refused_by_peer_credentials(public_dir_service: Serv
 
 
 def test_second_service_on_the_same_socket_is_refused(service: Service) -> None:
-    proc = subprocess.run([sys.executable, "-m", "poolsvc", "serve", "--host", service.target.host,
-                           "--port", str(service.target.port), "--control", str(service.path)],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "poolsvc",
+            "serve",
+            "--host",
+            service.target.host,
+            "--port",
+            str(service.target.port),
+            "--control",
+            str(service.path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and "already listening" in proc.stderr
     assert service.call("status")["service"]["state"] == "running"
 

@@ -50,8 +50,15 @@ def test_connect_deadline_expires(blackhole: tuple[str, int]) -> None:
 
 def test_worker_counts_connect_timeouts_and_never_pools_them(blackhole: tuple[str, int]) -> None:
     fds = fd_count()
-    snap = run(*blackhole, pool_size=2, concurrency=2, duration_s=1.0, connect_timeout_ms=150,
-               backoff_base_ms=10, backoff_cap_ms=50)  # fmt: skip
+    snap = run(
+        *blackhole,
+        pool_size=2,
+        concurrency=2,
+        duration_s=1.0,
+        connect_timeout_ms=150,
+        backoff_base_ms=10,
+        backoff_cap_ms=50,
+    )
     c = snap.counters
     assert c["errors.connect_timeout"] >= 2
     assert c["errors.phase.connect"] == c["errors.connect_timeout"]
@@ -61,8 +68,15 @@ def test_worker_counts_connect_timeouts_and_never_pools_them(blackhole: tuple[st
 
 
 def test_worker_counts_refused_with_backoff() -> None:
-    snap = run("127.0.0.1", free_port(), pool_size=2, concurrency=2, duration_s=1.0,
-               backoff_base_ms=20, backoff_cap_ms=200)  # fmt: skip
+    snap = run(
+        "127.0.0.1",
+        free_port(),
+        pool_size=2,
+        concurrency=2,
+        duration_s=1.0,
+        backoff_base_ms=20,
+        backoff_cap_ms=200,
+    )
     c = snap.counters
     assert c["errors.ECONNREFUSED"] > 0 and c["connections.created"] == 0
     # Without backoff two clients fail thousands of times a second; with a 200 ms cap,
@@ -116,8 +130,9 @@ def test_chunked_body_is_read_to_its_end(target: TargetServer) -> None:
 def test_read_timeout_on_hung_server(target: TargetServer) -> None:
     target.set(hang=True)
     start = time.monotonic()
-    snap = run(target.host, target.port, pool_size=1, concurrency=1, requests=3,
-               read_timeout_ms=200)  # fmt: skip
+    snap = run(
+        target.host, target.port, pool_size=1, concurrency=1, requests=3, read_timeout_ms=200
+    )
     elapsed = time.monotonic() - start
     c = snap.counters
     assert c["errors.read_timeout"] == 3 and c["requests.failed"] == 3
@@ -128,16 +143,22 @@ def test_read_timeout_on_hung_server(target: TargetServer) -> None:
 
 def test_reset_is_econnreset(target: TargetServer) -> None:
     target.set(reset=True)
-    snap = run(target.host, target.port, pool_size=1, concurrency=1, requests=5,
-               retry_stale=False)  # fmt: skip
+    snap = run(target.host, target.port, pool_size=1, concurrency=1, requests=5, retry_stale=False)
     assert snap.counters["errors.ECONNRESET"] == 5
     assert snap.counters["connections.evicted.error"] == 5
 
 
 def test_pool_exhaustion_wait_policy(target: TargetServer) -> None:
     target.set(delay_ms=30)
-    snap = run(target.host, target.port, pool_size=2, concurrency=6, requests=60,
-               exhaustion="wait", pool_wait_timeout_ms=5000)  # fmt: skip
+    snap = run(
+        target.host,
+        target.port,
+        pool_size=2,
+        concurrency=6,
+        requests=60,
+        exhaustion="wait",
+        pool_wait_timeout_ms=5000,
+    )
     c = snap.counters
     assert c["requests.ok"] == 60 and c["requests.failed"] == 0
     assert c["connections.created"] == 2  # never more than the pool allows
@@ -147,8 +168,9 @@ def test_pool_exhaustion_wait_policy(target: TargetServer) -> None:
 
 def test_pool_exhaustion_wait_timeout(target: TargetServer) -> None:
     target.set(delay_ms=200)
-    snap = run(target.host, target.port, pool_size=1, concurrency=3, requests=6,
-               pool_wait_timeout_ms=50)  # fmt: skip
+    snap = run(
+        target.host, target.port, pool_size=1, concurrency=3, requests=6, pool_wait_timeout_ms=50
+    )
     c = snap.counters
     assert c["errors.pool_timeout"] > 0 and c["errors.phase.pool"] == c["errors.pool_timeout"]
     assert c["requests.ok"] > 0 and c["connections.created"] == 1
@@ -156,8 +178,9 @@ def test_pool_exhaustion_wait_timeout(target: TargetServer) -> None:
 
 def test_pool_exhaustion_fail_policy(target: TargetServer) -> None:
     target.set(delay_ms=20)
-    snap = run(target.host, target.port, pool_size=2, concurrency=5, duration_s=0.5,
-               exhaustion="fail")  # fmt: skip
+    snap = run(
+        target.host, target.port, pool_size=2, concurrency=5, duration_s=0.5, exhaustion="fail"
+    )
     c = snap.counters
     assert c["errors.pool_exhausted"] > 0 and c["requests.ok"] > 0
     assert c["connections.created"] == 2
@@ -166,8 +189,9 @@ def test_pool_exhaustion_fail_policy(target: TargetServer) -> None:
 # Stale connections -------------------------------------------------------------------
 def test_server_restart_with_idle_connections(target: TargetServer) -> None:
     fds = fd_count()
-    worker = make(target.host, target.port, pool_size=8, concurrency=2, duration_s=2.5,
-                  read_timeout_ms=1000)  # fmt: skip
+    worker = make(
+        target.host, target.port, pool_size=8, concurrency=2, duration_s=2.5, read_timeout_ms=1000
+    )
     bg = Background(worker)
     for _ in range(3):
         time.sleep(0.5)
@@ -229,8 +253,15 @@ class CloseOnSecondRequest:
 def test_stale_reuse_is_resent_once_on_a_fresh_connection() -> None:
     server = CloseOnSecondRequest()
     try:
-        snap = run("127.0.0.1", server.port, pool_size=1, pool_min=0, concurrency=1,
-                   requests=4, validate_after_ms=60_000)  # fmt: skip
+        snap = run(
+            "127.0.0.1",
+            server.port,
+            pool_size=1,
+            pool_min=0,
+            concurrency=1,
+            requests=4,
+            validate_after_ms=60_000,
+        )
     finally:
         server.close()
     c = snap.counters
@@ -242,8 +273,16 @@ def test_stale_reuse_is_resent_once_on_a_fresh_connection() -> None:
 def test_stale_reuse_not_resent_for_post() -> None:
     server = CloseOnSecondRequest()
     try:
-        snap = run("127.0.0.1", server.port, pool_size=1, pool_min=0, concurrency=1,
-                   requests=2, method="POST", validate_after_ms=60_000)  # fmt: skip
+        snap = run(
+            "127.0.0.1",
+            server.port,
+            pool_size=1,
+            pool_min=0,
+            concurrency=1,
+            requests=2,
+            method="POST",
+            validate_after_ms=60_000,
+        )
     finally:
         server.close()
     c = snap.counters
@@ -255,8 +294,15 @@ def test_checkout_probe_evicts_a_socket_closed_while_idle(target: TargetServer) 
     # validate_after 0: every checkout probes.  The server closes idle sockets after
     # 30 ms; requests come every ~80 ms, so each finds its socket closed.
     target.set(idle_close_ms=30, delay_ms=80)
-    snap = run(target.host, target.port, pool_size=3, concurrency=1, requests=5,
-               validate_after_ms=0, retry_stale=False)  # fmt: skip
+    snap = run(
+        target.host,
+        target.port,
+        pool_size=3,
+        concurrency=1,
+        requests=5,
+        validate_after_ms=0,
+        retry_stale=False,
+    )
     c = snap.counters
     assert c["requests.failed"] == 0, snap.errors()
     assert c["connections.evicted.peer_closed"] + c["connections.evicted.validation"] > 0
@@ -267,8 +313,15 @@ def test_health_check_after_idle(target: TargetServer) -> None:
     # and is retired by the request budget, so the next checkout takes the cold one,
     # idle for > 50 ms: it gets a HEAD /health first.
     target.set(delay_ms=60)
-    snap = run(target.host, target.port, pool_size=2, concurrency=1, requests=6,
-               health_check_after_ms=50, max_requests_per_conn=2)  # fmt: skip
+    snap = run(
+        target.host,
+        target.port,
+        pool_size=2,
+        concurrency=1,
+        requests=6,
+        health_check_after_ms=50,
+        max_requests_per_conn=2,
+    )
     c = snap.counters
     assert c["connections.health_checks"] > 0
     assert c["requests.ok"] == 6 and c["requests.failed"] == 0
@@ -277,9 +330,16 @@ def test_health_check_after_idle(target: TargetServer) -> None:
 
 def test_failed_health_check_evicts_and_request_still_succeeds(target: TargetServer) -> None:
     target.set(delay_ms=60)
-    snap = run(target.host, target.port, pool_size=2, concurrency=1, requests=4,
-               health_check_after_ms=50, max_requests_per_conn=2,
-               health_check_path="/status/503")  # fmt: skip
+    snap = run(
+        target.host,
+        target.port,
+        pool_size=2,
+        concurrency=1,
+        requests=4,
+        health_check_after_ms=50,
+        max_requests_per_conn=2,
+        health_check_path="/status/503",
+    )
     c = snap.counters
     assert c["connections.evicted.health_check"] > 0
     assert c["requests.ok"] == 4 and c["requests.failed"] == 0

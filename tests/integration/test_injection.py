@@ -43,8 +43,15 @@ def run_with_fault(
     """Load for 1.4 s; the fault is in force from 0.2 s to 0.8 s, then cleared (and
     ``after`` is called on the worker)."""
     fds = fd_count()
-    values = {"pool_size": 4, "concurrency": 2, "duration_s": 1.4, "read_timeout_ms": 200,
-              "connect_timeout_ms": 150, "backoff_cap_ms": 50, **values}  # fmt: skip
+    values = {
+        "pool_size": 4,
+        "concurrency": 2,
+        "duration_s": 1.4,
+        "read_timeout_ms": 200,
+        "connect_timeout_ms": 150,
+        "backoff_cap_ms": 50,
+        **values,
+    }
     worker = make(host, port, **values)
     bg = Background(worker)
     time.sleep(0.2)
@@ -93,8 +100,9 @@ def test_delay_holds_requests(server: tuple[str, int]) -> None:
 @pytest.mark.parametrize(("mode", "errname"), [(0, "ECONNREFUSED"), (1, "connect_timeout")])
 def test_connect_fail(server: tuple[str, int], mode: int, errname: str) -> None:
     # max_requests_per_conn retires connections, so new connects keep happening
-    snap = run_with_fault(*server, Fault("connect_fail", 0.5, seed=4, param=mode),
-                          max_requests_per_conn=20)  # fmt: skip
+    snap = run_with_fault(
+        *server, Fault("connect_fail", 0.5, seed=4, param=mode), max_requests_per_conn=20
+    )
     assert injected(snap, "connect_fail") > 0
     assert snap.counters[f"errors.{errname}"] == injected(snap, "connect_fail")
 
@@ -110,8 +118,13 @@ def test_half_open_caught_by_health_check_before_any_request_hangs(
     # Two busy connections stay hot; the four cold idle ones go half-open.  When the
     # load rises they are used again, after > 50 ms idle: each gets a health check
     # first, which times out, so no request is ever sent on a dead socket.
-    snap = run_with_fault(*server, Fault("half_open", 1.0, seed=5), use_every_connection,
-                          pool_size=6, health_check_after_ms=50)  # fmt: skip
+    snap = run_with_fault(
+        *server,
+        Fault("half_open", 1.0, seed=5),
+        use_every_connection,
+        pool_size=6,
+        health_check_after_ms=50,
+    )
     c = snap.counters
     assert injected(snap, "half_open") > 0
     assert c["connections.evicted.health_check"] == injected(snap, "half_open")
@@ -123,8 +136,9 @@ def test_half_open_without_health_check_costs_at_most_the_read_timeout(
 ) -> None:
     # Without a health check, a request sent on a half-open socket gets no answer:
     # it fails at the read timeout (never later), and the socket is evicted.
-    snap = run_with_fault(*server, Fault("half_open", 1.0, seed=6), use_every_connection,
-                          pool_size=6)  # fmt: skip
+    snap = run_with_fault(
+        *server, Fault("half_open", 1.0, seed=6), use_every_connection, pool_size=6
+    )
     c = snap.counters
     assert injected(snap, "half_open") > 0
     assert c["errors.read_timeout"] == injected(snap, "half_open")
@@ -156,9 +170,18 @@ def test_rate_zero_has_no_effect(server: tuple[str, int]) -> None:
 def test_heavy_injection_opens_the_breaker_across_workers_and_clear_recovers(
     target: TargetServer,
 ) -> None:
-    cfg = config.build({"host": target.host, "port": target.port, "workers": 2,
-                        "duration_s": 3.0, "breaker_consecutive_failures": 5,
-                        "breaker_open_ms": 200, "breaker_open_max_ms": 300}, {})  # fmt: skip
+    cfg = config.build(
+        {
+            "host": target.host,
+            "port": target.port,
+            "workers": 2,
+            "duration_s": 3.0,
+            "breaker_consecutive_failures": 5,
+            "breaker_open_ms": 200,
+            "breaker_open_max_ms": 300,
+        },
+        {},
+    )
     events: list[str] = []
     sup = Supervisor(cfg, plan.target_spec(cfg, target.host, target.port), 2, 11, events.append)
 
@@ -181,9 +204,17 @@ def test_heavy_injection_opens_the_breaker_across_workers_and_clear_recovers(
 
 
 def test_injected_failures_can_be_kept_out_of_the_breaker(target: TargetServer) -> None:
-    cfg = config.build({"host": target.host, "port": target.port, "workers": 1,
-                        "duration_s": 1.5, "inject_counts_toward_breaker": False,
-                        "inject_failures": [{"fault": "reset", "rate": 1.0}]}, {})  # fmt: skip
+    cfg = config.build(
+        {
+            "host": target.host,
+            "port": target.port,
+            "workers": 1,
+            "duration_s": 1.5,
+            "inject_counts_toward_breaker": False,
+            "inject_failures": [{"fault": "reset", "rate": 1.0}],
+        },
+        {},
+    )
     events: list[str] = []
     sup = Supervisor(cfg, plan.target_spec(cfg, target.host, target.port), 1, 3, events.append)
     assert sup.run() == 0
@@ -204,9 +235,24 @@ def _thread(fn: Callable[[], None]) -> threading.Thread:
 
 # The golden path ---------------------------------------------------------------------------
 def test_golden_path_same_seed_same_failure_counts() -> None:
-    args = [sys.executable, "-m", "poolsvc", "run", "--workers", "1", "--concurrency", "1",
-            "--seed", "42", "--inject-failures", "--requests", "300", "--read-timeout-ms", "100",
-            "--json"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "poolsvc",
+        "run",
+        "--workers",
+        "1",
+        "--concurrency",
+        "1",
+        "--seed",
+        "42",
+        "--inject-failures",
+        "--requests",
+        "300",
+        "--read-timeout-ms",
+        "100",
+        "--json",
+    ]
 
     def counts() -> dict[str, int]:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=120)

@@ -30,8 +30,7 @@ def test_nginx_head_chunked_and_health(nginx: Nginx) -> None:
 def test_nginx_idle_close_fails_no_request(nginx: Nginx) -> None:
     # This server block closes idle keep-alive sockets after 1 s: our 3 cold pooled
     # sockets are closed behind the pool's back (and refilled) while one stays hot.
-    snap = run(nginx.host, nginx.short_port, pool_size=4, concurrency=1,
-               duration_s=2.5)  # fmt: skip
+    snap = run(nginx.host, nginx.short_port, pool_size=4, concurrency=1, duration_s=2.5)
     c = snap.counters
     assert c["requests.failed"] == 0, snap.errors()
     assert c["connections.evicted.peer_closed"] >= 3
@@ -39,8 +38,15 @@ def test_nginx_idle_close_fails_no_request(nginx: Nginx) -> None:
 
 def test_nginx_restart_recovers_without_fd_leak(nginx: Nginx) -> None:
     fds = fd_count()
-    worker = make(nginx.host, nginx.port, pool_size=6, concurrency=2, duration_s=3.0,
-                  read_timeout_ms=1000, backoff_cap_ms=200)  # fmt: skip
+    worker = make(
+        nginx.host,
+        nginx.port,
+        pool_size=6,
+        concurrency=2,
+        duration_s=3.0,
+        read_timeout_ms=1000,
+        backoff_cap_ms=200,
+    )
     bg = Background(worker)
     time.sleep(0.7)
     nginx.stop()
