@@ -19,6 +19,7 @@ from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import prepare_dir
 from poolsvc.runner import EXIT_USAGE, run
 from workers.errors import ConfigError
+from workers.injection import parse_duration
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +34,13 @@ def _header(value: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"header must be NAME:VALUE, got {value!r}")
     return name.strip(), rest.strip()
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 #: flag -> (config key, type, help)
@@ -60,6 +68,10 @@ _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--breaker-consecutive": ("breaker_consecutive_failures", int, "trip after N failures (5)"),
     "--breaker-open-ms": ("breaker_open_ms", int, "first open period (default 5000)"),
     "--breaker-trials": ("breaker_half_open_trials", int, "half-open trials, all workers (1)"),
+    "--rate": ("rate", float, "open loop: requests per second in total (default: closed)"),
+    "--ramp": ("ramp_s", _duration, "reach full rate/concurrency over this long (e.g. 10s)"),
+    "--max-requests-per-conn": ("max_requests_per_conn", int, "retire a connection after N"),
+    "--timeline": ("timeline", str, "per-second figures to FILE (NDJSON; CSV if .csv)"),
     "--audit-every": ("audit_every_s", float, "full FD audit every N seconds (0 = on demand)"),
     "--audit-report": ("audit_report", str, "write each periodic audit to FILE (.json/.md/.txt)"),
 }

@@ -61,7 +61,7 @@ def cmd_load(svc: Supervisor, args: dict[str, Any]) -> Any:
     elif resume:
         svc.set_paused(False)
     elif rate is not None:
-        raise ControlError("conflict", "this service runs a closed loop; rate needs --rate")
+        svc.set_rate(float(rate))
     return status.load_status(svc)
 
 

@@ -60,6 +60,10 @@ class Config:
     audit_every_s: float = 0.0  # a full FD audit every N seconds (0 = on demand only)
     audit_report: str | None = None  # write each periodic audit here (.json/.md/.txt)
     fail_on_leak: bool = False  # `run` exits 5 when the final audit finds a leak
+    rate: float = 0.0  # > 0: open loop, requests per second in total (0: closed loop)
+    ramp_s: float = 0.0  # reach full rate or concurrency over this many seconds
+    max_outstanding: int = 100_000  # open loop: in flight + waiting, per worker
+    timeline: str | None = None  # per-second figures: NDJSON, or CSV if it ends in .csv
     breaker_window_ms: int = 10000
     breaker_min_calls: int = 20
     breaker_failure_rate: float = 0.5
@@ -113,6 +117,10 @@ KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "audit_every_s": ((int, float), 0, 86_400),
     "audit_report": ((str,), None, None),
     "fail_on_leak": ((bool,), None, None),
+    "rate": ((int, float), 0, 10_000_000),
+    "ramp_s": ((int, float), 0, 86_400),
+    "max_outstanding": ((int,), 1, 10_000_000),
+    "timeline": ((str,), None, None),
     "breaker_window_ms": ((int,), 100, 3_600_000),
     "breaker_min_calls": ((int,), 1, None),
     "breaker_failure_rate": ((int, float), 0.01, 1),

@@ -7,6 +7,9 @@ Nothing here can block the supervisor:
   refused and skipped up to its newline;
 - a client's pending output is bounded by ``MAX_PENDING_OUT``: a client that
   stops reading is dropped;
+- each loop step answers at most ``LINES_PER_TURN`` requests per client (the rest
+  wait for the next step, :meth:`ControlServer.service`), and none while the
+  client is more than ``PAUSE_OUT`` behind on reading its replies;
 - at most ``max_clients`` clients may be connected; one more gets a ``busy``
   error and is closed;
 - a client idle for ``idle_timeout`` is closed.
@@ -36,6 +39,8 @@ from typing import Any, Final
 from poolsvc.control import MAX_LINE, ControlError, decode, reply_error, reply_ok
 
 MAX_PENDING_OUT: Final = 16 * 1024 * 1024
+LINES_PER_TURN: Final = 8  # requests answered per client per loop step: nobody starves the loop
+PAUSE_OUT: Final = 1024 * 1024  # a client this far behind on reading gets no more answers yet
 _CRED: Final = struct.Struct("3i")  # pid, uid, gid
 
 Handler = Callable[[str, dict[str, Any]], Any]
@@ -103,6 +108,7 @@ class ControlServer:
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
         self.clients: dict[int, _Client] = {}
+        self.backlog: set[_Client] = set()  # clients with requests not answered yet
         self.listener = self._listen()
         sel.register(self.listener, selectors.EVENT_READ, self._accept)
 
@@ -164,9 +170,21 @@ class ControlServer:
             self._take(client, data)
 
     def _take(self, client: _Client, data: bytes) -> None:
+        client.inbuf += data
+        self._work(client)
+
+    def service(self) -> None:
+        """Answer more of the buffered requests (called once per supervisor loop step)."""
+        for client in list(self.backlog):
+            self.backlog.discard(client)
+            if self.clients.get(client.sock.fileno()) is client:
+                self._work(client)
+
+    def _work(self, client: _Client) -> None:
         buf = client.inbuf
-        buf += data
-        while True:
+        for _ in range(LINES_PER_TURN):
+            if len(client.outbuf) > PAUSE_OUT:
+                return  # let it read first: _flush puts it back in the backlog
             end = buf.find(b"\n")
             if end < 0:
                 if len(buf) > MAX_LINE and not client.discarding:
@@ -188,6 +206,8 @@ class ControlServer:
                     self._queue(client, reply)
             if client.sock.fileno() < 0:
                 return
+        if b"\n" in buf:
+            self.backlog.add(client)
 
     def _answer(self, client: _Client, line: bytes) -> bytes | None:
         ident: Any = None
@@ -226,6 +246,8 @@ class ControlServer:
             self._drop(client)
             return False
         del client.outbuf[:sent]
+        if len(client.outbuf) <= PAUSE_OUT and b"\n" in client.inbuf:
+            self.backlog.add(client)  # it reads again: answer what it asked meanwhile
         if not client.outbuf and client.writing:
             client.writing = False
             self._watch(client, selectors.EVENT_READ)
@@ -235,6 +257,7 @@ class ControlServer:
         self.sel.modify(client.sock, events, lambda m, c=client: self._ready(c, m))
 
     def _drop(self, client: _Client) -> None:
+        self.backlog.discard(client)
         fd = client.sock.fileno()
         if fd >= 0 and self.clients.pop(fd, None) is client:
             self.sel.unregister(client.sock)

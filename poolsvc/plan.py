@@ -55,6 +55,7 @@ class Shard:
     concurrency: int
     requests: int  # 0 = no count bound
     seed: int
+    rate: float = 0.0  # open loop: this worker's share (0: closed loop)
 
 
 def shards(cfg: Config, n: int, seed: int) -> list[Shard]:
@@ -62,7 +63,8 @@ def shards(cfg: Config, n: int, seed: int) -> list[Shard]:
     mins = split(cfg.effective_pool_min, n)
     conc = split(cfg.effective_concurrency, n)
     reqs = split(cfg.requests, n) if cfg.requests else [0] * n
-    return [Shard(i, sizes[i], mins[i], conc[i], reqs[i], seed + i) for i in range(n)]
+    rate = cfg.rate / n
+    return [Shard(i, sizes[i], mins[i], conc[i], reqs[i], seed + i, rate) for i in range(n)]
 
 
 def breaker_settings(cfg: Config) -> BreakerSettings:
@@ -121,7 +123,15 @@ def make_worker(
     backoff = Backoff(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, rng)
     target = Target(0, spec, Pool(pool_settings(cfg, shard), backoff))
     duration = 0.0 if forever else float(cfg.duration_s)
-    bounds = Bounds(shard.concurrency, 0 if forever else shard.requests, duration, forever)
+    bounds = Bounds(
+        shard.concurrency,
+        0 if forever else shard.requests,
+        duration,
+        forever,
+        rate=shard.rate,
+        ramp=float(cfg.ramp_s),
+        max_outstanding=cfg.max_outstanding,
+    )
     settings = LoopSettings(
         connect_timeout=cfg.connect_timeout_ms / 1000.0,
         read_timeout=cfg.read_timeout_ms / 1000.0,

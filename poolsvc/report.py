@@ -25,6 +25,7 @@ class RunInfo:
     elapsed_s: float
     seed: int
     workers: int = 1
+    rate: float = 0.0  # open loop: the asked total rate
     per_worker: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
@@ -41,6 +42,8 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
     out: dict[str, Any] = {
         "run.elapsed_s": round(info.elapsed_s, 3),
         "run.seed": info.seed,
+        "run.model": "open" if info.rate else "closed",
+        "run.rate_target": info.rate,
         "run.rps": round(c["requests.total"] / info.elapsed_s, 1) if info.elapsed_s else 0.0,
     }
     for name in (
@@ -49,6 +52,8 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
         "requests.failed",
         "requests.sent",
         "requests.cancelled",
+        "requests.late",
+        "requests.dropped",
         "retries.stale_reuse",
         "responses.1xx",
         "responses.2xx",
@@ -73,6 +78,9 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
     for key, value in lat.items():
         out[f"latency.{key.replace('.', '_')}_ms"] = _ms(value)
     out["latency.mean_ms"] = _ms(c["latency.sum_us"] // ok) if ok else 0.0
+    raw = snap.latency_uncorrected()
+    for key, value in (raw or {}).items():
+        out[f"latency_uncorrected.{key.replace('.', '_')}_ms"] = _ms(value)
     for name, value in snap.errors().items():
         out[f"errors.{name}"] = value
     for key, value in c.items():
@@ -105,8 +113,20 @@ def text(snap: Snapshot, info: RunInfo) -> str:
         f"[pool] {c['requests.total']} requests in {info.elapsed_s:.2f}s "
         f"({c['requests.total'] / info.elapsed_s if info.elapsed_s else 0:.1f} req/s)",
         f"[pool] request latency p50={_fmt_ms(lat['p50'])} p95={_fmt_ms(lat['p95'])} "
-        f"p99={_fmt_ms(lat['p99'])} max={_fmt_ms(lat['max'])}",
+        f"p99={_fmt_ms(lat['p99'])} max={_fmt_ms(lat['max'])}"
+        + (" (from intended send times)" if info.rate else ""),
     ]
+    raw = snap.latency_uncorrected()
+    if raw is not None:
+        lines.append(
+            f"[pool] uncorrected latency p50={_fmt_ms(raw['p50'])} p99={_fmt_ms(raw['p99'])} "
+            f"max={_fmt_ms(raw['max'])} (from the actual send: hides queueing)"
+        )
+    if info.rate:
+        lines.append(
+            f"[pool] open loop at {info.rate:g}/s: late={c['requests.late']} "
+            f"dropped={c['requests.dropped']}"
+        )
     errors = snap.errors()
     failures = " ".join(f"{k}={v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
     lines.append(f"[pool] failures: {failures or 'none'}")

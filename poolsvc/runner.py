@@ -19,7 +19,9 @@ from typing import TextIO
 
 from poolsvc import audit, plan, status
 from poolsvc.config import Config
+from poolsvc.progress import Progress, Timeline
 from poolsvc.report import RunInfo, as_json, text
+from poolsvc.status import Interval
 from poolsvc.supervisor import Supervisor
 from workers.connection import DEADLINE, connect_blocking
 from workers.errors import ConfigError, errno_name
@@ -62,10 +64,12 @@ def run(
     n = plan.worker_count(cfg)
     events: list[str] = []
     shards = plan.shards(cfg, n, seed)
+    live = Progress(sys.stderr, cfg, enabled=not as_json_doc and sys.stderr.isatty())
 
     def emit(line: str) -> None:
         events.append(line)
         if not as_json_doc:  # live, as it happens; JSON output stays one document
+            live.clear()
             print(line, file=out, flush=True)
 
     with contextlib.ExitStack() as stack:
@@ -90,14 +94,23 @@ def run(
             print(f"poolsvc: error: {exc}", file=err)
             return EXIT_USAGE
         spec = plan.target_spec(cfg, host, port)
+        timeline = stack.enter_context(Timeline(cfg.timeline))
+
+        def on_interval(interval: Interval) -> None:
+            timeline.write(interval)
+            live.show(interval, supervisor)
+
         try:
-            supervisor = Supervisor(cfg, spec, n, seed, emit, forever=forever, control=control)
+            supervisor = Supervisor(
+                cfg, spec, n, seed, emit, forever=forever, control=control, on_interval=on_interval
+            )
         except OSError as exc:  # the control socket: in use, or an unsafe directory
             print(f"poolsvc: error: control socket: {exc}", file=err)
             return EXIT_USAGE
         if control is not None:
             emit(f"[pool] control socket {control} (poolctl --control {control} status)")
         code = supervisor.run()
+        live.clear()
     snap = supervisor.snapshot()
     g = snap.gauges
     elapsed = (g["time.finished_us"] - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
@@ -109,6 +122,7 @@ def run(
         max(elapsed, 0.0),
         seed,
         n,
+        supervisor.total_rate,
         status.per_worker(supervisor),
         events,
     )

@@ -20,6 +20,7 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
     WCTRL     W rows of WCTRL_WORDS words, supervisor writes: what worker w should run
         0  concurrency   1  pool max size   2  pool min size   (0 = as started)
         3  audit request: a sequence number; the worker audits when it changes
+        4  open loop: requests per second x 1000 (0 = as started)
     FAULTS    MAX_FAULTS entries of FAULT_WORDS words, supervisor writes: the injected
               faults in force (encoding: workers.injection)
     SLOTS     W slots of slot_words(T) words, worker w alone writes slot w
@@ -55,8 +56,8 @@ CMD_RUN, CMD_DRAIN, CMD_STOP = 0, 1, 2
 BRK_FIXED: Final = 8
 B_STATE, B_OPEN_UNTIL, B_TRIPS, B_CHANGED = 0, 1, 2, 3
 
-WCTRL_WORDS: Final = 4
-C_CONCURRENCY, C_POOL_MAX, C_POOL_MIN, C_AUDIT = 0, 1, 2, 3
+WCTRL_WORDS: Final = 8
+C_CONCURRENCY, C_POOL_MAX, C_POOL_MIN, C_AUDIT, C_RATE = 0, 1, 2, 3, 4
 
 TGT_WORDS: Final = 8
 T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_CONSEC, T_TRIAL_USED, T_TRIAL_OK, T_TRIAL_FAIL = range(8)
@@ -190,9 +191,9 @@ class Region:
         gauges are dropped (a dead worker holds no connections).
         """
         src, dst = self.slot(worker), self.retired_slot()
-        lat_max = stats.INDEX["latency.max_us"]
+        maxima = {stats.INDEX["latency.max_us"], stats.INDEX["latency_uncorrected.max_us"]}
         for i in range(stats.HEADER, stats.GAUGE_BASE):
-            dst[i] = max(dst[i], src[i]) if i == lat_max else dst[i] + src[i]
+            dst[i] = max(dst[i], src[i]) if i in maxima else dst[i] + src[i]
         for i in range(stats.HIST_BASE, stats.SLOT_WORDS):
             if src[i]:
                 dst[i] += src[i]

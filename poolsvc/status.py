@@ -251,8 +251,10 @@ def worker_status(svc: Supervisor) -> list[dict[str, Any]]:
 
 
 def load_status(svc: Supervisor) -> dict[str, Any]:
+    model = "open" if svc.total_rate else "closed"
     return {
-        "model": "closed",
+        "model": model,
+        "rate": svc.total_rate or None,
         "concurrency": svc.total_concurrency,
         "paused": svc.paused(),
         "workers": len(svc.live()),

@@ -52,7 +52,7 @@ from poolsvc.ctlserver import ControlServer, Deferred
 from poolsvc.faults import FaultBoard
 from poolsvc.plan import Shard
 from poolsvc.report import RunInfo
-from poolsvc.status import Intervals
+from poolsvc.status import Interval, Intervals
 from workers import stats
 from workers.process import WorkerPlan, report_path, worker_main
 from workers.target import TargetSpec
@@ -112,12 +112,14 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         forever: bool = False,
         control: Path | None = None,
+        on_interval: Callable[[Interval], None] | None = None,
     ) -> None:
         self.cfg, self.spec, self.seed, self.emit, self.clock = cfg, spec, seed, emit, clock
         self.forever = forever
         self.layout = shm.Layout(workers=plan.MAX_WORKERS, targets=1)
         self.region = shm.Region(self.layout, os.getpid())
         self.total_concurrency = cfg.effective_concurrency
+        self.total_rate = cfg.rate
         self.handles = [Handle(s) for s in plan.shards(cfg, n, seed)]
         self.target_workers = n
         now = self.started_at = clock()
@@ -134,6 +136,7 @@ class Supervisor:
         self._next_audit = now + cfg.audit_every_s if cfg.audit_every_s else 0.0
         self.final_audits: list[dict[str, Any]] = []
         self.intervals = Intervals(now)
+        self.on_interval = on_interval
         self.rates: dict[int, tuple[float, int]] = {}
         self._next_second = now + 1.0
         self.ctx = multiprocess.get_context("fork")
@@ -174,8 +177,11 @@ class Supervisor:
             self.wake_w.close()
 
     def _step(self) -> None:
-        for key, mask in self.sel.select(TICK):
+        busy = self.control is not None and self.control.backlog
+        for key, mask in self.sel.select(0 if busy else TICK):
             key.data(mask)
+        if self.control is not None:
+            self.control.service()
         self._on_signals()
         now = self.clock()
         if now >= self._reap_due:
@@ -191,7 +197,9 @@ class Supervisor:
         if now >= self._next_second:
             self._next_second = now + 1.0
             self._cheap_audit(now)
-            self.intervals.add(now, self.snapshot())
+            interval = self.intervals.add(now, self.snapshot())
+            if interval is not None and self.on_interval is not None:
+                self.on_interval(interval)
             self._worker_rates(now)
             if self.control is not None:
                 self.control.sweep(now)
@@ -221,6 +229,7 @@ class Supervisor:
         row = self.region.wctrl_row(h.index)
         row[shm.C_CONCURRENCY] = h.shard.concurrency
         row[shm.C_POOL_MAX], row[shm.C_POOL_MIN] = h.shard.pool_size, h.shard.pool_min
+        row[shm.C_RATE] = int(h.shard.rate * 1000)
         proc = self.ctx.Process(
             target=worker_main, args=(wp, self.region.words), name=f"poolsvc-w{h.index}"
         )
@@ -397,6 +406,18 @@ class Supervisor:
             h.shard = dataclasses.replace(h.shard, concurrency=share)
             self.region.wctrl_row(h.index)[shm.C_CONCURRENCY] = share
 
+    def set_rate(self, total: float) -> None:
+        """Open loop: ``total`` requests per second, split over the live workers."""
+        if not self.cfg.rate:
+            raise ControlError("conflict", "this service runs a closed loop (start it with --rate)")
+        live = self.live()
+        if not live or total <= 0:
+            raise ControlError("bad_request", "rate must be > 0 (and workers must be running)")
+        self.total_rate = total
+        for h in live:
+            h.shard = dataclasses.replace(h.shard, rate=total / len(live))
+            self.region.wctrl_row(h.index)[shm.C_RATE] = int(h.shard.rate * 1000)
+
     def set_paused(self, paused: bool) -> None:
         self.region.words[shm.H_PAUSED] = int(paused)
 
@@ -414,7 +435,9 @@ class Supervisor:
         if not 1 <= n <= limit:
             raise ControlError("bad_request", f"workers must be between 1 and {limit}")
         self.target_workers = n
-        cfg = dataclasses.replace(self.cfg, concurrency=self.total_concurrency)
+        cfg = dataclasses.replace(
+            self.cfg, concurrency=self.total_concurrency, rate=self.total_rate
+        )
         wanted = plan.shards(cfg, n, self.seed)
         while len(self.handles) < n:
             self.handles.append(Handle(wanted[len(self.handles)], retiring=True))
@@ -427,6 +450,7 @@ class Supervisor:
                 row = self.region.wctrl_row(h.index)
                 row[shm.C_POOL_MAX], row[shm.C_POOL_MIN] = h.shard.pool_size, h.shard.pool_min
                 row[shm.C_CONCURRENCY] = h.shard.concurrency
+                row[shm.C_RATE] = int(h.shard.rate * 1000)
             elif h.state == DONE and h.retiring:
                 self._reincarnate(h)
             # RUNNING and retiring: re-incarnated when it has exited (see _reap)

@@ -19,6 +19,7 @@ Client states:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,6 +43,7 @@ class Client:
         "ident",
         "retire",
         "retried",
+        "sent_at",
         "start",
         "state",
         "target",
@@ -53,7 +55,8 @@ class Client:
         self.state = READY
         self.conn: Any = None  # the Connection serving the current request
         self.target = 0
-        self.start = 0.0  # when the current request was issued (monotonic seconds)
+        self.start = 0.0  # when the current request was due: issued, or intended (open loop)
+        self.sent_at = 0.0  # when it was actually written to a connection
         self.retried = False  # the current request was already re-sent once
         self.trial = 0  # > 0: the current request is a breaker trial of this generation
         self.retire = False  # concurrency was lowered: stop after the current request
@@ -76,11 +79,65 @@ class Bounds:
     requests: int = 0
     duration: float = 0.0
     forever: bool = False
+    rate: float = 0.0  # > 0: open loop at this many requests per second
+    ramp: float = 0.0  # seconds to reach full rate (open) or full concurrency (closed)
+    max_outstanding: int = 100_000  # open loop: requests in flight or waiting, at most
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        if self.requests < 0 or self.duration < 0:
-            raise ValueError("requests and duration must not be negative")
+        if self.requests < 0 or self.duration < 0 or self.rate < 0 or self.ramp < 0:
+            raise ValueError("requests, duration, rate and ramp must not be negative")
         if not self.requests and not self.duration and not self.forever:
             raise ValueError("a run needs a bound: requests or duration")
+
+
+class Schedule:
+    """Open loop: the intended send time of every request, at ``rate`` per second.
+
+    The k-th request since the last rate change is due at ``base + offset(k)``,
+    computed from k, never accumulated, so the schedule does not drift however long
+    the run.  With a ramp, the rate grows linearly from 0 to ``rate`` over ``ramp``
+    seconds: ``n(t) = rate * t**2 / (2 * ramp)`` requests are due by ``t``, so the
+    k-th is due at ``sqrt(2 * ramp * k / rate)``; after the ramp, one every
+    ``1 / rate``.  Latency is measured from these intended times (coordinated
+    omission corrected): a request that waits for a connection waits on the clock.
+    """
+
+    __slots__ = ("base", "k", "ramp", "rate")
+
+    def __init__(self, rate: float, start: float, ramp: float = 0.0) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.base = start
+        self.ramp = ramp
+        self.k = 0
+
+    def due(self, k: int) -> float:
+        """Intended time of request ``k`` (0-based) since the last change."""
+        ramp, rate = self.ramp, self.rate
+        if ramp > 0:
+            in_ramp = rate * ramp / 2  # requests due during the ramp
+            if k < in_ramp:
+                return self.base + math.sqrt(2 * ramp * k / rate)
+            return self.base + ramp + (k - in_ramp) / rate
+        return self.base + k / rate
+
+    def next_at(self) -> float:
+        return self.due(self.k)
+
+    def take(self) -> float:
+        """The next intended time; advances the schedule."""
+        at = self.due(self.k)
+        self.k += 1
+        return at
+
+    def change_rate(self, rate: float, now: float) -> None:
+        """From ``now`` on, ``rate`` per second (no ramp; nothing owed from before)."""
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate, self.base, self.ramp, self.k = rate, max(now, self.next_at()), 0.0, 0
+
+    def __repr__(self) -> str:
+        return f"<Schedule {self.rate:g}/s k={self.k} next={self.next_at():.6f}>"

@@ -41,6 +41,7 @@ from workers.injection import Injector
 from workers.load import Bounds, Client
 from workers.target import Target
 from workers.timers import Deadlines
+from workers.waker import make_waker
 
 RECV_SIZE: Final = 65536
 TICK: Final = 0.1  # seconds between gauge publishes, idle sweeps and refills
@@ -49,6 +50,7 @@ _OUT: Final = select.EPOLLOUT
 _READING: Final = frozenset({cx.BUSY, cx.CHECKING, cx.DRAINING})
 _REMOTE_PHASES: Final = frozenset({"connect", "write", "read"})  # the target's fault
 _PARK_MIN, _PARK_MAX = 0.005, 0.1  # a refused client retries after this long
+LATE: Final = 0.001  # open loop: a request sent this long after its intended time is late
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,10 @@ class Worker:
         self.in_flight = 0
         self.concurrency = bounds.concurrency
         self.paused = False
+        self.schedule: load.Schedule | None = None  # open loop, from the start of the load
+        self.waker: Any = None  # open loop: a timerfd that wakes the loop at intended times
+        self.free: list[Client] = []  # open loop: clients waiting to carry a request
+        self.max_outstanding = bounds.max_outstanding
         self.index = shared.worker
         self.injector = Injector([], self.index)
         self.inject_requests = False  # a per-request fault is in force (hot-path check)
@@ -132,7 +138,13 @@ class Worker:
                 self.end_at = self.fixed_end
             elif self.bounds.duration:
                 self.end_at = self.started_at + self.bounds.duration
-            self.ready.extend(self.clients)
+            if self.bounds.rate:
+                self.schedule = load.Schedule(self.bounds.rate, self.started_at, self.bounds.ramp)
+                self.waker = make_waker()  # sub-millisecond wakeups for intended send times
+                if self.waker is not None:
+                    self.ep.register(self.waker.fd, _IN)
+            else:
+                self._start_clients()
             self._publish()
             self._loop(self._finished, drain=True)
             self.finished_at = self.clock()
@@ -142,9 +154,22 @@ class Worker:
         finally:
             self._close_all()
             self.dead_ends.close()
+            if self.waker is not None:
+                self.waker.close()
+                self.waker = None
             if self.report is not None:  # every socket closed: the count must be the baseline
                 self.run_audit("final")
             self.ep.close()
+
+    def _start_clients(self) -> None:
+        """Closed loop: every client now, or (with a ramp) one after another over it."""
+        n = len(self.clients)
+        for i, client in enumerate(self.clients):
+            if not self.bounds.ramp or i == 0:
+                self.ready.append(client)
+            else:
+                client.state = load.PAUSED  # wakes up at its start time and begins
+                self.deadlines.arm(client, self.started_at + self.bounds.ramp * i / n)
 
     def _finished(self) -> bool:
         limit = self.bounds.requests
@@ -176,6 +201,8 @@ class Worker:
             for fd, ev in events:
                 conn = conns.get(fd)
                 if conn is None:
+                    if self.waker is not None and fd == self.waker.fd:
+                        self.waker.fired()
                     continue
                 if conn.state is cx.CONNECTING:
                     self._connect_ready(conn)
@@ -189,6 +216,8 @@ class Worker:
                     self._expired(obj)
             for _ in range(len(self.ready)):
                 self._next(self.ready.popleft())
+            if self.schedule is not None and not self.paused:
+                self._fire_due(now)
             if now >= next_tick:
                 next_tick = now + TICK
                 self._tick(now)
@@ -209,6 +238,12 @@ class Worker:
             when = heap_next
         if self.end_at and not self.stopping and self.end_at < when:
             when = self.end_at
+        if self.schedule is not None and not self.stopping and not self.paused:
+            due = self.schedule.next_at()
+            if self.waker is not None and due < when:
+                self.waker.arm(due)  # wakes us exactly then; epoll's own timeout is in ms
+            else:
+                when = min(when, due)
         return max(0.0, when - self.now)
 
     # Requests -------------------------------------------------------------------
@@ -222,9 +257,43 @@ class Worker:
             client.state = load.PAUSED
             self.deadlines.arm(client, self.now + TICK)
             return
+        self._issue(client, self.clock())
+
+    def _recycle(self, client: Client) -> None:
+        """A request finished: closed loop, the client sends its next one (on the next
+        loop step after a failure, never recursively); open loop, it waits to be reused."""
+        client.state = load.READY
+        if self.schedule is None:
+            self.ready.append(client)
+        else:
+            self.free.append(client)
+
+    def _fire_due(self, now: float) -> None:
+        """Open loop: issue every request whose intended time has come."""
+        sched = self.schedule
+        assert sched is not None
+        limit = self.bounds.requests
+        while sched.next_at() <= now:
+            if self.stopping or (limit and self.issued >= limit):
+                return
+            intended = sched.take()
+            if self.in_flight >= self.max_outstanding:
+                self.s[st.REQ_DROPPED] += 1  # counted, never silently skipped
+                continue
+            client = self.free.pop() if self.free else self._new_client()
+            self._issue(client, intended)
+
+    def _new_client(self) -> Client:
+        client = Client(len(self.clients))
+        self.clients.append(client)
+        return client
+
+    def _issue(self, client: Client, start: float) -> None:
+        """Send a request for ``client``; its latency is measured from ``start`` (the
+        intended time in open loop: coordinated omission corrected)."""
         self.issued += 1
         self.in_flight += 1
-        client.start = self.now = self.clock()
+        client.start = start
         client.retried = False
         client.target = t = self._pick_target()
         state = self.w[self.shared.brk[t]]
@@ -283,6 +352,9 @@ class Worker:
         client.state = load.SENDING
         client.conn = conn
         conn.owner = client
+        client.sent_at = now = self.clock()
+        if self.schedule is not None and now - client.start > LATE:
+            s[st.REQ_LATE] += 1
         # One draw per request; a delayed request is not drawn again when it is sent.
         hit = None
         if self.inject_requests and draw:
@@ -413,6 +485,11 @@ class Worker:
         if us > s[st.LAT_MAX]:
             s[st.LAT_MAX] = us
         s[st.HIST_BASE + bucket_of(us)] += 1
+        if self.schedule is not None:  # open loop: also from the actual send (uncorrected)
+            raw = int((now - client.sent_at) * 1_000_000)
+            s[st.HIST2_BASE + bucket_of(raw)] += 1
+            if raw > s[st.LAT2_MAX]:
+                s[st.LAT2_MAX] = raw
         target = self.targets[conn.target]
         if status < 500 or not self.settings.count_5xx:
             self._target_ok(target, client)
@@ -424,7 +501,11 @@ class Worker:
             self._close(conn, "")
         else:
             self._checkin(target, conn)
-        self._next(client)
+        if self.schedule is None:
+            self._next(client)  # closed loop: the next request at once
+        else:
+            client.state = load.READY
+            self.free.append(client)
 
     def _target_ok(self, target: Target, client: Client) -> None:
         w, tb = self.w, self.shared.targets[target.index]
@@ -522,8 +603,7 @@ class Worker:
         else:
             self.w[self.shared.targets[target.index] + shm.T_LOCAL] += 1
             target.last_fail = self.now
-        client.state = load.READY
-        self.ready.append(client)
+        self._recycle(client)
 
     def _refuse(self, client: Client) -> None:
         """The breaker refused the request: count it and park the client briefly
@@ -531,6 +611,9 @@ class Worker:
         self._finish_failed(client, "breaker", "breaker_open")
         t = client.target
         self.w[self.shared.targets[t] + shm.T_REFUSED] += 1
+        if self.schedule is not None:
+            self._recycle(client)  # open loop: the schedule paces, nothing to park
+            return
         wait = self.shared.open_until_us(t) / 1e6 - self.now
         client.state = load.PAUSED
         self.deadlines.arm(client, self.now + min(_PARK_MAX, max(_PARK_MIN, wait)))
@@ -725,8 +808,14 @@ class Worker:
 
     def _apply_control(self) -> None:
         """Follow the supervisor's runtime settings (0 = keep what we started with)."""
-        self.paused = self.shared.paused()
+        paused = self.shared.paused()
+        if self.schedule is not None and self.paused and not paused:
+            self.schedule.change_rate(self.schedule.rate, self.now)  # nothing owed for the pause
+        self.paused = paused
         row = self.shared.wctrl
+        rate = row[shm.C_RATE] / 1000.0
+        if self.schedule is not None and rate and rate != self.schedule.rate:
+            self.schedule.change_rate(rate, self.now)
         concurrency = row[shm.C_CONCURRENCY]
         if concurrency and concurrency != self.concurrency:
             self._set_concurrency(concurrency)

@@ -10,7 +10,8 @@ alignment; ``W`` = 8 bytes)::
     3                         generation: bumped by the writer when it (re)starts
     HEADER .. +N_COUNTERS     counters, in COUNTERS order (monotonic, never reset)
     .. +N_GAUGES              gauges, in GAUGES order (last published value)
-    .. +histogram.BUCKETS     latency histogram counts (see workers.histogram)
+    .. +histogram.BUCKETS     latency histogram: from the intended send time
+    .. +histogram.BUCKETS     open loop only: latency from the actual send (uncorrected)
 
 ``SLOT_WORDS`` words in all.  The writer increments words in place; a reader
 copies the slot (``bytes(view)``) and decodes it.  An aligned 8-byte store is a
@@ -50,6 +51,8 @@ COUNTERS: Final[tuple[str, ...]] = (
     "requests.failed",
     "requests.sent",  # request bytes fully written (re-sends included)
     "requests.cancelled",  # issued, still waiting for a connection when the run stopped
+    "requests.late",  # open loop: sent more than 1 ms after the intended time
+    "requests.dropped",  # open loop: never issued (over max_outstanding); not in total
     *(f"responses.{c}" for c in STATUS_CLASSES),
     "connections.created",  # handshakes that completed with SO_ERROR == 0
     "connections.attempted",  # connect() calls
@@ -62,6 +65,7 @@ COUNTERS: Final[tuple[str, ...]] = (
     "bytes.out",
     "latency.sum_us",
     "latency.max_us",
+    "latency_uncorrected.max_us",  # open loop: from the actual send
     *(f"errors.{n}" for n in ERROR_NAMES),
     *(f"errors.phase.{p}" for p in PHASES),
     *(f"injected.{k}" for k in KINDS),  # faults that hit (next to the errno they caused)
@@ -89,7 +93,8 @@ INDEX: Final = {name: HEADER + i for i, name in enumerate(COUNTERS)}
 GAUGE_BASE: Final = HEADER + len(COUNTERS)
 GAUGE_INDEX: Final = {name: GAUGE_BASE + i for i, name in enumerate(GAUGES)}
 HIST_BASE: Final = GAUGE_BASE + len(GAUGES)
-SLOT_WORDS: Final = HIST_BASE + histogram.BUCKETS
+HIST2_BASE: Final = HIST_BASE + histogram.BUCKETS
+SLOT_WORDS: Final = HIST2_BASE + histogram.BUCKETS
 SLOT_BYTES: Final = SLOT_WORDS * 8
 
 # Hot-path indices, resolved once at import.
@@ -98,6 +103,9 @@ REQ_OK: Final = INDEX["requests.ok"]
 REQ_FAILED: Final = INDEX["requests.failed"]
 REQ_SENT: Final = INDEX["requests.sent"]
 REQ_CANCELLED: Final = INDEX["requests.cancelled"]
+REQ_LATE: Final = INDEX["requests.late"]
+REQ_DROPPED: Final = INDEX["requests.dropped"]
+LAT2_MAX: Final = INDEX["latency_uncorrected.max_us"]
 RESP_BASE: Final = INDEX["responses.1xx"] - 1  # + status // 100
 CONN_CREATED: Final = INDEX["connections.created"]
 CONN_ATTEMPTED: Final = INDEX["connections.attempted"]
@@ -130,12 +138,13 @@ def init_slot(words: memoryview, pid: int) -> None:
 class Snapshot:
     """Decoded, summed copy of one or more slots; plain data, safe to keep."""
 
-    __slots__ = ("counters", "gauges", "hist")
+    __slots__ = ("counters", "gauges", "hist", "hist2")
 
     def __init__(self) -> None:
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.gauges = dict.fromkeys(GAUGES, 0)
         self.hist = [0] * histogram.BUCKETS
+        self.hist2 = [0] * histogram.BUCKETS
 
     @classmethod
     def of(cls, slots: Sequence[memoryview]) -> Snapshot:
@@ -146,7 +155,7 @@ class Snapshot:
             copy = words.tolist()  # one copy, then decode without touching shared memory
             for name in COUNTERS:
                 value = copy[INDEX[name]]
-                if name == "latency.max_us":
+                if name.endswith(".max_us"):
                     snap.counters[name] = max(snap.counters[name], value)
                 else:
                     snap.counters[name] += value
@@ -162,6 +171,7 @@ class Snapshot:
                 else:
                     snap.gauges[name] += value
             histogram.merge_into(snap.hist, copy[HIST_BASE : HIST_BASE + histogram.BUCKETS])
+            histogram.merge_into(snap.hist2, copy[HIST2_BASE : HIST2_BASE + histogram.BUCKETS])
         return snap
 
     def errors(self) -> dict[str, int]:
@@ -169,8 +179,14 @@ class Snapshot:
         return {n: v for n in ERROR_NAMES if (v := self.counters[f"errors.{n}"])}
 
     def latency(self) -> dict[str, int]:
-        """Percentiles and max in microseconds."""
+        """Percentiles and max in microseconds (from the intended send time)."""
         return histogram.summary(self.hist, self.counters["latency.max_us"])
+
+    def latency_uncorrected(self) -> dict[str, int] | None:
+        """Open loop: the same from the actual send time; None for a closed loop."""
+        if not any(self.hist2):
+            return None
+        return histogram.summary(self.hist2, self.counters["latency_uncorrected.max_us"])
 
     def __repr__(self) -> str:
         c = self.counters

@@ -1,0 +1,89 @@
+"""Live figures during a run: a progress line on a terminal, a timeline file.
+
+The progress line is one line on stderr, redrawn in place every second, and only
+when stderr is a terminal. It shows elapsed/total, req/s, p99, errors and the
+breaker. A pipe or a file gets none of it, so scripted output stays clean. The
+timeline is one record per second for the whole run: NDJSON, or CSV when the file
+name ends in ``.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from poolsvc.config import Config
+from poolsvc.status import Interval
+
+if TYPE_CHECKING:
+    from poolsvc.supervisor import Supervisor
+
+FIELDS = ("t", "rps", "requests", "ok", "errors", "p50_ms", "p99_ms", "max_ms")
+
+
+class Progress:
+    """One line on a terminal, refreshed in place (``\\r`` + clear to end of line)."""
+
+    def __init__(self, stream: IO[str], cfg: Config, enabled: bool) -> None:
+        self.stream = stream
+        self.total = cfg.duration_s if not cfg.requests else 0.0
+        self.enabled = enabled
+        self.shown = False
+
+    def show(self, interval: Interval, svc: Supervisor) -> None:
+        if not self.enabled:
+            return
+        total = f"/{self.total:g}s" if self.total else "s"
+        breaker = ",".join(b.state for b in svc.breakers)
+        errors = svc.snapshot().counters["requests.failed"]
+        self.stream.write(
+            f"\r\x1b[K[{interval.t:5.1f}{total}] {interval.rps:,.0f} req/s  "
+            f"p99={interval.p99_us / 1000:.2f}ms  errors={errors}  breaker={breaker}"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.enabled and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+class Timeline:
+    """Per-second records to a file (nothing when ``path`` is None); a context manager."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.file: IO[str] | None = None
+        self.csv: Any = None
+
+    def __enter__(self) -> Timeline:
+        if self.path:
+            self.file = open(self.path, "w", newline="")
+            if self.path.endswith(".csv"):
+                self.csv = csv.writer(self.file)
+                self.csv.writerow(FIELDS)
+        return self
+
+    def write(self, interval: Interval) -> None:
+        if self.file is None:
+            return
+        row = interval.as_dict()
+        if self.csv is not None:
+            self.csv.writerow([row[k] for k in FIELDS])
+        else:
+            self.file.write(orjson.dumps(row).decode() + "\n")
+        self.file.flush()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.file is not None:
+            self.file.close()
