@@ -8,6 +8,7 @@ Times are in milliseconds in the file (``*_ms``) except ``duration_s``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -64,6 +65,7 @@ class Config:
     ramp_s: float = 0.0  # reach full rate or concurrency over this many seconds
     max_outstanding: int = 100_000  # open loop: in flight + waiting, per worker
     timeline: str | None = None  # per-second figures: NDJSON, or CSV if it ends in .csv
+    targets: list[dict[str, Any]] | None = None  # several targets (see TARGET_KEYS)
     breaker_window_ms: int = 10000
     breaker_min_calls: int = 20
     breaker_failure_rate: float = 0.5
@@ -121,6 +123,7 @@ KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "ramp_s": ((int, float), 0, 86_400),
     "max_outstanding": ((int,), 1, 10_000_000),
     "timeline": ((str,), None, None),
+    "targets": ((list,), None, None),
     "breaker_window_ms": ((int,), 100, 3_600_000),
     "breaker_min_calls": ((int,), 1, None),
     "breaker_failure_rate": ((int, float), 0.01, 1),
@@ -179,6 +182,9 @@ def build(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> Confi
 def _validate(cfg: Config) -> None:
     if (cfg.host is None) != (cfg.port is None):
         raise ConfigError("host and port go together (omit both to use the embedded target)")
+    if cfg.targets is not None:
+        _validate_targets(cfg)
+        return
     if cfg.pool_min is not None and cfg.pool_min > cfg.pool_size:
         raise ConfigError(f"pool_min ({cfg.pool_min}) exceeds pool_size ({cfg.pool_size})")
     if cfg.exhaustion not in ("wait", "fail"):
@@ -238,3 +244,59 @@ def _fault(item: dict[str, Any], seed: int) -> Fault:
     until = time.monotonic() + float(item["for_s"]) if item.get("for_s") else 0.0
     target = item.get("target")
     return Fault(kind, float(rate), target, until, int(item.get("seed", seed)), param)
+
+
+#: keys a target entry may set for itself; everything else comes from the top level
+TARGET_KEYS = {
+    "host", "port", "name", "weight", "method", "path", "headers", "body", "keep_alive",
+    "pool_size", "pool_min", "idle_timeout_ms", "max_age_ms", "max_requests_per_conn",
+    "validate_after_ms", "health_check_after_ms", "health_check_method", "health_check_path",
+    "exhaustion", "pool_wait_timeout_ms",
+}  # fmt: skip
+
+
+def _validate_targets(cfg: Config) -> None:
+    assert cfg.targets is not None
+    if cfg.host is not None:
+        raise ConfigError("give either host/port or targets, not both")
+    if not 1 <= len(cfg.targets) <= 64:
+        raise ConfigError("targets must list between 1 and 64 targets")
+    for i, entry in enumerate(cfg.targets):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"targets[{i}] must be an object")
+        unknown = set(entry) - TARGET_KEYS
+        if unknown:
+            raise ConfigError(f"targets[{i}]: unknown key {sorted(unknown)[0]!r}")
+        if "host" not in entry or "port" not in entry:
+            raise ConfigError(f"targets[{i}] needs host and port")
+        weight = entry.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
+            raise ConfigError(f"targets[{i}].weight must be an integer from 1 to 1000")
+        if not isinstance(entry.get("name", ""), str):
+            raise ConfigError(f"targets[{i}].name must be a string")
+        try:
+            one = target_config(cfg, i)
+            _validate(one)
+        except ConfigError as exc:
+            raise ConfigError(f"targets[{i}]: {exc}") from None
+
+
+def target_config(cfg: Config, i: int) -> Config:
+    """The configuration of target ``i``: the top level with that entry's keys applied."""
+    assert cfg.targets is not None
+    entry = {k: v for k, v in cfg.targets[i].items() if k not in ("name", "weight")}
+    checked = {k: _check(k, v) for k, v in entry.items()}
+    return dataclasses.replace(cfg, targets=None, **checked)
+
+
+def target_configs(cfg: Config) -> list[Config]:
+    """One Config per target (a single-target run is its own only target)."""
+    if cfg.targets is None:
+        return [cfg]
+    return [target_config(cfg, i) for i in range(len(cfg.targets))]
+
+
+def target_weights(cfg: Config) -> list[int]:
+    if cfg.targets is None:
+        return [1]
+    return [int(entry.get("weight", 1)) for entry in cfg.targets]

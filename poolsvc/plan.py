@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolsvc.breaker import BreakerSettings
-from poolsvc.config import Config
+from poolsvc.config import Config, target_configs, target_weights
 from workers.admission import SharedView
 from workers.backoff import Backoff
 from workers.errors import ConfigError
-from workers.load import Bounds
+from workers.load import Bounds, split
 from workers.loop import LoopSettings, Worker
 from workers.pool import Pool, PoolSettings
 from workers.target import Target, TargetSpec
@@ -26,23 +26,24 @@ from workers.target import Target, TargetSpec
 MAX_WORKERS = 64
 
 
-def split(total: int, n: int) -> list[int]:
-    """``total`` in ``n`` near-equal integer parts that sum to ``total``."""
-    return [total // n + (1 if i < total % n else 0) for i in range(n)]
+def concurrency(cfg: Config) -> int:
+    """Requests in flight in total: as configured, else one per pooled connection."""
+    if cfg.concurrency is not None:
+        return cfg.concurrency
+    return sum(tc.pool_size for tc in target_configs(cfg))
 
 
 def worker_count(cfg: Config) -> int:
-    """``cfg.workers`` or the default: one per CPU, at most one per connection/client."""
+    """``cfg.workers`` or the default: one per CPU, at most what every target's pool and
+    the concurrency allow (each worker needs a connection to every target)."""
+    smallest = min(tc.pool_size for tc in target_configs(cfg))
     if cfg.workers is not None:
         n = cfg.workers
-        for key, value in (
-            ("pool_size", cfg.pool_size),
-            ("concurrency", cfg.effective_concurrency),
-        ):
+        for key, value in (("pool_size", smallest), ("concurrency", concurrency(cfg))):
             if n > value:
                 raise ConfigError(f"workers ({n}) exceeds {key} ({value}): each needs one")
         return n
-    return max(1, min(os.cpu_count() or 1, cfg.pool_size, cfg.effective_concurrency, MAX_WORKERS))
+    return max(1, min(os.cpu_count() or 1, smallest, concurrency(cfg), MAX_WORKERS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +51,39 @@ class Shard:
     """One worker's share of the run."""
 
     index: int
-    pool_size: int
-    pool_min: int
+    pools: tuple[tuple[int, int], ...]  # per target: (max size, kept-open minimum)
     concurrency: int
     requests: int  # 0 = no count bound
     seed: int
     rate: float = 0.0  # open loop: this worker's share (0: closed loop)
 
+    @property
+    def pool_size(self) -> int:
+        return sum(size for size, _ in self.pools)
+
+
+def pool_share(cfg: Config, n: int, index: int) -> tuple[tuple[int, int], ...]:
+    """Worker ``index`` of ``n``: its (max, min) share of every target's pool."""
+    return tuple(
+        (split(tc.pool_size, n)[index], split(tc.effective_pool_min, n)[index])
+        for tc in target_configs(cfg)
+    )
+
 
 def shards(cfg: Config, n: int, seed: int) -> list[Shard]:
-    sizes = split(cfg.pool_size, n)
-    mins = split(cfg.effective_pool_min, n)
-    conc = split(cfg.effective_concurrency, n)
+    conc = split(concurrency(cfg), n)
     reqs = split(cfg.requests, n) if cfg.requests else [0] * n
     rate = cfg.rate / n
-    return [Shard(i, sizes[i], mins[i], conc[i], reqs[i], seed + i, rate) for i in range(n)]
+    return [Shard(i, pool_share(cfg, n, i), conc[i], reqs[i], seed + i, rate) for i in range(n)]
+
+
+def target_names(cfg: Config, hosts: list[tuple[str, int]]) -> list[str]:
+    """Each target's label: its configured name, else host:port."""
+    names = []
+    for i, (host, port) in enumerate(hosts):
+        label = cfg.targets[i].get("name") if cfg.targets else None
+        names.append(str(label) if label else target_spec(cfg, host, port).name)
+    return names
 
 
 def breaker_settings(cfg: Config) -> BreakerSettings:
@@ -80,10 +99,10 @@ def breaker_settings(cfg: Config) -> BreakerSettings:
     )
 
 
-def pool_settings(cfg: Config, shard: Shard) -> PoolSettings:
+def pool_settings(cfg: Config, size: int, minimum: int) -> PoolSettings:
     return PoolSettings(
-        max_size=shard.pool_size,
-        min_size=shard.pool_min,
+        max_size=size,
+        min_size=minimum,
         idle_timeout=cfg.idle_timeout_ms / 1000.0,
         max_age=cfg.max_age_ms / 1000.0,
         max_requests=cfg.max_requests_per_conn,
@@ -110,7 +129,7 @@ def target_spec(cfg: Config, host: str, port: int) -> TargetSpec:
 
 def make_worker(
     cfg: Config,
-    spec: TargetSpec,
+    hosts: list[tuple[str, int]],
     shard: Shard,
     shared: SharedView,
     watchdog: Callable[[Worker], None] | None = None,
@@ -118,20 +137,23 @@ def make_worker(
     forever: bool = False,
     report: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> Worker:
-    """The Worker for ``shard`` of ``cfg`` against ``spec``, writing through ``shared``."""
+    """The Worker for ``shard`` of ``cfg``, whose targets are at ``hosts`` (resolved by the
+    caller: the embedded target's address is only known at run time)."""
     rng = random.Random(shard.seed)
-    backoff = Backoff(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, rng)
-    target = Target(0, spec, Pool(pool_settings(cfg, shard), backoff))
+    targets = []
+    for t, (tc, (host, port)) in enumerate(zip(target_configs(cfg), hosts, strict=True)):
+        backoff = Backoff(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, rng)
+        size, minimum = shard.pools[t]
+        target = Target(
+            t, target_spec(tc, host, port), Pool(pool_settings(tc, size, minimum), backoff)
+        )
+        target.total = (tc.pool_size, tc.effective_pool_min)
+        targets.append(target)
     duration = 0.0 if forever else float(cfg.duration_s)
     bounds = Bounds(
-        shard.concurrency,
-        0 if forever else shard.requests,
-        duration,
-        forever,
-        rate=shard.rate,
-        ramp=float(cfg.ramp_s),
-        max_outstanding=cfg.max_outstanding,
-    )
+        shard.concurrency, 0 if forever else shard.requests, duration, forever,
+        rate=shard.rate, ramp=float(cfg.ramp_s), max_outstanding=cfg.max_outstanding,
+    )  # fmt: skip
     settings = LoopSettings(
         connect_timeout=cfg.connect_timeout_ms / 1000.0,
         read_timeout=cfg.read_timeout_ms / 1000.0,
@@ -140,5 +162,6 @@ def make_worker(
         injected_count_for_breaker=cfg.inject_counts_toward_breaker,
     )
     return Worker(
-        [target], bounds, settings, shared, rng, watchdog=watchdog, end_at=end_at, report=report
-    )
+        targets, bounds, settings, shared, rng, watchdog=watchdog, end_at=end_at, report=report,
+        weights=target_weights(cfg),
+    )  # fmt: skip

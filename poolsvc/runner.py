@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from poolsvc import audit, plan, status
+from poolsvc import audit, config, plan, status
 from poolsvc.config import Config
 from poolsvc.progress import Progress, Timeline
 from poolsvc.report import RunInfo, as_json, text
@@ -73,27 +73,26 @@ def run(
             print(line, file=out, flush=True)
 
     with contextlib.ExitStack() as stack:
-        embedded = cfg.host is None
+        embedded = cfg.host is None and cfg.targets is None
         if embedded:
             from tools.target import TargetServer  # the dev/test server, only when asked for
 
             server = stack.enter_context(TargetServer())
-            host, port = server.host, server.port
+            hosts = [(server.host, server.port)]
         else:
-            assert cfg.host is not None  # config validation: host and port go together
-            assert cfg.port is not None
-            host, port = cfg.host, cfg.port
+            hosts = [(str(tc.host), int(tc.port or 0)) for tc in config.target_configs(cfg)]
         try:
-            preflight(host, port, cfg.connect_timeout_ms / 1000.0)
+            for host, port in hosts:
+                preflight(host, port, cfg.connect_timeout_ms / 1000.0)
         except Unreachable as exc:
             print(f"poolsvc: {exc}", file=err)
             return EXIT_UNREACHABLE
         try:
-            audit.preflight(max(s.pool_size for s in shards), cfg.pool_size, emit)
+            pools = [tc.pool_size for tc in config.target_configs(cfg)]
+            audit.preflight(max(s.pool_size for s in shards), max(pools), emit)
         except ConfigError as exc:
             print(f"poolsvc: error: {exc}", file=err)
             return EXIT_USAGE
-        spec = plan.target_spec(cfg, host, port)
         timeline = stack.enter_context(Timeline(cfg.timeline))
 
         def on_interval(interval: Interval) -> None:
@@ -102,7 +101,7 @@ def run(
 
         try:
             supervisor = Supervisor(
-                cfg, spec, n, seed, emit, forever=forever, control=control, on_interval=on_interval
+                cfg, hosts, n, seed, emit, forever=forever, control=control, on_interval=on_interval
             )
         except OSError as exc:  # the control socket: in use, or an unsafe directory
             print(f"poolsvc: error: control socket: {exc}", file=err)
@@ -115,10 +114,10 @@ def run(
     g = snap.gauges
     elapsed = (g["time.finished_us"] - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
     info = RunInfo(
-        spec.name,
+        ", ".join(supervisor.names),
         embedded,
         supervisor.total_concurrency,
-        cfg.pool_size,
+        sum(tc.pool_size for tc in config.target_configs(cfg)),
         max(elapsed, 0.0),
         seed,
         n,

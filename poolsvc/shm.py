@@ -18,7 +18,7 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
         1  open_until_us (monotonic)    2  trips (total)    3  changed_at_us
         8+w  trial permits of worker w: generation << 32 | count
     WCTRL     W rows of WCTRL_WORDS words, supervisor writes: what worker w should run
-        0  concurrency   1  pool max size   2  pool min size   (0 = as started)
+        0  concurrency   1  number of workers (pool shares follow from it)   (0 = as started)
         3  audit request: a sequence number; the worker audits when it changes
         4  open loop: requests per second x 1000 (0 = as started)
     FAULTS    MAX_FAULTS entries of FAULT_WORDS words, supervisor writes: the injected
@@ -30,6 +30,7 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
         2 refused (breaker_open)  3 local failures (not the target's fault)
         4 consecutive failures now (gauge)
         5 trials used   6 trials ok   7 trials failed   (each: generation << 32 | count)
+        8 active  9 idle  10 connecting  11 waiting   (this target's pool, gauges)
     RETIRED   one slot-shaped block, supervisor writes: the monotonic counters
               of workers that exited, folded in so totals never go backwards
 
@@ -57,10 +58,11 @@ BRK_FIXED: Final = 8
 B_STATE, B_OPEN_UNTIL, B_TRIPS, B_CHANGED = 0, 1, 2, 3
 
 WCTRL_WORDS: Final = 8
-C_CONCURRENCY, C_POOL_MAX, C_POOL_MIN, C_AUDIT, C_RATE = 0, 1, 2, 3, 4
+C_CONCURRENCY, C_WORKERS, C_AUDIT, C_RATE = 0, 1, 3, 4
 
-TGT_WORDS: Final = 8
+TGT_WORDS: Final = 12
 T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_CONSEC, T_TRIAL_USED, T_TRIAL_OK, T_TRIAL_FAIL = range(8)
+T_POOL: Final = 8  # four gauges from here: active, idle, connecting, waiting
 T_MONOTONIC: Final = (T_OK, T_FAILED, T_REFUSED, T_LOCAL)
 
 _PAGE_WORDS: Final = 4096 // 8

@@ -183,15 +183,17 @@ def service_status(svc: Supervisor) -> dict[str, Any]:
 
     now = svc.clock()
     snap = svc.snapshot()
-    live = Snapshot.of([svc.region.slot(h.index) for h in svc.live()])  # gauges: live only
     last = svc.intervals.latest()
     totals = report.metrics(snap, svc.run_info())
-    pool = {k: live.gauges[f"connections.{k}"] for k in ("active", "idle", "connecting")}
-    pool["waiting"] = live.gauges["pool.waiting"]
     targets = []
     for t, brk in enumerate(breaker_status(svc)):
         blocks = [svc.region.target_words(h.index, t) for h in svc.handles]
         blocks.append(svc.region.retired_target_words(t))
+        live_blocks = [svc.region.target_words(h.index, t) for h in svc.live()]
+        pool = {
+            name: sum(b[shm.T_POOL + i] for b in live_blocks)
+            for i, name in enumerate(("active", "idle", "connecting", "waiting"))
+        }
         targets.append(
             {
                 "name": brk["target"],

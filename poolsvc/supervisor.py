@@ -54,8 +54,8 @@ from poolsvc.plan import Shard
 from poolsvc.report import RunInfo
 from poolsvc.status import Interval, Intervals
 from workers import stats
+from workers.load import split
 from workers.process import WorkerPlan, report_path, worker_main
-from workers.target import TargetSpec
 
 TICK: Final = 0.005
 REAP_POLL: Final = 0.1
@@ -96,7 +96,8 @@ class Handle:
 
 
 class Supervisor:
-    """Runs ``cfg`` against ``spec`` with ``n`` workers; :meth:`run` returns the exit code.
+    """Runs ``cfg`` against the targets at ``hosts`` with ``n`` workers; :meth:`run` returns
+    the exit code.
 
     ``forever``: a service (``poolsvc serve``) that runs until drained or stopped.
     ``control``: where to serve the control socket (None: no socket).
@@ -105,7 +106,7 @@ class Supervisor:
     def __init__(
         self,
         cfg: Config,
-        spec: TargetSpec,
+        hosts: list[tuple[str, int]],
         n: int,
         seed: int,
         emit: Callable[[str], None],
@@ -114,18 +115,19 @@ class Supervisor:
         control: Path | None = None,
         on_interval: Callable[[Interval], None] | None = None,
     ) -> None:
-        self.cfg, self.spec, self.seed, self.emit, self.clock = cfg, spec, seed, emit, clock
+        self.cfg, self.hosts, self.seed, self.emit, self.clock = cfg, hosts, seed, emit, clock
+        self.names = plan.target_names(cfg, hosts)
         self.forever = forever
-        self.layout = shm.Layout(workers=plan.MAX_WORKERS, targets=1)
+        self.layout = shm.Layout(workers=plan.MAX_WORKERS, targets=len(hosts))
         self.region = shm.Region(self.layout, os.getpid())
-        self.total_concurrency = cfg.effective_concurrency
+        self.total_concurrency = plan.concurrency(cfg)
         self.total_rate = cfg.rate
         self.handles = [Handle(s) for s in plan.shards(cfg, n, seed)]
         self.target_workers = n
         now = self.started_at = clock()
         self.finished_at = 0.0
         self.desk = BreakerDesk(
-            self.region, plan.breaker_settings(cfg), [spec.name], seed, emit, now
+            self.region, plan.breaker_settings(cfg), self.names, seed, emit, now
         )
         self.board = FaultBoard(self.region, emit, clock, config.faults(cfg, seed))
         self.run_dir = tempfile.mkdtemp(prefix="poolsvc-run-")  # 0700: audit reports
@@ -218,7 +220,7 @@ class Supervisor:
         )
         wp = WorkerPlan(
             self.cfg,
-            self.spec,
+            self.hosts,
             shard,
             self.layout,
             os.getpid(),
@@ -228,7 +230,7 @@ class Supervisor:
         )
         row = self.region.wctrl_row(h.index)
         row[shm.C_CONCURRENCY] = h.shard.concurrency
-        row[shm.C_POOL_MAX], row[shm.C_POOL_MIN] = h.shard.pool_size, h.shard.pool_min
+        row[shm.C_WORKERS] = self.target_workers
         row[shm.C_RATE] = int(h.shard.rate * 1000)
         proc = self.ctx.Process(
             target=worker_main, args=(wp, self.region.words), name=f"poolsvc-w{h.index}"
@@ -348,7 +350,7 @@ class Supervisor:
             self.region.wctrl_row(worker)[shm.C_AUDIT] = self._audit_seq
             run.current = (worker, self._audit_seq, now + audit.AUDIT_TIMEOUT)
             return
-        targets = [(self.spec.host, self.spec.port)]
+        targets = self.hosts
         run.result = audit.merge(run, self.watch, targets, now)
         self.last_audit = run.result
         if self.cfg.audit_report:
@@ -402,7 +404,7 @@ class Supervisor:
         if not 1 <= len(live) <= total:
             raise ControlError("bad_request", f"concurrency must be >= workers ({len(live)})")
         self.total_concurrency = total
-        for h, share in zip(live, plan.split(total, len(live)), strict=True):
+        for h, share in zip(live, split(total, len(live)), strict=True):
             h.shard = dataclasses.replace(h.shard, concurrency=share)
             self.region.wctrl_row(h.index)[shm.C_CONCURRENCY] = share
 
@@ -448,7 +450,7 @@ class Supervisor:
             h.shard = dataclasses.replace(wanted[h.index], seed=h.shard.seed)
             if h.state == RUNNING and not h.retiring:
                 row = self.region.wctrl_row(h.index)
-                row[shm.C_POOL_MAX], row[shm.C_POOL_MIN] = h.shard.pool_size, h.shard.pool_min
+                row[shm.C_WORKERS] = n
                 row[shm.C_CONCURRENCY] = h.shard.concurrency
                 row[shm.C_RATE] = int(h.shard.rate * 1000)
             elif h.state == DONE and h.retiring:
@@ -534,7 +536,7 @@ class Supervisor:
         elapsed = (end - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
         workers = len(self.live()) or len(self.handles)
         return RunInfo(
-            self.spec.name,
+            ", ".join(self.names),
             False,
             self.total_concurrency,
             self.cfg.pool_size,

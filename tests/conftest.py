@@ -63,7 +63,7 @@ def make(host: str, port: int, **values: Any) -> Worker:
     values.setdefault("duration_s", 5.0)
     cfg = config.build({"host": host, "port": port, **values}, {})
     shard = plan.shards(cfg, 1, values.get("seed", 1))[0]
-    return plan.make_worker(cfg, plan.target_spec(cfg, host, port), shard, SharedView.private(1))
+    return plan.make_worker(cfg, [(host, port)], shard, SharedView.private(1))
 
 
 def snapshot(worker: Worker) -> stats.Snapshot:

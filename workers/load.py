@@ -33,6 +33,12 @@ DELAYED: Final = "DELAYED"
 DONE: Final = "DONE"
 
 
+def split(total: int, n: int) -> list[int]:
+    """``total`` in ``n`` near-equal integer parts that sum to ``total`` (the first
+    ``total % n`` parts get one more)."""
+    return [total // n + (1 if i < total % n else 0) for i in range(n)]
+
+
 class Client:
     """One closed-loop request issuer."""
 

@@ -88,8 +88,13 @@ class Worker:
         watchdog: Callable[[Worker], None] | None = None,
         end_at: float = 0.0,
         report: Callable[[str, dict[str, Any]], None] | None = None,
+        weights: Sequence[int] = (1,),
     ) -> None:
         self.targets = list(targets)
+        # smooth weighted round-robin over the targets (nginx's): deterministic, even spacing
+        self.weights = list(weights) if len(weights) == len(self.targets) else [1] * len(targets)
+        self.wrr = [0] * len(self.targets)
+        self.workers_seen = 0  # the worker count our pool shares were last split for
         self.bounds = bounds
         self.settings = settings
         self.shared = shared
@@ -308,7 +313,16 @@ class Worker:
         self._acquire(client)
 
     def _pick_target(self) -> int:
-        return 0  # one target per run for now; weights come with multi-target configs
+        if len(self.targets) == 1:
+            return 0
+        cur, weights = self.wrr, self.weights
+        best = 0
+        for i, weight in enumerate(weights):
+            cur[i] += weight
+            if cur[i] > cur[best]:
+                best = i
+        cur[best] -= sum(weights)
+        return best
 
     def _acquire(self, client: Client) -> None:
         target = self.targets[client.target]
@@ -819,12 +833,16 @@ class Worker:
         concurrency = row[shm.C_CONCURRENCY]
         if concurrency and concurrency != self.concurrency:
             self._set_concurrency(concurrency)
-        max_size, min_size = row[shm.C_POOL_MAX], row[shm.C_POOL_MIN]
-        for target in self.targets:
-            s = target.pool.settings
-            if max_size and (max_size, min_size) != (s.max_size, s.min_size):
-                for conn in target.pool.resize(max_size, min(min_size, max_size)):
-                    self._close(conn, "resized")
+        n = row[shm.C_WORKERS]
+        if n and n != self.workers_seen:  # the workers were rescaled: take our new share
+            self.workers_seen = n
+            for target in self.targets:
+                size = load.split(target.total[0], n)[self.index] if target.total[0] else 0
+                minimum = load.split(target.total[1], n)[self.index] if target.total[0] else 0
+                s = target.pool.settings
+                if size and (size, minimum) != (s.max_size, s.min_size):
+                    for conn in target.pool.resize(size, min(minimum, size)):
+                        self._close(conn, "resized")
 
     def _set_concurrency(self, n: int) -> None:
         """Add clients, or let the surplus retire after their current request."""
@@ -869,8 +887,10 @@ class Worker:
         if pool_gauges:
             totals = [0, 0, 0, 0]
             for target in self.targets:
+                at = self.shared.targets[target.index] + shm.T_POOL
                 for i, value in enumerate(target.pool.gauges()):
                     totals[i] += value
+                    self.w[at + i] = value
             for name, value in zip(st.GAUGES, totals, strict=False):
                 s[st.GAUGE_INDEX[name]] = value
         times = {

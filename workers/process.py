@@ -34,7 +34,6 @@ from poolsvc.plan import Shard, make_worker
 from workers import stats
 from workers.admission import SharedView
 from workers.loop import Worker
-from workers.target import TargetSpec
 
 EXIT_ORPHANED = 70  # the supervisor died; nothing is left to report to
 
@@ -44,7 +43,7 @@ class WorkerPlan:
     """Everything a worker process needs, inherited through fork (never pickled)."""
 
     cfg: Config
-    spec: TargetSpec
+    hosts: list[tuple[str, int]]  # each target's address, in config order
     shard: Shard
     layout: shm.Layout
     supervisor_pid: int
@@ -71,7 +70,7 @@ def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     stats.init_slot(shared.slot, os.getpid())
     worker = make_worker(
         plan.cfg,
-        plan.spec,
+        plan.hosts,
         plan.shard,
         shared,
         watchdog=_watchdog(plan, words),

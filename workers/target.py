@@ -58,6 +58,7 @@ class Target:
         "pool",
         "request",
         "spec",
+        "total",
     )
 
     def __init__(self, index: int, spec: TargetSpec, pool: Pool[Connection, Client]) -> None:
@@ -76,6 +77,7 @@ class Target:
         self.last_ok = self.last_fail = 0.0
         self.consec = 0  # failures in a row on this target in this worker
         self.consec_gen = 0  # the breaker generation that streak belongs to
+        self.total = (0, 0)  # the whole pool over all workers: (max, min), for re-splitting
 
     def __repr__(self) -> str:
         return f"<Target {self.index} {self.spec.name} {self.pool!r}>"

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from poolsvc import config, plan, shm, status
+from poolsvc import config, shm, status
 from poolsvc.supervisor import EXIT_BOOT_FAILURE, Supervisor
 from tests.conftest import Nginx
 from tools.target import TargetServer
@@ -30,7 +30,7 @@ def supervisor(host: str, port: int, n: int, **values: Any) -> tuple[Supervisor,
     values.setdefault("duration_s", 3.0)
     cfg = config.build({"host": host, "port": port, "workers": n, **values}, {})
     events: list[str] = []
-    return Supervisor(cfg, plan.target_spec(cfg, host, port), n, 7, events.append), events
+    return Supervisor(cfg, [(host, port)], n, 7, events.append), events
 
 
 def in_background(fn: Callable[[], None]) -> threading.Thread:
