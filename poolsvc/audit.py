@@ -118,16 +118,18 @@ class AuditRun:
 
 
 def time_wait_toward(targets: list[tuple[str, int]]) -> dict[str, int]:
-    """TIME_WAIT sockets toward each target, in this network namespace."""
+    """TIME_WAIT sockets toward each target in this network namespace: ours (remote =
+    the target) plus, when the target is local, its own side (local = the target)."""
     counts = {f"{h}:{p}": 0 for h, p in targets}
     try:
         conns = psutil.net_connections(kind="tcp")
     except psutil.Error:
         return counts
     for c in conns:
-        if c.status == psutil.CONN_TIME_WAIT and c.raddr:
-            key = f"{c.raddr[0]}:{c.raddr[1]}"
-            if key in counts:
+        if c.status != psutil.CONN_TIME_WAIT:
+            continue
+        for end in (c.raddr, c.laddr):
+            if end and (key := f"{end[0]}:{end[1]}") in counts:
                 counts[key] += 1
     return counts
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from poolsvc import config
+from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import prepare_dir
 from poolsvc.runner import EXIT_USAGE, run
@@ -127,13 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_options(sub.add_parser("run", help="run a bounded load and print the report"), False)
     _add_run_options(sub.add_parser("serve", help="run until stopped, controlled by poolctl"), True)
+    _add_run_options(
+        sub.add_parser("churn", help="the same load pooled and per request: what churn costs"),
+        False,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = vars(args)
-    serving = options.pop("command") == "serve"
+    command = options.pop("command")
+    serving = command == "serve"
     control = options.pop("control")
     try:
         file_values = config.load_file(options.pop("config")) if args.config else {}
@@ -155,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif control:
         path = Path(control)
     try:
+        if command == "churn":
+            return churn(cfg, as_json=as_json)
         return run(cfg, as_json_doc=as_json, control=path, forever=serving)
     except KeyboardInterrupt:
         print("poolsvc: interrupted", file=sys.stderr)

@@ -248,11 +248,27 @@ def _fault(item: dict[str, Any], seed: int) -> Fault:
 
 #: keys a target entry may set for itself; everything else comes from the top level
 TARGET_KEYS = {
-    "host", "port", "name", "weight", "method", "path", "headers", "body", "keep_alive",
-    "pool_size", "pool_min", "idle_timeout_ms", "max_age_ms", "max_requests_per_conn",
-    "validate_after_ms", "health_check_after_ms", "health_check_method", "health_check_path",
-    "exhaustion", "pool_wait_timeout_ms",
-}  # fmt: skip
+    "host",
+    "port",
+    "name",
+    "weight",
+    "method",
+    "path",
+    "headers",
+    "body",
+    "keep_alive",
+    "pool_size",
+    "pool_min",
+    "idle_timeout_ms",
+    "max_age_ms",
+    "max_requests_per_conn",
+    "validate_after_ms",
+    "health_check_after_ms",
+    "health_check_method",
+    "health_check_path",
+    "exhaustion",
+    "pool_wait_timeout_ms",
+}
 
 
 def _validate_targets(cfg: Config) -> None:

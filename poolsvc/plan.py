@@ -151,9 +151,14 @@ def make_worker(
         targets.append(target)
     duration = 0.0 if forever else float(cfg.duration_s)
     bounds = Bounds(
-        shard.concurrency, 0 if forever else shard.requests, duration, forever,
-        rate=shard.rate, ramp=float(cfg.ramp_s), max_outstanding=cfg.max_outstanding,
-    )  # fmt: skip
+        shard.concurrency,
+        0 if forever else shard.requests,
+        duration,
+        forever,
+        rate=shard.rate,
+        ramp=float(cfg.ramp_s),
+        max_outstanding=cfg.max_outstanding,
+    )
     settings = LoopSettings(
         connect_timeout=cfg.connect_timeout_ms / 1000.0,
         read_timeout=cfg.read_timeout_ms / 1000.0,
@@ -162,6 +167,13 @@ def make_worker(
         injected_count_for_breaker=cfg.inject_counts_toward_breaker,
     )
     return Worker(
-        targets, bounds, settings, shared, rng, watchdog=watchdog, end_at=end_at, report=report,
+        targets,
+        bounds,
+        settings,
+        shared,
+        rng,
+        watchdog=watchdog,
+        end_at=end_at,
+        report=report,
         weights=target_weights(cfg),
-    )  # fmt: skip
+    )

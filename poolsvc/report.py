@@ -27,6 +27,7 @@ class RunInfo:
     workers: int = 1
     rate: float = 0.0  # open loop: the asked total rate
     per_worker: list[dict[str, Any]] = field(default_factory=list)
+    per_target: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
 
@@ -130,6 +131,12 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     errors = snap.errors()
     failures = " ".join(f"{k}={v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
     lines.append(f"[pool] failures: {failures or 'none'}")
+    if len(info.per_target) > 1:
+        for t in info.per_target:
+            lines.append(
+                f"[pool] target {t['target']}: ok={t['ok']} failed={t['failed']} "
+                f"refused={t['refused']} breaker={t['breaker']}"
+            )
     restarts = sum(w["restarts"] for w in info.per_worker)
     if restarts:
         lines.append(f"[pool] worker restarts: {restarts}")
@@ -162,6 +169,7 @@ def as_json(
         "recovered": recovered(snap),
         "metrics": metrics(snap, info),
         "per_worker": info.per_worker,
+        "per_target": info.per_target,
         "events": info.events,
         "audit": audit_final or [],
     }

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import random
+import resource
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from poolsvc import audit, config, plan, status
 from poolsvc.config import Config
@@ -25,6 +27,7 @@ from poolsvc.status import Interval
 from poolsvc.supervisor import Supervisor
 from workers.connection import DEADLINE, connect_blocking
 from workers.errors import ConfigError, errno_name
+from workers.stats import Snapshot
 from workers.target import resolve
 
 EXIT_OK = 0
@@ -51,27 +54,42 @@ def preflight(host: str, port: int, timeout_s: float) -> None:
     raise Unreachable(f"cannot connect to {host}:{port}: {why}")
 
 
-def run(
+@dataclass
+class Outcome:
+    """What a run produced, for the report or for a comparison (``poolsvc churn``)."""
+
+    code: int
+    snap: Snapshot
+    info: RunInfo
+    final_audits: list[dict[str, Any]]
+    time_wait: list[int]  # TIME_WAIT sockets toward the targets added by this run, each second
+    cpu_s: float  # CPU time (user + sys) of the supervisor and its workers
+
+
+def execute(
     cfg: Config,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
-    as_json_doc: bool = False,
+    out: TextIO,
+    err: TextIO,
+    quiet: bool = False,
     control: Path | None = None,
     forever: bool = False,
-) -> int:
-    """Run ``cfg`` (or serve it, ``forever``) and print the report; returns the exit code."""
+    sample_time_wait: bool = False,
+) -> Outcome | int:
+    """Run ``cfg``; an exit code if it could not start, else the :class:`Outcome`.
+    ``quiet``: events are collected, not printed (JSON output, comparisons)."""
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**32)
     n = plan.worker_count(cfg)
     events: list[str] = []
     shards = plan.shards(cfg, n, seed)
-    live = Progress(sys.stderr, cfg, enabled=not as_json_doc and sys.stderr.isatty())
+    live = Progress(sys.stderr, cfg, enabled=not quiet and sys.stderr.isatty())
 
     def emit(line: str) -> None:
         events.append(line)
-        if not as_json_doc:  # live, as it happens; JSON output stays one document
+        if not quiet:  # live, as it happens
             live.clear()
             print(line, file=out, flush=True)
 
+    cpu_before = _cpu()
     with contextlib.ExitStack() as stack:
         embedded = cfg.host is None and cfg.targets is None
         if embedded:
@@ -94,10 +112,16 @@ def run(
             print(f"poolsvc: error: {exc}", file=err)
             return EXIT_USAGE
         timeline = stack.enter_context(Timeline(cfg.timeline))
+        samples: list[int] = []
+        # TIME_WAIT this run creates: counted against what was there before it began
+        tw_before = sum(audit.time_wait_toward(hosts).values()) if sample_time_wait else 0
 
         def on_interval(interval: Interval) -> None:
             timeline.write(interval)
             live.show(interval, supervisor)
+            if sample_time_wait:
+                now_tw = sum(audit.time_wait_toward(hosts).values())
+                samples.append(max(0, now_tw - tw_before))
 
         try:
             supervisor = Supervisor(
@@ -109,6 +133,7 @@ def run(
         if control is not None:
             emit(f"[pool] control socket {control} (poolctl --control {control} status)")
         code = supervisor.run()
+        cpu = _cpu() - cpu_before  # the workers are reaped, the embedded target not yet
         live.clear()
     snap = supervisor.snapshot()
     g = snap.gauges
@@ -123,14 +148,37 @@ def run(
         n,
         supervisor.total_rate,
         status.per_worker(supervisor),
+        status.per_target(supervisor),
         events,
     )
-    final = supervisor.final_audits
+    return Outcome(code, snap, info, supervisor.final_audits, samples, cpu)
+
+
+def _cpu() -> float:
+    """User + sys seconds of this process and of its reaped children (the workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run(
+    cfg: Config,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    as_json_doc: bool = False,
+    control: Path | None = None,
+    forever: bool = False,
+) -> int:
+    """Run ``cfg`` (or serve it, ``forever``) and print the report; returns the exit code."""
+    result = execute(cfg, out, err, quiet=as_json_doc, control=control, forever=forever)
+    if isinstance(result, int):
+        return result
+    final = result.final_audits
     leaked = sum(len(r["leaked"]) for r in final)
     if as_json_doc:
-        out.write(as_json(snap, info, audit_final=final).decode())
+        out.write(as_json(result.snap, result.info, audit_final=final).decode())
     else:
-        out.write(text(snap, info))
+        out.write(text(result.snap, result.info))
         out.write(audit.verdict_line(final) + "\n")
         for r in final:
             for row in r["leaked"]:
@@ -140,6 +188,6 @@ def run(
                     f"{row['age_s']}s): registry: {row['registry']}\n"
                 )
     out.flush()
-    if code == EXIT_OK and leaked and cfg.fail_on_leak:
+    if result.code == EXIT_OK and leaked and cfg.fail_on_leak:
         return EXIT_LEAK
-    return code
+    return result.code

@@ -63,14 +63,14 @@ class Intervals:
         self.start = start
         self.history: deque[Interval] = deque(maxlen=keep)
         self._last_t = start
-        self._last: Snapshot | None = None
+        self._last = Snapshot()  # zeros: the first interval covers the first second
 
     def add(self, now: float, snap: Snapshot) -> Interval | None:
         """Record the cumulative ``snap`` taken at ``now``; returns the new interval."""
         last, self._last = self._last, snap
         last_t, self._last_t = self._last_t, now
-        if last is None:
-            return None
+        if now - last_t < 0.05:
+            return None  # nothing worth a record (e.g. the final one right after a tick)
         c, p = snap.counters, last.counters
         diff = [a - b for a, b in zip(snap.hist, last.hist, strict=True)]
         top = max((i for i, n in enumerate(diff) if n > 0), default=-1)
@@ -291,3 +291,23 @@ def per_worker(svc: Supervisor) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def per_target(svc: Supervisor) -> list[dict[str, Any]]:
+    """Each target's outcome counts, over every worker (retired ones included)."""
+    out = []
+    for t, name in enumerate(svc.names):
+        blocks = [svc.region.target_words(h.index, t) for h in svc.handles]
+        blocks.append(svc.region.retired_target_words(t))
+        out.append(
+            {
+                "target": name,
+                "ok": sum(b[shm.T_OK] for b in blocks),
+                "failed": sum(b[shm.T_FAILED] for b in blocks),
+                "refused": sum(b[shm.T_REFUSED] for b in blocks),
+                "local_failures": sum(b[shm.T_LOCAL] for b in blocks),
+                "breaker": svc.breakers[t].state,
+                "breaker_trips": svc.breakers[t].total_trips,
+            }
+        )
+    return out

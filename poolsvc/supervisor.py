@@ -166,6 +166,9 @@ class Supervisor:
             while any(h.state != DONE for h in self.handles):
                 self._step()
             self.finished_at = self.clock()
+            last = self.intervals.add(self.finished_at, self.snapshot())  # the partial last one
+            if last is not None and self.on_interval is not None:
+                self.on_interval(last)
             self.final_audits = self._read_final_audits()
             return self.exit_code
         finally:

@@ -628,6 +628,9 @@ class Worker:
         if self.schedule is not None:
             self._recycle(client)  # open loop: the schedule paces, nothing to park
             return
+        if any(not self.w[b] & 0xFF for b in self.shared.brk):
+            self._recycle(client)  # another target is up: the next request may go there
+            return
         wait = self.shared.open_until_us(t) / 1e6 - self.now
         client.state = load.PAUSED
         self.deadlines.arm(client, self.now + min(_PARK_MAX, max(_PARK_MIN, wait)))

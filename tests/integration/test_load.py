@@ -1,0 +1,278 @@
+"""Load generation a careful engineer would trust: open loop, corrected latency, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_control import Service
+from tools.nginx import Nginx
+from tools.target import TargetServer
+
+pytestmark = pytest.mark.integration
+
+POOLSVC = [sys.executable, "-m", "poolsvc"]
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [*POOLSVC, "run", *args, "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def test_open_loop_achieves_the_asked_rate_within_1_percent(target: TargetServer) -> None:
+    doc = run_json(
+        "--host",
+        target.host,
+        "--port",
+        str(target.port),
+        "--workers",
+        "2",
+        "--rate",
+        "500",
+        "--duration",
+        "4",
+    )
+    m = doc["metrics"]
+    achieved = m["requests.total"] / m["run.elapsed_s"]
+    assert abs(achieved - 500) / 500 < 0.01, achieved
+    assert m["run.model"] == "open" and m["requests.dropped"] == 0
+    assert m["requests.total"] == target.stats()["requests"]
+
+
+def test_corrected_latency_shows_the_stall_the_uncorrected_hides(target: TargetServer) -> None:
+    # 200 req/s on 2 connections; for 1.5 s the target takes 500 ms per response.
+    # Requests queue for a connection meanwhile.  Measured from the intended send time
+    # (corrected) they waited up to 1.5 s; measured from the actual send (uncorrected),
+    # only the handful answered during the stall look slow.
+    def stall() -> None:
+        time.sleep(1.0)
+        target.set(delay_ms=500)
+        time.sleep(1.5)
+        target.clear()
+
+    thread = threading.Thread(target=stall, daemon=True)
+    thread.start()
+    doc = run_json(
+        "--host",
+        target.host,
+        "--port",
+        str(target.port),
+        "--workers",
+        "1",
+        "--size",
+        "2",
+        "--rate",
+        "200",
+        "--duration",
+        "5",
+        "--pool-wait-ms",
+        "10000",
+    )
+    thread.join()
+    m = doc["metrics"]
+    assert m["requests.failed"] == 0
+    assert m["latency.p99_ms"] > 1000, m["latency.p99_ms"]
+    assert m["latency_uncorrected.p99_ms"] < 100, m["latency_uncorrected.p99_ms"]
+    assert m["latency.max_ms"] >= m["latency_uncorrected.max_ms"] >= 500
+    assert m["requests.late"] > 100  # the queued requests were sent late, and counted
+
+
+def test_ramp_and_timeline_ndjson(target: TargetServer, tmp_path: Path) -> None:
+    path = tmp_path / "t.ndjson"
+    run_json(
+        "--host",
+        target.host,
+        "--port",
+        str(target.port),
+        "--workers",
+        "1",
+        "--rate",
+        "400",
+        "--ramp",
+        "2s",
+        "--duration",
+        "4",
+        "--timeline",
+        str(path),
+    )
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) >= 3
+    assert set(rows[0]) >= {"t", "rps", "requests", "errors", "p50_ms", "p99_ms"}
+    # n(t) = 400 t^2 / 4: ~100 requests in the first second, then 400 per second
+    assert rows[0]["requests"] < 150 and rows[-1]["rps"] > 350
+
+
+def test_timeline_csv(target: TargetServer, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    run_json(
+        "--host",
+        target.host,
+        "--port",
+        str(target.port),
+        "--duration",
+        "2.5",
+        "--timeline",
+        str(path),
+    )
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 1 and float(rows[0]["rps"]) > 0
+
+
+def test_rate_changes_at_runtime(target: TargetServer, tmp_path: Path) -> None:
+    svc = Service(target, tmp_path, "--workers", "2", "--rate", "200")
+    try:
+        time.sleep(1.5)
+        assert svc.call("status")["load"]["model"] == "open"
+        assert svc.poolctl("load", "--rate", "600").returncode == 0
+        time.sleep(2.2)
+        rps = svc.call("status")["interval"]["rps"]
+        assert 540 < rps < 660, rps
+        refused = svc.poolctl("load", "--concurrency", "0")
+        assert refused.returncode == 3
+    finally:
+        svc.close()
+
+
+def test_keepalive_controls(target: TargetServer) -> None:
+    base = ["--host", target.host, "--port", str(target.port), "--workers", "1", "--size", "2"]
+    off = run_json(*base, "--no-keepalive", "--requests", "300")["metrics"]
+    assert off["connections.created"] >= 300 and off["connections.reused"] == 0
+    every = run_json(*base, "--max-requests-per-conn", "10", "--requests", "300")["metrics"]
+    assert 30 <= every["connections.created"] <= 34  # 300 / 10, plus the warm pool
+    assert every["connections.evicted.max_age"] >= 28
+
+
+def test_several_targets_with_weights_and_own_breakers(
+    target: TargetServer, nginx: Nginx, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "two.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "targets": [
+                    {
+                        "host": target.host,
+                        "port": target.port,
+                        "weight": 3,
+                        "name": "embedded",
+                        "pool_size": 3,
+                    },
+                    {
+                        "host": nginx.host,
+                        "port": nginx.port,
+                        "weight": 1,
+                        "name": "nginx",
+                        "path": "/health",
+                    },
+                ],
+                "workers": 1,
+                "requests": 4000,
+                "concurrency": 4,
+            }
+        )
+    )
+    doc = run_json("--config", str(cfg))
+    ok = {t["target"]: t["ok"] for t in doc["per_target"]}
+    assert ok["embedded"] + ok["nginx"] == 4000
+    assert ok["embedded"] == 3 * ok["nginx"]  # smooth weighted round-robin: exact
+    assert doc["metrics"]["connections.created"] == 3 + 10  # each target's own pool
+
+    # One target hangs: only its breaker opens; the other keeps serving.
+    target.set(hang=True)
+    cfg.write_text(
+        json.dumps(
+            {
+                "targets": [
+                    {"host": target.host, "port": target.port, "name": "embedded"},
+                    {"host": nginx.host, "port": nginx.port, "name": "nginx"},
+                ],
+                "workers": 1,
+                "duration_s": 2,
+                "read_timeout_ms": 100,
+                "breaker_consecutive_failures": 3,
+                "breaker_open_ms": 5000,
+            }
+        )
+    )
+    doc = run_json("--config", str(cfg))
+    by = {t["target"]: t for t in doc["per_target"]}
+    assert by["embedded"]["breaker_trips"] >= 1 and by["embedded"]["refused"] > 0
+    assert by["nginx"]["breaker_trips"] == 0 and by["nginx"]["ok"] > 1000
+
+
+def test_progress_line_only_on_a_terminal(target: TargetServer) -> None:
+    args = [*POOLSVC, "run", "--host", target.host, "--port", str(target.port), "--duration", "2.5"]
+    # stderr on a pseudo-terminal: the progress line is drawn in place
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other end is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(30)
+    os.close(master)
+    assert b"\r\x1b[K[" in seen and b"req/s" in seen and b"breaker=CLOSED" in seen
+    # stderr to a pipe: nothing
+    quiet = subprocess.run(args, capture_output=True, timeout=60)
+    assert b"req/s" not in quiet.stderr and b"\x1b[K" not in quiet.stderr
+
+
+def test_churn_report_against_nginx(nginx: Nginx) -> None:
+    proc = subprocess.run(
+        [
+            *POOLSVC,
+            "churn",
+            "--host",
+            nginx.host,
+            "--port",
+            str(nginx.port),
+            "--workers",
+            "1",
+            "--rate",
+            "500",
+            "--duration",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["metric"]: r for r in json.loads(proc.stdout)["rows"]}
+
+    def num(metric: str, column: str) -> float:
+        return float(rows[metric][column].replace(",", ""))
+
+    assert num("handshakes/s", "per-request") > 400 > 10 > num("handshakes/s", "pooled")
+    assert num("TIME_WAIT (max, both sides)", "per-request") > 200
+    assert num("TIME_WAIT (max, both sides)", "per-request") > 10 * max(
+        1.0, num("TIME_WAIT (max, both sides)", "pooled")
+    )
+    assert num("requests/s", "pooled") == pytest.approx(num("requests/s", "per-request"), rel=0.05)
