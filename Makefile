@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck fmt clean venv
+.PHONY: run test check lint typecheck fmt clean venv bench bench-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## Benchmarks: poolsvc against wrk, hey and Locust on one pinned nginx (under 10 minutes);
+## writes docs/benchmarks.md. Installs nginx, wrk and hey (Debian) and Locust (its own venv).
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet locust
+	touch $@
+
+bench-tools:
+	@command -v nginx >/dev/null && command -v wrk >/dev/null && command -v hey >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq nginx-light wrk hey >/dev/null; }
+
+bench: $(STAMP) $(BENCH_VENV)/.installed bench-tools
+	$(BIN)/python -m tools.bench --rounds 5 --seconds 5 --write docs/benchmarks.md
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -37,5 +53,5 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -29,9 +29,11 @@ DEFAULT_RATE = 1000.0
 
 
 def churn(
-    cfg: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr, as_json: bool = False
+    cfg: Config, out: TextIO | None = None, err: TextIO | None = None, as_json: bool = False
 ) -> int:
     """Run ``cfg`` pooled, then with a connection per request; print the comparison."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     rate = cfg.rate or DEFAULT_RATE
     base = dataclasses.replace(cfg, rate=rate, timeline=None)
     results: dict[str, Outcome] = {}

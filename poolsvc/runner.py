@@ -163,13 +163,15 @@ def _cpu() -> float:
 
 def run(
     cfg: Config,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     as_json_doc: bool = False,
     control: Path | None = None,
     forever: bool = False,
 ) -> int:
     """Run ``cfg`` (or serve it, ``forever``) and print the report; returns the exit code."""
+    out = out or sys.stdout  # resolved now, not at import: redirections apply
+    err = err or sys.stderr
     result = execute(cfg, out, err, quiet=as_json_doc, control=control, forever=forever)
     if isinstance(result, int):
         return result

@@ -42,7 +42,7 @@ http {{
     keepalive_timeout 65s;
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{port} reuseport;
+        listen {host}:{port} reuseport;
         location / {{ return 200 "ok\\n"; }}
         location = /health {{ return 200 "ok\\n"; }}
         location = /nginx_status {{ stub_status; }}
@@ -50,7 +50,7 @@ http {{
     }}
     server {{
         # closes idle keep-alive sockets after 1 s, used or not
-        listen 127.0.0.1:{short_port} reuseport;
+        listen {host}:{short_port} reuseport;
         keepalive_timeout 1s;
         client_header_timeout 1s;
         location / {{ return 200 "short\\n"; }}
@@ -58,12 +58,16 @@ http {{
 }}
 """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, host: str = "127.0.0.1", wrap: list[str] | None = None
+    ) -> None:
+        """``host``: where to listen; ``wrap``: a command prefix (``ip netns exec NS``)."""
         self.dir = directory
+        self.host = host
+        self.wrap = wrap or []
         self.port = free_port()
         self.short_port = free_port()
-        self.host = "127.0.0.1"
-        conf = self.CONF.format(d=directory, port=self.port, short_port=self.short_port)
+        conf = self.CONF.format(d=directory, host=host, port=self.port, short_port=self.short_port)
         self.conf = directory / "nginx.conf"
         self.conf.write_text(conf)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -73,6 +77,7 @@ http {{
         pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
         self.proc = subprocess.Popen(
             [
+                *self.wrap,
                 *pin,
                 "nginx",
                 "-p",

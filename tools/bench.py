@@ -1,0 +1,560 @@
+"""`make bench`: poolsvc side by side with wrk, hey and Locust, and its own figures.
+
+    python -m tools.bench [--rounds 5] [--seconds 5] [--write docs/benchmarks.md]
+
+Sections:
+
+1. **Head to head.**
+   - Setup: nginx on core 0 (one worker, ``return 200``, keep-alive); every load
+     generator on core 1; 50 connections each.
+   - Tools: poolsvc (1 worker, closed loop), wrk ``-t1 -c50``, hey ``-c 50``,
+     Locust FastHttpUser (1 process, 50 users).
+   - Rounds are interleaved (A B C D, A B C D, ...).
+   - Per tool: req/s median, min and max; CPU per request (user + sys of the
+     generator's processes, from the OS); p50/p99.
+   - The median of the per-round ratios poolsvc/wrk, poolsvc/hey and
+     poolsvc/locust.
+2. **Reading status costs nothing.** poolsvc throughput with
+   ``poolctl status --watch 0.2`` running, against without (interleaved).
+3. **Scaling.** Workers 1 and 2 against the embedded target and nginx (both
+   cores shared).
+4. **Open-loop accuracy.** Achieved over asked rate at a few rates.
+5. **Memory.** Worker RSS with 1,000 and 10,000 pooled connections.
+6. **Where the time goes.** py-spy samples of a worker under load, as self time
+   per function.
+
+Each section prints a markdown table. ``--write`` puts them all in
+docs/benchmarks.md, with the commands and the machine. Every load run is
+bounded by its duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+
+from tools.nginx import Nginx
+from tools.target import TargetServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+LOCUST = ROOT / ".venv-bench" / "bin" / "locust"
+GEN_CPU, SERVER_CPU = "1", 0
+
+
+@contextlib.contextmanager
+def nginx(pinned: bool = True) -> Iterator[Nginx]:
+    with tempfile.TemporaryDirectory() as d:
+        server = Nginx(Path(d))
+        server.start(cpu=SERVER_CPU if pinned else None)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def timed(cmd: list[str], timeout: float = 120) -> tuple[str, float]:
+    """Run ``cmd``; its stdout and the CPU seconds (user + sys) it and its children used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr[-500:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return proc.stdout + proc.stderr, cpu
+
+
+def pin(cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", GEN_CPU, *cmd]
+
+
+# One function per tool: (req/s, requests, p50 ms, p99 ms, cpu s) ----------------------
+def run_poolsvc(
+    url: tuple[str, int], seconds: float, extra: list[str] | None = None
+) -> dict[str, float]:
+    out, cpu = timed(
+        pin(
+            [
+                PY,
+                "-m",
+                "poolsvc",
+                "run",
+                "--host",
+                url[0],
+                "--port",
+                str(url[1]),
+                "--workers",
+                "1",
+                "--size",
+                "50",
+                "--duration",
+                str(seconds),
+                "--json",
+                *(extra or []),
+            ]
+        )
+    )
+    m = json.loads(out[out.index("{") :])["metrics"]
+    return {
+        "rps": m["run.rps"],
+        "requests": m["requests.total"],
+        "p50": m["latency.p50_ms"],
+        "p99": m["latency.p99_ms"],
+        "cpu": cpu,
+    }
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    out, cpu = timed(
+        pin(
+            [
+                "wrk",
+                "-t1",
+                "-c50",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                f"http://{url[0]}:{url[1]}/",
+            ]
+        )
+    )
+    pct = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {k: _ms(*re.match(r"([\d.]+)(\w+)", v).groups()) for k, v in pct.items()}  # type: ignore[union-attr,misc]
+    return {"rps": rps, "requests": total, "p50": lat["50"], "p99": lat["99"], "cpu": cpu}
+
+
+def run_hey(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    out, cpu = timed(
+        pin(["hey", "-c", "50", "-z", f"{seconds}s", "-cpus", "1", f"http://{url[0]}:{url[1]}/"])
+    )
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = dict(re.findall(r"(50|99)%+ in ([\d.]+) secs", out))
+    total = int(sum(int(n) for n in re.findall(r"\[2\d\d\]\s+(\d+) responses", out)))
+    return {
+        "rps": rps,
+        "requests": total,
+        "p50": float(pct["50"]) * 1000,
+        "p99": float(pct["99"]) * 1000,
+        "cpu": cpu,
+    }
+
+
+LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+class User(FastHttpUser):
+    wait_time = constant(0)
+    @task
+    def root(self):
+        self.client.get("/")
+"""
+
+
+def run_locust(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d:
+        lf = Path(d) / "locustfile.py"
+        lf.write_text(LOCUSTFILE)
+        prefix = Path(d) / "out"
+        _, cpu = timed(
+            pin(
+                [
+                    str(LOCUST),
+                    "-f",
+                    str(lf),
+                    "--headless",
+                    "-u",
+                    "50",
+                    "-r",
+                    "50",
+                    "-t",
+                    f"{max(1, round(seconds))}s",
+                    "--host",
+                    f"http://{url[0]}:{url[1]}",
+                    "--csv",
+                    str(prefix),
+                    "--only-summary",
+                ]
+            )
+        )
+        rows = (prefix.parent / "out_stats.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    agg = dict(zip(head, next(r for r in rows if ",Aggregated," in r).split(","), strict=False))
+    total = int(agg["Request Count"])
+    return {
+        "rps": float(agg["Requests/s"]),
+        "requests": total,
+        "p50": _num(agg["50%"]),
+        "p99": _num(agg["99%"]),
+        "cpu": cpu,
+    }
+
+
+def _num(text: str) -> float:
+    return float(text) if text not in ("", "N/A") else 0.0
+
+
+TOOLS: dict[str, Callable[[tuple[str, int], float], dict[str, float]]] = {
+    "poolsvc": run_poolsvc,
+    "wrk": run_wrk,
+    "hey": run_hey,
+    "locust": run_locust,
+}
+
+
+def head_to_head(rounds: int, seconds: float) -> str:
+    tools = {k: v for k, v in TOOLS.items() if k == "poolsvc" or _have(k)}
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in tools}
+    with nginx() as ng:
+        url = (ng.host, ng.port)
+        for fn in tools.values():
+            fn(url, 2.0)  # warm up each once, not measured
+        for _ in range(rounds):
+            for name, fn in tools.items():  # interleaved: A B C D, A B C D, ...
+                results[name].append(fn(url, seconds))
+    lines = [
+        "| tool | req/s median | min | max | CPU per request | p50 | p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        rps = [r["rps"] for r in runs]
+        cpu = statistics.median(r["cpu"] / max(1, r["requests"]) * 1e6 for r in runs)
+        lines.append(
+            f"| {name} | {statistics.median(rps):,.0f} | {min(rps):,.0f} | "
+            f"{max(rps):,.0f} | {cpu:.1f} µs | "
+            f"{statistics.median(r['p50'] for r in runs):.2f} ms | "
+            f"{statistics.median(r['p99'] for r in runs):.2f} ms |"
+        )
+    lines += ["", "| ratio (median of per-round ratios) | value |", "|---|---|"]
+    for other in (k for k in results if k != "poolsvc"):
+        ratios = [
+            a["rps"] / b["rps"] for a, b in zip(results["poolsvc"], results[other], strict=True)
+        ]
+        lines.append(f"| poolsvc / {other} | {statistics.median(ratios):.2f} |")
+    missing = [k for k in TOOLS if k not in tools]
+    if missing:
+        lines.append(f"\n(not installed here, skipped: {', '.join(missing)})")
+    return "\n".join(lines)
+
+
+def _have(tool: str) -> bool:
+    return LOCUST.exists() if tool == "locust" else shutil.which(tool) is not None
+
+
+def status_cost(rounds: int, seconds: float) -> str:
+    with nginx() as ng, tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o700)
+        sock = str(Path(d) / "c.sock")
+        plain, watched = [], []
+        for _ in range(rounds):
+            plain.append(run_poolsvc((ng.host, ng.port), seconds)["rps"])
+            watcher = subprocess.Popen(
+                [
+                    "sh",
+                    "-c",
+                    f"sleep 1; exec {PY} -m tools.poolctl --control {sock} status "
+                    f"--watch 0.2 --count {int(seconds * 5)}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+            watched.append(run_poolsvc((ng.host, ng.port), seconds, ["--control", sock])["rps"])
+            watcher.wait(30)
+    a, b = statistics.median(plain), statistics.median(watched)
+    return (
+        "| poolsvc against nginx | req/s median |\n|---|---|\n"
+        f"| without status reads | {a:,.0f} |\n| with `poolctl status --watch 0.2` | {b:,.0f} |\n"
+        f"| difference | {100 * (b - a) / a:+.1f} % |"
+    )
+
+
+def scaling(seconds: float) -> str:
+    lines = ["| target | 1 worker | 2 workers |", "|---|---|---|"]
+    with TargetServer() as target:
+        row = [run_scaled((target.host, target.port), n, seconds) for n in (1, 2)]
+        lines.append(f"| embedded target | {row[0]:,.0f} | {row[1]:,.0f} |")
+    with nginx(pinned=False) as ng:
+        row = [run_scaled((ng.host, ng.port), n, seconds) for n in (1, 2)]
+        lines.append(f"| nginx (1 worker process) | {row[0]:,.0f} | {row[1]:,.0f} |")
+    return "\n".join(lines)
+
+
+def run_scaled(url: tuple[str, int], workers: int, seconds: float) -> float:
+    out, _ = timed(
+        [
+            PY,
+            "-m",
+            "poolsvc",
+            "run",
+            "--host",
+            url[0],
+            "--port",
+            str(url[1]),
+            "--workers",
+            str(workers),
+            "--size",
+            "50",
+            "--duration",
+            str(seconds),
+            "--json",
+        ]
+    )
+    return float(json.loads(out[out.index("{") :])["metrics"]["run.rps"])
+
+
+def rate_accuracy(seconds: float) -> str:
+    lines = ["| asked req/s | achieved | error | late | p99 (corrected) |", "|---|---|---|---|---|"]
+    with nginx() as ng:
+        for rate in (1000, 5000, 20000):
+            out, _ = timed(
+                pin(
+                    [
+                        PY,
+                        "-m",
+                        "poolsvc",
+                        "run",
+                        "--host",
+                        ng.host,
+                        "--port",
+                        str(ng.port),
+                        "--workers",
+                        "1",
+                        "--size",
+                        "50",
+                        "--rate",
+                        str(rate),
+                        "--duration",
+                        str(seconds),
+                        "--json",
+                    ]
+                )
+            )
+            m = json.loads(out[out.index("{") :])["metrics"]
+            got = m["requests.total"] / m["run.elapsed_s"]
+            lines.append(
+                f"| {rate:,} | {got:,.1f} | {100 * (got - rate) / rate:+.2f} % | "
+                f"{m['requests.late']} | {m['latency.p99_ms']} ms |"
+            )
+    return "\n".join(lines)
+
+
+def memory() -> str:
+    lines = ["| pooled connections (1 worker) | worker RSS | per connection |", "|---|---|---|"]
+    base = None
+    with TargetServer() as target:
+        for size in (1, 1000, 10000):
+            rss = _worker_rss((target.host, target.port), size)
+            base = base or rss
+            per = f"{(rss - base) / size / 1024:.1f} KiB" if size > 1 else "-"
+            lines.append(f"| {size:,} | {rss / 2**20:.1f} MiB | {per} |")
+    return "\n".join(lines)
+
+
+def _worker_rss(url: tuple[str, int], size: int) -> int:
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "poolsvc",
+            "run",
+            "--host",
+            url[0],
+            "--port",
+            str(url[1]),
+            "--workers",
+            "1",
+            "--size",
+            str(size),
+            "--concurrency",
+            "1",
+            "--duration",
+            "6",
+            "--connect-timeout-ms",
+            "5000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    try:
+        rss = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            kids = psutil.Process(proc.pid).children()
+            if kids and len(psutil.Process(kids[0].pid).net_connections()) >= size:
+                time.sleep(1.0)
+                rss = kids[0].memory_info().rss
+                break
+        return rss
+    finally:
+        proc.wait(60)
+
+
+def profile(seconds: float) -> str:
+    if shutil.which("py-spy") is None and not (ROOT / ".venv" / "bin" / "py-spy").exists():
+        return "(py-spy is not installed: `pip install py-spy`)"
+    spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+    with nginx() as ng, tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen(
+            pin(
+                [
+                    PY,
+                    "-m",
+                    "poolsvc",
+                    "run",
+                    "--host",
+                    ng.host,
+                    "--port",
+                    str(ng.port),
+                    "--workers",
+                    "1",
+                    "--size",
+                    "50",
+                    "--duration",
+                    str(seconds + 3),
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        time.sleep(2)
+        worker = psutil.Process(proc.pid).children()[0].pid
+        raw = Path(d) / "raw.txt"
+        subprocess.run(
+            [
+                spy,
+                "record",
+                "--format",
+                "raw",
+                "-o",
+                str(raw),
+                "-d",
+                str(int(seconds)),
+                "-p",
+                str(worker),
+                "--nonblocking",
+                "-r",
+                "200",
+            ],
+            capture_output=True,
+            timeout=seconds + 30,
+        )
+        proc.wait(60)
+        own: Counter[str] = Counter()
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            leaf = stack.split(";")[-1]
+            name = re.sub(r" \((.*?)/([^/]+\.py):\d+\)", r" (\2)", leaf)
+            own[name] += int(count)
+            total += int(count)
+    lines = ["| function (self time) | share of samples |", "|---|---|"]
+    for name, n in own.most_common(15):
+        lines.append(f"| `{name}` | {100 * n / total:.1f} % |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = psutil.virtual_memory().total / 2**30
+    versions = []
+    for tool in ("nginx -v", "wrk -v", "hey -h"):
+        exe = tool.split()[0]
+        if shutil.which(exe):
+            out = subprocess.run(tool.split(), capture_output=True, text=True)
+            text = (
+                (out.stdout + out.stderr).strip().splitlines()[0]
+                if (out.stdout + out.stderr).strip()
+                else ""
+            )
+            versions.append(f"{exe}: {text[:60]}")
+    return (
+        f"{os.cpu_count()} vCPU ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; " + "; ".join(versions)
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--write", help="write the results into this markdown file")
+    args = p.parse_args()
+    started = time.monotonic()
+    sections = [
+        (
+            "Head to head against nginx (pinned: nginx on core 0, generator on core 1)",
+            lambda: head_to_head(args.rounds, args.seconds),
+        ),
+        (
+            "Reading status costs the workers nothing measurable",
+            lambda: status_cost(args.rounds, args.seconds),
+        ),
+        ("Scaling with workers (both cores shared, 50 connections)", lambda: scaling(args.seconds)),
+        (
+            "Open-loop rate accuracy (1 worker against pinned nginx)",
+            lambda: rate_accuracy(args.seconds),
+        ),
+        ("Memory per worker", memory),
+        (
+            "Where the time goes (py-spy, a worker at full load against nginx)",
+            lambda: profile(args.seconds),
+        ),
+    ]
+    out = [f"Machine: {machine()}", ""]
+    for title, fn in sections:
+        print(f"## {title}", flush=True)
+        body = fn()
+        print(body + "\n", flush=True)
+        out += [f"## {title}", "", body, ""]
+    took = time.monotonic() - started
+    print(f"(benchmarks took {took:.0f} s)")
+    if args.write:
+        _write(Path(args.write), "\n".join(out), args, took)
+    return 0
+
+
+def _write(path: Path, body: str, args: argparse.Namespace, took: float) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    marker = "<!-- make bench -->"
+    head = text.split(marker)[0].rstrip() + "\n\n"
+    stamp = time.strftime("%Y-%m-%d")
+    block = (
+        f"{marker}\n# `make bench` ({stamp})\n\nCommand: `python -m tools.bench --rounds "
+        f"{args.rounds} --seconds {args.seconds:g} --write {path}` (took {took:.0f} s)\n\n"
+        f"{body}\n"
+    )
+    path.write_text(head + block)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
