@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck fmt clean venv bench bench-tools
+.PHONY: run test check lint typecheck fmt clean venv bench bench-tools chaos soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ bench-tools:
 
 bench: $(STAMP) $(BENCH_VENV)/.installed bench-tools
 	$(BIN)/python -m tools.bench --rounds 5 --seconds 5 --write docs/benchmarks.md
+
+## Chaos: every fault scenario at full size, then the table (scenario, faults, requests,
+## errors, recovery, leaked fds, lost counts, pass/fail). A fast subset runs in `make test`.
+chaos: $(STAMP)
+	$(BIN)/python -m tools.chaos
+
+## Soak: steady load for 3 minutes; RSS and fd counts per worker must stay flat.
+soak: $(STAMP)
+	$(BIN)/python -m tools.chaos --soak 180
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from poolsvc import config
+from poolsvc import config, plan
 from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import prepare_dir
@@ -66,6 +66,8 @@ _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--health-check-path": ("health_check_path", str, "default /health"),
     "--exhaustion": ("exhaustion", str, "pool full: 'wait' (default) or 'fail'"),
     "--pool-wait-ms": ("pool_wait_timeout_ms", int, "wait policy timeout (default 1000)"),
+    "--backoff-base-ms": ("backoff_base_ms", int, "reconnect backoff start (default 50)"),
+    "--backoff-cap-ms": ("backoff_cap_ms", int, "reconnect backoff ceiling (default 5000)"),
     "--breaker-consecutive": ("breaker_consecutive_failures", int, "trip after N failures (5)"),
     "--breaker-open-ms": ("breaker_open_ms", int, "first open period (default 5000)"),
     "--breaker-trials": ("breaker_half_open_trials", int, "half-open trials, all workers (1)"),
@@ -147,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.get("headers") is not None:
             options["headers"] = dict(options["headers"])
         cfg = config.build(file_values, options)
+        plan.worker_count(cfg)  # workers vs pool and concurrency: a config error too
     except ConfigError as exc:
         print(f"poolsvc: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -140,7 +140,7 @@ def run_wrk(url: tuple[str, int], seconds: float) -> dict[str, float]:
     pct = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = {k: _ms(*re.match(r"([\d.]+)(\w+)", v).groups()) for k, v in pct.items()}  # type: ignore[union-attr,misc]
+    lat = {k: _ms(*re.match(r"([\d.]+)(\w+)", v).groups()) for k, v in pct.items()}  # type: ignore[union-attr]
     return {"rps": rps, "requests": total, "p50": lat["50"], "p99": lat["99"], "cpu": cpu}
 
 
@@ -510,7 +510,7 @@ def main() -> int:
     p.add_argument("--write", help="write the results into this markdown file")
     args = p.parse_args()
     started = time.monotonic()
-    sections = [
+    sections: list[tuple[str, Callable[[], str]]] = [
         (
             "Head to head against nginx (pinned: nginx on core 0, generator on core 1)",
             lambda: head_to_head(args.rounds, args.seconds),

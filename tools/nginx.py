@@ -33,7 +33,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    access_log {log};
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -59,15 +59,23 @@ http {{
 """
 
     def __init__(
-        self, directory: Path, host: str = "127.0.0.1", wrap: list[str] | None = None
+        self,
+        directory: Path,
+        host: str = "127.0.0.1",
+        wrap: list[str] | None = None,
+        access_log: bool = False,
     ) -> None:
-        """``host``: where to listen; ``wrap``: a command prefix (``ip netns exec NS``)."""
+        """``host``: where to listen; ``wrap``: a command prefix (``ip netns exec NS``);
+        ``access_log``: log every request (an exact count that survives restarts)."""
         self.dir = directory
         self.host = host
         self.wrap = wrap or []
         self.port = free_port()
         self.short_port = free_port()
-        conf = self.CONF.format(d=directory, host=host, port=self.port, short_port=self.short_port)
+        log = f"{directory}/access.log" if access_log else "off"
+        conf = self.CONF.format(
+            d=directory, host=host, port=self.port, short_port=self.short_port, log=log
+        )
         self.conf = directory / "nginx.conf"
         self.conf.write_text(conf)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -113,6 +121,13 @@ http {{
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
         self.proc = None
+
+    def requests_logged(self) -> int:
+        """Requests in the access log, status probes excluded (needs ``access_log``)."""
+        path = self.dir / "access.log"
+        if not path.exists():
+            return 0
+        return sum(1 for line in path.read_text().splitlines() if "/nginx_status" not in line)
 
     def requests_served(self) -> int:
         """nginx's own request count (stub_status); it includes this status request."""
