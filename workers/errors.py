@@ -36,6 +36,7 @@ ERROR_CLASSES: Final[dict[str, str]] = {
     "EHOSTUNREACH": "remote",
     "ENETUNREACH": "remote",
     "ECONNABORTED": "remote",
+    "EINVAL": "remote",  # e.g. a connect over a blackhole route
     "EADDRNOTAVAIL": "local",
     "EADDRINUSE": "local",
     "EMFILE": "local",
