@@ -366,9 +366,10 @@ class Worker:
         client.state = load.SENDING
         client.conn = conn
         conn.owner = client
-        client.sent_at = now = self.clock()
-        if self.schedule is not None and now - client.start > LATE:
-            s[st.REQ_LATE] += 1
+        if self.schedule is not None:  # open loop only: uncorrected latency, lateness
+            client.sent_at = now = self.clock()
+            if now - client.start > LATE:
+                s[st.REQ_LATE] += 1
         # One draw per request; a delayed request is not drawn again when it is sent.
         hit = None
         if self.inject_requests and draw:
