@@ -115,6 +115,7 @@ class Worker:
         self.concurrency = bounds.concurrency
         self.paused = False
         self.schedule: load.Schedule | None = None  # open loop, from the start of the load
+        self.fast = len(self.targets) == 1 and not bounds.rate  # see _keep
         self.waker: Any = None  # open loop: a timerfd that wakes the loop at intended times
         self.free: list[Client] = []  # open loop: clients waiting to carry a request
         self.max_outstanding = bounds.max_outstanding
@@ -514,6 +515,8 @@ class Worker:
             target.pool.backoff.success()
         if conn.fire("done") is cx.CLOSED:  # it was DRAINING
             self._close(conn, "")
+        elif self._keep(client, conn, target):
+            return  # closed loop fast path: the next request is already on its way
         else:
             self._checkin(target, conn)
         if self.schedule is None:
@@ -521,6 +524,31 @@ class Worker:
         else:
             client.state = load.READY
             self.free.append(client)
+
+    def _keep(self, client: Client, conn: Connection, target: Target) -> bool:
+        """Closed loop, one target: send the client's next request on the connection it
+        just used, when the pool says it may keep it and nothing else stands in the way
+        (bounds, pause, retirement, a breaker that is not CLOSED)."""
+        limit = self.bounds.requests
+        if (
+            not self.fast
+            or not conn.keep_alive
+            or client.retire
+            or self.stopping
+            or self.paused
+            or (limit and self.issued >= limit)
+            or self.w[self.shared.brk[0]] & 0xFF
+            or not target.pool.renew(conn, self.now)
+        ):
+            return False
+        conn.fire("checkout")
+        self.issued += 1
+        self.in_flight += 1
+        client.start = self.now
+        client.retried = False
+        client.trial = 0
+        self._send(client, conn)
+        return True
 
     def _target_ok(self, target: Target, client: Client) -> None:
         w, tb = self.w, self.shared.targets[target.index]

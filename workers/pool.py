@@ -175,6 +175,15 @@ class Pool(Generic[C, W]):
         self.idle.append(conn)
         return (IDLE, None, "")
 
+    def renew(self, conn: C, now: float) -> bool:
+        """The fast path of checkin + checkout for the same requester: ``conn`` stays in
+        use if nobody waits for a connection and it may still be reused.  (LIFO checkout
+        would hand back this very connection, idle for no time: nothing to probe.)"""
+        if self.waiters or self.size > self.settings.max_size:
+            return False
+        conn.last_used = now
+        return not self._expiry(conn, now)
+
     def release(self, conn: C) -> None:
         """Put a reserved but unused connection (e.g. after a passing probe) back as idle."""
         self.in_use.discard(conn)
