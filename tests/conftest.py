@@ -7,8 +7,11 @@ by ``.ci/run``; on a machine without it the nginx tests skip, except under CI
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -98,3 +101,16 @@ class Background:
         if self.error is not None:
             raise self.error
         return snapshot(self.worker)
+
+
+POOLSVC = [sys.executable, "-m", "poolsvc"]
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    """`poolsvc run ARGS --json` as a subprocess; its JSON report (the run must succeed)."""
+    proc = subprocess.run(
+        [*POOLSVC, "run", *args, "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc

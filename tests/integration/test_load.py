@@ -12,10 +12,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.conftest import run_json
 from tests.integration.test_control import Service
 from tools.nginx import Nginx
 from tools.target import TargetServer
@@ -23,15 +23,6 @@ from tools.target import TargetServer
 pytestmark = pytest.mark.integration
 
 POOLSVC = [sys.executable, "-m", "poolsvc"]
-
-
-def run_json(*args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [*POOLSVC, "run", *args, "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
 
 
 def test_open_loop_achieves_the_asked_rate_within_1_percent(target: TargetServer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 
 from poolsvc import config, shm, status
 from poolsvc.supervisor import EXIT_BOOT_FAILURE, Supervisor
-from tests.conftest import Nginx
+from tests.conftest import Nginx, run_json
 from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
@@ -37,15 +36,6 @@ def in_background(fn: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=fn, daemon=True)
     thread.start()
     return thread
-
-
-def run_json(*args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [*POOLSVC, "run", *args, "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
 
 
 # Exactness -----------------------------------------------------------------------------
