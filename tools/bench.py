@@ -46,6 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -85,32 +86,37 @@ def pin(cmd: list[str]) -> list[str]:
 
 
 # One function per tool: (req/s, requests, p50 ms, p99 ms, cpu s) ----------------------
+def poolsvc_metrics(
+    url: tuple[str, int], seconds: float, extra: list[str] | None = None
+) -> tuple[dict[str, Any], float]:
+    """One pinned `poolsvc run` (1 worker, 50 connections): its metrics and CPU seconds."""
+    cmd = [
+        PY,
+        "-m",
+        "poolsvc",
+        "run",
+        "--host",
+        url[0],
+        "--port",
+        str(url[1]),
+        "--workers",
+        "1",
+        "--size",
+        "50",
+        "--duration",
+        str(seconds),
+        "--json",
+        *(extra or []),
+    ]
+    out, cpu = timed(pin(cmd))
+    metrics: dict[str, Any] = json.loads(out[out.index("{") :])["metrics"]
+    return metrics, cpu
+
+
 def run_poolsvc(
     url: tuple[str, int], seconds: float, extra: list[str] | None = None
 ) -> dict[str, float]:
-    out, cpu = timed(
-        pin(
-            [
-                PY,
-                "-m",
-                "poolsvc",
-                "run",
-                "--host",
-                url[0],
-                "--port",
-                str(url[1]),
-                "--workers",
-                "1",
-                "--size",
-                "50",
-                "--duration",
-                str(seconds),
-                "--json",
-                *(extra or []),
-            ]
-        )
-    )
-    m = json.loads(out[out.index("{") :])["metrics"]
+    m, cpu = poolsvc_metrics(url, seconds, extra)
     return {
         "rps": m["run.rps"],
         "requests": m["requests.total"],
@@ -326,30 +332,7 @@ def rate_accuracy(seconds: float) -> str:
     lines = ["| asked req/s | achieved | error | late | p99 (corrected) |", "|---|---|---|---|---|"]
     with nginx() as ng:
         for rate in (1000, 5000, 20000):
-            out, _ = timed(
-                pin(
-                    [
-                        PY,
-                        "-m",
-                        "poolsvc",
-                        "run",
-                        "--host",
-                        ng.host,
-                        "--port",
-                        str(ng.port),
-                        "--workers",
-                        "1",
-                        "--size",
-                        "50",
-                        "--rate",
-                        str(rate),
-                        "--duration",
-                        str(seconds),
-                        "--json",
-                    ]
-                )
-            )
-            m = json.loads(out[out.index("{") :])["metrics"]
+            m, _ = poolsvc_metrics((ng.host, ng.port), seconds, ["--rate", str(rate)])
             got = m["requests.total"] / m["run.elapsed_s"]
             lines.append(
                 f"| {rate:,} | {got:,.1f} | {100 * (got - rate) / rate:+.2f} % | "

@@ -511,6 +511,25 @@ def sigstop() -> Result:
     return _path_fault("target SIGSTOP 2s", start, stop)
 
 
+def _run_json(ng: Nginx, *args: str) -> subprocess.CompletedProcess[str]:
+    """One `poolsvc run --json` (1 worker) against nginx in the namespace."""
+    cmd = [
+        PY,
+        "-m",
+        "poolsvc",
+        "run",
+        "--host",
+        ng.host,
+        "--port",
+        str(ng.port),
+        "--workers",
+        "1",
+        "--json",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
 def packet_loss(percent: int = 3, seconds: float = 4.0) -> Result:
     """nftables drops ``percent`` % of the target's incoming TCP: the run completes, p99 shows
     it."""
@@ -530,30 +549,8 @@ def packet_loss(percent: int = 3, seconds: float = 4.0) -> Result:
         if done.returncode != 0:
             res.note = f"skipped: nftables unavailable ({done.stderr.strip()[:80]})"
             return res
-        out = subprocess.run(
-            [
-                PY,
-                "-m",
-                "poolsvc",
-                "run",
-                "--host",
-                ng.host,
-                "--port",
-                str(ng.port),
-                "--workers",
-                "1",
-                "--rate",
-                "500",
-                "--duration",
-                str(seconds),
-                "--json",
-                "--read-timeout-ms",
-                "3000",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=ROOT,
+        out = _run_json(
+            ng, "--rate", "500", "--duration", str(seconds), "--read-timeout-ms", "3000"
         )
     if out.returncode != 0:
         res.note = out.stderr[-200:]
@@ -583,29 +580,7 @@ def added_delay(ms: int = 20) -> Result:
         if done.returncode != 0:
             res.note = f"skipped: netem unavailable in this kernel ({done.stderr.strip()[:60]})"
             return res
-        out = subprocess.run(
-            [
-                PY,
-                "-m",
-                "poolsvc",
-                "run",
-                "--host",
-                ng.host,
-                "--port",
-                str(ng.port),
-                "--workers",
-                "1",
-                "--rate",
-                "200",
-                "--duration",
-                "3",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
+        out = _run_json(ng, "--rate", "200", "--duration", "3")
     m = json.loads(out.stdout)["metrics"]
     res.requests = m["requests.total"]
     res.passed = m["latency.p50_ms"] >= ms and m["requests.failed"] == 0
