@@ -88,9 +88,7 @@ def test_leak_fault_found_exactly(audited: Service) -> None:
     audited.call("inject", action="set", fault="leak", rate=1.0)
     audited.call("breaker", action="close")  # keep the load going whatever happens
     time.sleep(0.2)
-    audited.call("load", concurrency=4)
-    audited.call("workers")
-    # Retire connections so that closes happen: lower the pool, then restore it.
+    # Make the pool close connections (the server ends each one): every close leaks.
     audited.target.set(close_after_response=True)
     time.sleep(0.3)
     audited.target.clear()
@@ -156,9 +154,8 @@ def test_cheap_tier_history_and_periodic_report(target: TargetServer, tmp_path: 
         assert doc["verdict"] == "clean" and doc["summary"][0]["cost_ms"] > 0
         history = doc["history"]["0"]
         assert len(history) >= 1 and history[-1][1] == history[-1][2]  # counted == expected
-        assert doc["time_wait"] == {
-            f"{target.host}:{target.port}": doc["time_wait"][f"{target.host}:{target.port}"]
-        }
+        key = f"{target.host}:{target.port}"
+        assert list(doc["time_wait"]) == [key] and doc["time_wait"][key] >= 0
     finally:
         svc.close()
 
