@@ -15,13 +15,8 @@ which it alone writes.
 
 from __future__ import annotations
 
-import errno
-import random
 import select
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Final
 
 import httptools
@@ -31,20 +26,17 @@ from workers import connection as cx
 from workers import load
 from workers import pool as pl
 from workers import stats as st
-from workers.admission import REFUSE, SharedView
-from workers.audit import Registry, audit, inode_of
+from workers.admission import REFUSE
 from workers.connection import Connection
-from workers.errors import errno_name, oserror_name
+from workers.core import TICK, LoopSettings, WorkerCore
+from workers.errors import oserror_name
 from workers.histogram import bucket_of
 from workers.http import close_delimited
-from workers.injection import Injector
-from workers.load import Bounds, Client
+from workers.load import Client
 from workers.target import Target
-from workers.timers import Deadlines
 from workers.waker import make_waker
 
 RECV_SIZE: Final = 65536
-TICK: Final = 0.1  # seconds between gauge publishes, idle sweeps and refills
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
 _READING: Final = frozenset({cx.BUSY, cx.CHECKING, cx.DRAINING})
@@ -53,19 +45,10 @@ _PARK_MIN, _PARK_MAX = 0.005, 0.1  # a refused client retries after this long
 LATE: Final = 0.001  # open loop: a request sent this long after its intended time is late
 
 
-@dataclass(frozen=True, slots=True)
-class LoopSettings:
-    """Timeouts in seconds."""
-
-    connect_timeout: float = 1.0
-    read_timeout: float = 5.0
-    drain_timeout: float = 5.0
-    retry_stale: bool = True
-    count_5xx: bool = True  # 5xx responses count as failures toward the breaker
-    injected_count_for_breaker: bool = True  # injected failures feed the breaker too
+__all__ = ["LoopSettings", "Worker"]
 
 
-class Worker:
+class Worker(WorkerCore):
     """Runs ``bounds`` worth of closed-loop load against ``targets``.
 
     ``shared`` is this worker's window on the shared region: its stats slot, its
@@ -76,63 +59,6 @@ class Worker:
     supervisor commands).  ``end_at`` (monotonic) overrides ``bounds.duration``
     for a replacement worker that must stop when the one it replaces would have.
     """
-
-    def __init__(
-        self,
-        targets: Sequence[Target],
-        bounds: Bounds,
-        settings: LoopSettings,
-        shared: SharedView,
-        rng: random.Random,
-        clock: Callable[[], float] = time.monotonic,
-        watchdog: Callable[[Worker], None] | None = None,
-        end_at: float = 0.0,
-        report: Callable[[str, dict[str, Any]], None] | None = None,
-        weights: Sequence[int] = (1,),
-    ) -> None:
-        self.targets = list(targets)
-        # smooth weighted round-robin over the targets (nginx's): deterministic, even spacing
-        self.weights = list(weights) if len(weights) == len(self.targets) else [1] * len(targets)
-        self.wrr = [0] * len(self.targets)
-        self.workers_seen = 0  # the worker count our pool shares were last split for
-        self.bounds = bounds
-        self.settings = settings
-        self.shared = shared
-        self.w = shared.words
-        self.s = shared.slot
-        self.rng = rng
-        self.watchdog = watchdog
-        self.fixed_end = end_at
-        self.clock = clock
-        self.now = clock()
-        self.ep = select.epoll()
-        self.conns: dict[int, Connection] = {}
-        self.deadlines = Deadlines()
-        self.ready: deque[Client] = deque()
-        self.clients = [Client(i) for i in range(bounds.concurrency)]
-        self.issued = 0
-        self.in_flight = 0
-        self.concurrency = bounds.concurrency
-        self.paused = False
-        self.schedule: load.Schedule | None = None  # open loop, from the start of the load
-        self.fast = len(self.targets) == 1 and not bounds.rate  # see _keep
-        self.waker: Any = None  # open loop: a timerfd that wakes the loop at intended times
-        self.free: list[Client] = []  # open loop: clients waiting to carry a request
-        self.max_outstanding = bounds.max_outstanding
-        self.index = shared.worker
-        self.injector = Injector([], self.index)
-        self.inject_requests = False  # a per-request fault is in force (hot-path check)
-        self.fault_gen = -1
-        self.dead_ends = cx.DeadEnds()
-        self.leaked: list[Any] = []  # sockets kept open by the `leak` fault, on purpose
-        self._sync_faults(self.now)
-        self.registry = Registry()
-        self.registry.take_baseline()
-        self.report = report  # where audit reports go (the worker process writes files)
-        self.audits = 0
-        self.stopping = False
-        self.stop_requested = False
-        self.started_at = self.end_at = self.finished_at = 0.0
 
     # Run ------------------------------------------------------------------------
     def run(self) -> None:
@@ -397,9 +323,6 @@ class Worker:
             self._conn_failed(conn, "read", "ECONNRESET")
         else:
             self.ep.modify(conn.fd, 0)  # nothing is read from it any more
-
-    def _count_injected(self, kind: str) -> None:
-        self.s[st.INJECTED[kind]] += 1
 
     def _write(self, conn: Connection, data: bytes) -> None:
         try:
@@ -672,10 +595,6 @@ class Worker:
         client.conn = None
         self.in_flight -= 1
 
-    def _count_error(self, phase: str, name: str) -> None:
-        self.s[st.ERROR[name]] += 1
-        self.s[st.PHASE[phase]] += 1
-
     def _expired(self, obj: Any) -> None:
         if obj.__class__ is Connection:
             if obj.state is cx.CONNECTING:
@@ -694,280 +613,3 @@ class Worker:
             self._next(client)
         elif client.state is load.DELAYED:
             self._send(client, client.conn, draw=False)
-
-    # Connections ----------------------------------------------------------------
-    def _connect(self, target: Target, owner: Client | None) -> None:
-        """Start a handshake; ``owner`` gets the connection, else it refills the pool."""
-        self.s[st.CONN_ATTEMPTED] += 1
-        try:
-            sock = cx.open_socket(target.family)
-        except OSError as exc:
-            self._connect_error(target, owner, oserror_name(exc))
-            return
-        conn = Connection(sock, target.index)
-        conn.owner = owner
-        addr = target.addr
-        if self.injector.any:
-            fault = self.injector.on_connection("connect_fail", target.index, self.now)
-            if fault is not None:  # really connect somewhere that refuses or stays silent
-                self._count_injected("connect_fail")
-                conn.injected = "connect_fail"
-                mode = "refusing" if fault.param == 0 else "silent"
-                addr = self.dead_ends.address(target.family, mode)
-        err = cx.start_connect(sock, addr)
-        if err and err != errno.EINPROGRESS:
-            sock.close()
-            conn.fire("close")
-            self._connect_error(target, owner, errno_name(err), conn.injected)
-            return
-        self.conns[conn.fd] = conn
-        conn.inode = inode_of(conn.fd)
-        self.ep.register(conn.fd, _OUT)
-        self.deadlines.arm(conn, self.now + self.settings.connect_timeout)
-
-    def _connect_ready(self, conn: Connection) -> None:
-        err = cx.connect_result(conn.sock)
-        if err == errno.EINPROGRESS:
-            return  # spurious wakeup; the handshake is still going
-        if err:
-            self._connect_failed(conn, errno_name(err))
-            return
-        self.deadlines.disarm(conn)
-        self.ep.modify(conn.fd, _IN)
-        conn.fire("connected")
-        self.s[st.CONN_CREATED] += 1
-        owner: Client | None = conn.owner
-        conn.owner = None
-        pool = self.targets[conn.target].pool
-        waiter = pool.connected(conn, self.now, owner is not None, self.rng.random())
-        if owner is not None:
-            self._dispatch(owner, conn)
-        elif waiter is not None:
-            self.deadlines.disarm(waiter)
-            self._dispatch(waiter, conn)
-
-    def _connect_failed(self, conn: Connection, name: str) -> None:
-        conn.fire("close")
-        self.deadlines.disarm(conn)
-        del self.conns[conn.fd]
-        conn.sock.close()
-        self._connect_error(self.targets[conn.target], conn.owner, name, conn.injected)
-
-    def _connect_error(
-        self, target: Target, owner: Client | None, name: str, injected: str = ""
-    ) -> None:
-        target.pool.connect_failed(self.now)
-        if owner is not None:
-            self._fail(owner, "connect", name, injected)
-        else:
-            self._count_error("connect", name)  # a refill failed: no request was lost
-
-    def _close(self, conn: Connection, reason: str, refill: bool = True) -> None:
-        """Close ``conn`` and forget it; ``reason`` is counted as an eviction ('' = none).
-
-        ``refill`` False: the caller hands the freed slot to a request itself (a fresh
-        connection for a re-send), so the warm-pool refill must not take it first.
-
-        Idempotent: a connection is open while the fd map points at it (a DRAINING
-        connection reaches CLOSED through the table before its socket is closed here).
-        """
-        if self.conns.get(conn.fd) is not conn:
-            return
-        if conn.state is not cx.CLOSED:
-            conn.fire("close")
-        self.deadlines.disarm(conn)
-        del self.conns[conn.fd]
-        self.registry.closed(conn, conn.inode, reason or "shutdown", self.now)
-        target = self.targets[conn.target]
-        if self.injector.any and not self.stopping and self._leak(conn):
-            pass  # forgotten by the pool, but its descriptor stays open
-        else:
-            conn.sock.close()
-        target.pool.discard(conn)
-        if reason:
-            self.s[st.EVICT[reason]] += 1
-        if not self.stopping:
-            waiter = target.pool.serve_waiter(self.now)
-            if waiter is not None:
-                self.deadlines.disarm(waiter)
-                self._connect(target, waiter)
-            if refill:
-                self._refill(target)  # a warm pool replaces what it lost at once (if no backoff)
-
-    def _refill(self, target: Target) -> None:
-        for _ in range(target.pool.refill(self.now)):
-            self._connect(target, None)
-
-    # Housekeeping -----------------------------------------------------------------
-    def _tick(self, now: float) -> None:
-        if self.watchdog is not None:
-            self.watchdog(self)
-        self._apply_control()
-        self._sync_faults(now)
-        wanted = self.shared.wctrl[shm.C_AUDIT]
-        if wanted != self.audits and self.report is not None:
-            self.audits = wanted
-            self.run_audit(f"seq{wanted}")
-        if self.injector.any and not self.stopping:
-            self._inject_idle(now)
-        if not self.stopping:
-            for target in self.targets:
-                for conn, reason in target.pool.sweep(now):
-                    self._close(conn, reason)
-                self._refill(target)
-        self._publish(pool_gauges=not self.stopping)  # a drain keeps the gauges it recorded
-
-    def _sync_faults(self, now: float) -> None:
-        """Pick up a new fault table (within one tick of the supervisor writing it)."""
-        if self.shared.fault_generation() == self.fault_gen:
-            return
-        got = self.shared.read_faults()
-        if got is not None:  # None: being written right now; next tick
-            self.fault_gen, faults = got
-            self.injector = Injector(faults, self.index, previous=self.injector)
-            self.inject_requests = self.injector.requests
-
-    def _inject_idle(self, now: float) -> None:
-        """half_open / close_idle: each idle connection draws once per fault table."""
-        for target in self.targets:
-            for conn in list(target.pool.idle):
-                if conn.drawn == self.fault_gen or conn.injected:
-                    continue
-                conn.drawn = self.fault_gen
-                if self.injector.on_connection("half_open", target.index, now):
-                    self._count_injected("half_open")
-                    conn.injected = "half_open"
-                    self.ep.modify(conn.fd, 0)  # the peer is "gone": nothing arrives, not even FIN
-                elif self.injector.on_connection("close_idle", target.index, now):
-                    self._count_injected("close_idle")
-                    conn.injected = "close_idle"
-                    cx.shut(conn.sock)  # behind the pool's back; the loop finds out for real
-
-    def _leak(self, conn: Connection) -> bool:
-        """leak: keep the socket open but out of every registry (the FD audit must see it)."""
-        if not self.injector.on_connection("leak", conn.target, self.now):
-            return False
-        self._count_injected("leak")
-        self.ep.unregister(conn.fd)
-        self.leaked.append(conn.sock)
-        return True
-
-    def _apply_control(self) -> None:
-        """Follow the supervisor's runtime settings (0 = keep what we started with)."""
-        paused = self.shared.paused()
-        if self.schedule is not None and self.paused and not paused:
-            self.schedule.change_rate(self.schedule.rate, self.now)  # nothing owed for the pause
-        self.paused = paused
-        row = self.shared.wctrl
-        rate = row[shm.C_RATE] / 1000.0
-        if self.schedule is not None and rate and rate != self.schedule.rate:
-            self.schedule.change_rate(rate, self.now)
-        concurrency = row[shm.C_CONCURRENCY]
-        if concurrency and concurrency != self.concurrency:
-            self._set_concurrency(concurrency)
-        n = row[shm.C_WORKERS]
-        if n and n != self.workers_seen:  # the workers were rescaled: take our new share
-            self.workers_seen = n
-            for target in self.targets:
-                size = load.split(target.total[0], n)[self.index] if target.total[0] else 0
-                minimum = load.split(target.total[1], n)[self.index] if target.total[0] else 0
-                s = target.pool.settings
-                if size and (size, minimum) != (s.max_size, s.min_size):
-                    for conn in target.pool.resize(size, min(minimum, size)):
-                        self._close(conn, "resized")
-
-    def _set_concurrency(self, n: int) -> None:
-        """Add clients, or let the surplus retire after their current request."""
-        active = [c for c in self.clients if c.state is not load.DONE and not c.retire]
-        for _ in range(n - len(active)):
-            client = Client(len(self.clients))
-            self.clients.append(client)
-            self.ready.append(client)
-        for client in active[n:]:
-            client.retire = True
-        self.concurrency = n
-
-    def run_audit(self, label: str) -> dict[str, Any]:
-        """Audit this process's descriptors now; publish the verdict and hand over the report."""
-        infra = {0, 1, 2, *self.dead_ends.fds()}
-        if not self.ep.closed:
-            infra.add(self.ep.fileno())
-        names = [t.spec.name for t in self.targets]
-        rep = audit(
-            self.conns,
-            infra,
-            len(self.dead_ends.sockets),
-            self.registry,
-            names,
-            self.clock(),
-            self.settings.connect_timeout,
-        )
-        rep["worker"] = self.index
-        rep["label"] = label
-        s = self.s
-        s[st.GAUGE_INDEX["fds.now"]] = rep["fds_now"]
-        s[st.GAUGE_INDEX["audit.leaked"]] = len(rep["leaked"])
-        s[st.GAUGE_INDEX["audit.close_wait"]] = len(rep["close_wait"])
-        if self.report is not None:
-            self.report(label, rep)
-        s[st.GAUGE_INDEX["audit.seq"]] = self.audits  # last: the report is in place
-        return rep
-
-    def _publish(self, pool_gauges: bool = True) -> None:
-        """Write gauges and the heartbeat (plain stores: readers may see them any time)."""
-        s = self.s
-        if pool_gauges:
-            totals = [0, 0, 0, 0]
-            for target in self.targets:
-                at = self.shared.targets[target.index] + shm.T_POOL
-                for i, value in enumerate(target.pool.gauges()):
-                    totals[i] += value
-                    self.w[at + i] = value
-            for name, value in zip(st.GAUGES, totals, strict=False):
-                s[st.GAUGE_INDEX[name]] = value
-        times = {
-            "time.last_ok_us": max(t.last_ok for t in self.targets),
-            "time.last_fail_us": max(t.last_fail for t in self.targets),
-            "time.started_us": self.started_at,
-            "time.end_us": self.end_at,
-            "time.finished_us": self.finished_at,
-        }
-        for name, seconds in times.items():
-            s[st.GAUGE_INDEX[name]] = int(seconds * 1e6)
-        s[st.GAUGE_INDEX["fds.baseline"]] = self.registry.baseline
-        s[st.GAUGE_INDEX["fds.expected"]] = (
-            self.registry.baseline + len(self.conns) + len(self.dead_ends.sockets)
-        )
-        s[2] = int(self.clock() * 1_000_000)
-
-    def _begin_drain(self) -> None:
-        """Stop issuing; requests still waiting for a connection are cancelled (counted),
-        busy connections close after their response, the rest when the run ends."""
-        self.stopping = True
-        for client in self.clients:
-            if client.state in (load.WAITING, load.BACKOFF):
-                self.targets[client.target].pool.cancel_wait(client)
-                self.deadlines.disarm(client)
-                client.state = load.DONE
-                self.in_flight -= 1
-                self.s[st.REQ_CANCELLED] += 1
-            elif client.state is load.PAUSED:
-                self.deadlines.disarm(client)
-                client.state = load.DONE
-        self._publish()  # the pool as the load left it, before shutdown closes it
-        for conn in list(self.conns.values()):
-            if conn.state is cx.BUSY:
-                conn.fire("drain")
-
-    def _close_all(self) -> None:
-        self.stopping = True  # nothing refills the pool from here on
-        for conn in list(self.conns.values()):
-            if conn.state is not cx.CLOSED:
-                self.s[st.SHUTDOWN] += 1
-                self._close(conn, "")
-
-    def __repr__(self) -> str:
-        return (
-            f"<Worker issued={self.issued} in_flight={self.in_flight} "
-            f"conns={len(self.conns)} stopping={self.stopping}>"
-        )
