@@ -8,9 +8,10 @@ write is pending.  A request on a warm connection therefore costs one ``send``,
 one ``recv`` and a share of one ``epoll_wait``; no JSON, lock, log line or heap
 push (deadlines are re-armed lazily, see :mod:`workers.timers`).
 
-Each step of a request is a method below; failures are counted by name and
+Each step of a request is a method below. Failures are counted by name and
 phase (:mod:`workers.errors`) in this worker's stats slot (:mod:`workers.stats`),
-which it alone writes.
+which only this worker writes. The worker's state, its connection lifecycle and
+its per-tick upkeep live in :mod:`workers.core`.
 """
 
 from __future__ import annotations
