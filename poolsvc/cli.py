@@ -70,6 +70,7 @@ _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--backoff-cap-ms": ("backoff_cap_ms", int, "reconnect backoff ceiling (default 5000)"),
     "--breaker-consecutive": ("breaker_consecutive_failures", int, "trip after N failures (5)"),
     "--breaker-open-ms": ("breaker_open_ms", int, "first open period (default 5000)"),
+    "--breaker-open-max-ms": ("breaker_open_max_ms", int, "open period cap (default 60000)"),
     "--breaker-trials": ("breaker_half_open_trials", int, "half-open trials, all workers (1)"),
     "--rate": ("rate", float, "open loop: requests per second in total (default: closed)"),
     "--ramp": ("ramp_s", _duration, "reach full rate/concurrency over this long (e.g. 10s)"),

@@ -26,7 +26,7 @@ from poolsvc.report import RunInfo, as_json, text
 from poolsvc.status import Interval
 from poolsvc.supervisor import Supervisor
 from workers.connection import DEADLINE, connect_blocking
-from workers.errors import ConfigError, errno_name
+from workers.errors import ConfigError, ConnectError, errno_name
 from workers.stats import Snapshot
 from workers.target import resolve
 
@@ -36,22 +36,20 @@ EXIT_UNREACHABLE = 4
 EXIT_LEAK = 5
 
 
-class Unreachable(Exception):
-    """The target cannot be reached at all (exit 4)."""
-
-
 def preflight(host: str, port: int, timeout_s: float) -> None:
-    """Raise :class:`Unreachable` unless one TCP connect to host:port succeeds in time."""
+    """Raise :class:`ConnectError` (exit 4) unless one TCP connect to host:port succeeds in
+    time; its ``detail`` is the one-line message for the user."""
     try:
         family, addr = resolve(host, port)
     except OSError as exc:
-        raise Unreachable(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        reason = f"cannot resolve {host}: {exc.strerror or exc}"
+        raise ConnectError("EOTHER", reason) from None
     err, sock = connect_blocking(family, addr, timeout_s)
     if sock is not None:
         sock.close()
         return
     why = "connect_timeout" if err == DEADLINE else errno_name(err)
-    raise Unreachable(f"cannot connect to {host}:{port}: {why}")
+    raise ConnectError(why, f"cannot connect to {host}:{port}: {why}")
 
 
 @dataclass
@@ -102,8 +100,8 @@ def execute(
         try:
             for host, port in hosts:
                 preflight(host, port, cfg.connect_timeout_ms / 1000.0)
-        except Unreachable as exc:
-            print(f"poolsvc: {exc}", file=err)
+        except ConnectError as exc:
+            print(f"poolsvc: {exc.detail}", file=err)
             return EXIT_UNREACHABLE
         try:
             pools = [tc.pool_size for tc in config.target_configs(cfg)]

@@ -86,11 +86,9 @@ def pin(cmd: list[str]) -> list[str]:
 
 
 # One function per tool: (req/s, requests, p50 ms, p99 ms, cpu s) ----------------------
-def poolsvc_metrics(
-    url: tuple[str, int], seconds: float, extra: list[str] | None = None
-) -> tuple[dict[str, Any], float]:
-    """One pinned `poolsvc run` (1 worker, 50 connections): its metrics and CPU seconds."""
-    cmd = [
+def run_argv(url: tuple[str, int], *extra: str) -> list[str]:
+    """`poolsvc run` against ``url`` with one worker; ``extra`` adds or overrides flags."""
+    return [
         PY,
         "-m",
         "poolsvc",
@@ -101,13 +99,15 @@ def poolsvc_metrics(
         str(url[1]),
         "--workers",
         "1",
-        "--size",
-        "50",
-        "--duration",
-        str(seconds),
-        "--json",
-        *(extra or []),
+        *extra,
     ]
+
+
+def poolsvc_metrics(
+    url: tuple[str, int], seconds: float, extra: list[str] | None = None
+) -> tuple[dict[str, Any], float]:
+    """One pinned `poolsvc run` (1 worker, 50 connections): its metrics and CPU seconds."""
+    cmd = run_argv(url, "--size", "50", "--duration", str(seconds), "--json", *(extra or []))
     out, cpu = timed(pin(cmd))
     metrics: dict[str, Any] = json.loads(out[out.index("{") :])["metrics"]
     return metrics, cpu
@@ -355,17 +355,8 @@ def memory() -> str:
 
 def _worker_rss(url: tuple[str, int], size: int) -> int:
     proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "poolsvc",
-            "run",
-            "--host",
-            url[0],
-            "--port",
-            str(url[1]),
-            "--workers",
-            "1",
+        run_argv(
+            url,
             "--size",
             str(size),
             "--concurrency",
@@ -374,7 +365,7 @@ def _worker_rss(url: tuple[str, int], size: int) -> int:
             "6",
             "--connect-timeout-ms",
             "5000",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -400,24 +391,7 @@ def profile(seconds: float) -> str:
     spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
     with nginx() as ng, tempfile.TemporaryDirectory() as d:
         proc = subprocess.Popen(
-            pin(
-                [
-                    PY,
-                    "-m",
-                    "poolsvc",
-                    "run",
-                    "--host",
-                    ng.host,
-                    "--port",
-                    str(ng.port),
-                    "--workers",
-                    "1",
-                    "--size",
-                    "50",
-                    "--duration",
-                    str(seconds + 3),
-                ]
-            ),
+            pin(run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,

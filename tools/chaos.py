@@ -49,6 +49,8 @@ from tools.target import TargetServer
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 READ_MS, CONNECT_MS, WAIT_MS = 500, 300, 1000
+# The breaker opens for 100 ms, doubling per trip in a row up to 400 ms: recovery is
+# measured for the pool, not for a breaker that a long outage taught to wait.
 # A request may wait for the pool, connect, read, and once re-send on a fresh socket.
 HANG_BOUND_MS = WAIT_MS + 2 * (CONNECT_MS + READ_MS) + 200
 
@@ -104,6 +106,8 @@ class Service:
                 "100",
                 "--breaker-open-ms",
                 "100",
+                "--breaker-open-max-ms",
+                "400",
                 *extra,
             ],
             stdout=subprocess.PIPE,
@@ -549,8 +553,17 @@ def packet_loss(percent: int = 3, seconds: float = 4.0) -> Result:
         if done.returncode != 0:
             res.note = f"skipped: nftables unavailable ({done.stderr.strip()[:80]})"
             return res
+        # a lost SYN is retransmitted after 1 s: the connect timeout must outlast it
         out = _run_json(
-            ng, "--rate", "500", "--duration", str(seconds), "--read-timeout-ms", "3000"
+            ng,
+            "--rate",
+            "500",
+            "--duration",
+            str(seconds),
+            "--read-timeout-ms",
+            "3000",
+            "--connect-timeout-ms",
+            "3000",
         )
     if out.returncode != 0:
         res.note = out.stderr[-200:]

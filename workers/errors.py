@@ -95,19 +95,9 @@ class PoolSvcError(Exception):
 
 
 class ConnectError(PoolSvcError):
+    """A target could not be connected to at all (``poolsvc run`` exits 4)."""
+
     phase = "connect"
-
-
-class WriteError(PoolSvcError):
-    phase = "write"
-
-
-class ReadError(PoolSvcError):
-    phase = "read"
-
-
-class PoolError(PoolSvcError):
-    phase = "pool"
 
 
 class ConfigError(ValueError):

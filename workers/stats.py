@@ -123,11 +123,6 @@ PHASE: Final = {p: INDEX[f"errors.phase.{p}"] for p in PHASES}
 INJECTED: Final = {k: INDEX[f"injected.{k}"] for k in KINDS}
 
 
-def new_slot() -> memoryview:
-    """A zeroed private slot (a worker in the same process, or a test)."""
-    return memoryview(bytearray(SLOT_BYTES)).cast("Q")
-
-
 def init_slot(words: memoryview, pid: int) -> None:
     """Claim ``words`` for writer ``pid``; keeps the counters (a restarted writer adds to them)."""
     words[0] = MAGIC
