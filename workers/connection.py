@@ -1,8 +1,9 @@
 """A pooled keep-alive connection: its state table and its socket primitives.
 
 Every state is named, transient ones included, and every legal move is a cell
-of :data:`TRANSITIONS`; :meth:`Connection.fire` is the only code that changes
-``state`` and refuses any move the table lacks (an implied state is how pools
+of :data:`TRANSITIONS`; :meth:`Connection.fire` (or, on the request path, the
+same table by event, :data:`ON`) is the only code that changes ``state``, and it
+refuses any move the table lacks (an implied state is how pools
 lose track of connections, cf. httpcore #1110).
 
     CONNECTING --connected--> IDLE --checkout--> RESERVED --send--> BUSY --done--> IDLE
@@ -58,6 +59,24 @@ class InvalidTransition(RuntimeError):
     """A move that the state table does not allow: a bug in the caller."""
 
 
+class _Moves(dict[str, str]):
+    """One event's column of the table: state -> next state; refuses a missing move."""
+
+    def __init__(self, event: str) -> None:
+        super().__init__({st: row[event] for st, row in TRANSITIONS.items() if event in row})
+        self.event = event
+
+    def __missing__(self, state: str) -> str:
+        raise InvalidTransition(f"no transition from {state} on {self.event!r}")
+
+
+# The table by event, for the request path: ``conn.state = ON["send"][conn.state]``
+# is the move ``fire("send")`` makes, without a method call per request.
+ON: Final[dict[str, _Moves]] = {
+    e: _Moves(e) for e in sorted({e for r in TRANSITIONS.values() for e in r})
+}
+
+
 class Connection:
     """One socket to one target, with the httptools parser reading its responses.
 
@@ -70,7 +89,6 @@ class Connection:
     head_only: bool
     keep_alive: bool
     status: int
-    got: int
 
     __slots__ = (
         "complete",
@@ -79,7 +97,6 @@ class Connection:
         "drawn",
         "expires",
         "fd",
-        "got",
         "head",
         "head_only",
         "heap_when",
@@ -125,7 +142,6 @@ class Connection:
         """Prepare to read the next response (``head_only``: it answers a HEAD)."""
         self.complete = False
         self.status = 0
-        self.got = 0
         self.head = None
         self.head_only = head_only
         self.keep_alive = True

@@ -21,6 +21,7 @@ request (:meth:`_fail`). Both are declared here and implemented there.
 from __future__ import annotations
 
 import errno
+import math
 import random
 import select
 import time
@@ -85,6 +86,9 @@ class WorkerCore:
         self.settings = settings
         self.shared = shared
         self.w = shared.words
+        for t in self.targets:
+            t.breaker_word = shared.brk[t.index]
+            t.ok_word = shared.targets[t.index] + shm.T_OK
         self.s = shared.slot
         self.rng = rng
         self.watchdog = watchdog
@@ -95,13 +99,18 @@ class WorkerCore:
         self.conns: dict[int, Connection] = {}
         self.deadlines = Deadlines()
         self.ready: deque[Client] = deque()
+        self.renewed: list[Client] = []  # closed loop: kept connections, next requests due
         self.clients = [Client(i) for i in range(bounds.concurrency)]
         self.issued = 0
+        self.issue_cap = bounds.requests or math.inf  # --requests: no more are issued
         self.in_flight = 0
         self.concurrency = bounds.concurrency
         self.paused = False
         self.schedule: load.Schedule | None = None  # open loop, from the start of the load
-        self.fast = len(self.targets) == 1 and not bounds.rate  # see _keep
+        # Closed loop with one target: a client may keep its connection between
+        # requests (Worker._response_done) while nothing stops or pauses the load.
+        self.one_closed = len(self.targets) == 1 and not bounds.rate
+        self.keeping = self.one_closed
         self.waker: Any = None  # open loop: a timerfd that wakes the loop at intended times
         self.free: list[Client] = []  # open loop: clients waiting to carry a request
         self.max_outstanding = bounds.max_outstanding
@@ -290,6 +299,7 @@ class WorkerCore:
         if self.schedule is not None and self.paused and not paused:
             self.schedule.change_rate(self.schedule.rate, self.now)  # nothing owed for the pause
         self.paused = paused
+        self.keeping = self.one_closed and not paused and not self.stopping
         row = self.shared.wctrl
         rate = row[shm.C_RATE] / 1000.0
         if self.schedule is not None and rate and rate != self.schedule.rate:
@@ -376,6 +386,7 @@ class WorkerCore:
         """Stop issuing; requests still waiting for a connection are cancelled (counted),
         busy connections close after their response, the rest when the run ends."""
         self.stopping = True
+        self.keeping = False
         for client in self.clients:
             if client.state in (load.WAITING, load.BACKOFF):
                 self.targets[client.target].pool.cancel_wait(client)
@@ -393,6 +404,7 @@ class WorkerCore:
 
     def _close_all(self) -> None:
         self.stopping = True  # nothing refills the pool from here on
+        self.keeping = False
         for conn in list(self.conns.values()):
             if conn.state is not cx.CLOSED:
                 self.s[st.SHUTDOWN] += 1

@@ -8,6 +8,11 @@ write is pending.  A request on a warm connection therefore costs one ``send``,
 one ``recv`` and a share of one ``epoll_wait``; no JSON, lock, log line or heap
 push (deadlines are re-armed lazily, see :mod:`workers.timers`).
 
+Closed loop with one target, a client keeps the connection its response came
+on (``Pool.renew``), and the requests that follow the responses of one wakeup
+are written together after all of them are read (:meth:`Worker._send_renewed`):
+the target then serves a burst instead of being woken once per request.
+
 Each step of a request is a method below. Failures are counted by name and
 phase (:mod:`workers.errors`) in this worker's stats slot (:mod:`workers.stats`),
 which only this worker writes. The worker's state, its connection lifecycle and
@@ -33,14 +38,31 @@ from workers.core import TICK, LoopSettings, WorkerCore
 from workers.errors import oserror_name
 from workers.histogram import bucket_of
 from workers.http import close_delimited
-from workers.load import Client
+from workers.load import SENDING, Client
+from workers.stats import (
+    BYTES_IN,
+    BYTES_OUT,
+    CONN_REUSED,
+    HIST2_BASE,
+    HIST_BASE,
+    LAT2_MAX,
+    LAT_MAX,
+    LAT_SUM,
+    REQ_LATE,
+    REQ_OK,
+    REQ_SENT,
+    REQ_TOTAL,
+    RESP_BASE,
+)
 from workers.target import Target
 from workers.waker import make_waker
 
 RECV_SIZE: Final = 65536
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
-_READING: Final = frozenset({cx.BUSY, cx.CHECKING, cx.DRAINING})
+CHECKING, CLOSED, CONNECTING = cx.CHECKING, cx.CLOSED, cx.CONNECTING
+_DONE, _CHECKOUT, _SEND = cx.ON["done"], cx.ON["checkout"], cx.ON["send"]
+_READING: Final = frozenset({cx.BUSY, CHECKING, cx.DRAINING})
 _REMOTE_PHASES: Final = frozenset({"connect", "write", "read"})  # the target's fault
 _PARK_MIN, _PARK_MAX = 0.005, 0.1  # a refused client retries after this long
 LATE: Final = 0.001  # open loop: a request sent this long after its intended time is late
@@ -137,13 +159,15 @@ class Worker(WorkerCore):
                     if self.waker is not None and fd == self.waker.fd:
                         self.waker.fired()
                     continue
-                if conn.state is cx.CONNECTING:
+                if conn.state is CONNECTING:
                     self._connect_ready(conn)
                     continue
                 if ev & _OUT and conn.out is not None:
                     self._flush(conn)
-                if ev & ~_OUT and conn.state is not cx.CLOSED:
+                if ev & ~_OUT and conn.state is not CLOSED:
                     self._readable(conn)
+            if self.renewed:
+                self._send_renewed()
             if self.deadlines.next_when() <= now:
                 for obj in self.deadlines.pop_expired(now):
                     self._expired(obj)
@@ -271,7 +295,7 @@ class Worker(WorkerCore):
             elif act is pl.HEALTH:
                 self._health_check(client, conn)  # type: ignore[arg-type]
             elif act is pl.CONNECT:
-                client.state = load.SENDING
+                client.state = SENDING
                 self._connect(target, client)
             elif act is pl.WAIT:
                 client.state = load.WAITING
@@ -289,15 +313,17 @@ class Worker(WorkerCore):
         self._send(client, conn)
 
     def _send(self, client: Client, conn: Connection, draw: bool = True) -> None:
+        """Send ``client``'s request on the RESERVED ``conn``: one ``send`` of the
+        target's prebuilt bytes, then the read deadline."""
         target = self.targets[conn.target]
         s = self.s
-        client.state = load.SENDING
+        client.state = SENDING
         client.conn = conn
         conn.owner = client
         if self.schedule is not None:  # open loop only: uncorrected latency, lateness
             client.sent_at = now = self.clock()
             if now - client.start > LATE:
-                s[st.REQ_LATE] += 1
+                s[REQ_LATE] += 1
         # One draw per request; a delayed request is not drawn again when it is sent.
         hit = None
         if self.inject_requests and draw:
@@ -310,7 +336,7 @@ class Worker(WorkerCore):
         conn.reset_response(target.head_only)
         conn.fire("send")
         if conn.requests:
-            s[st.CONN_REUSED] += 1
+            s[CONN_REUSED] += 1
         self._write(conn, target.request)
         if hit is not None and self.conns.get(conn.fd) is conn:
             self._inject_after_send(conn, hit[0])
@@ -333,13 +359,18 @@ class Worker(WorkerCore):
         except OSError as exc:
             self._conn_failed(conn, "write", oserror_name(exc))
             return
-        self.s[st.BYTES_OUT] += n
+        s = self.s
+        s[BYTES_OUT] += n
         if n < len(data):
-            conn.out = memoryview(data)[n:]
-            self.ep.modify(conn.fd, _IN | _OUT)
-        elif conn.state is not cx.CHECKING:
-            self.s[st.REQ_SENT] += 1
+            self._write_later(conn, data, n)
+        elif conn.state is not CHECKING:
+            s[REQ_SENT] += 1
         self.deadlines.arm(conn, self.now + self.settings.read_timeout)
+
+    def _write_later(self, conn: Connection, data: bytes, n: int) -> None:
+        """Only ``n`` bytes went out: the rest goes when the socket is writable."""
+        conn.out = memoryview(data)[n:]
+        self.ep.modify(conn.fd, _IN | _OUT)
 
     def _flush(self, conn: Connection) -> None:
         out = conn.out
@@ -351,21 +382,21 @@ class Worker(WorkerCore):
         except OSError as exc:
             self._conn_failed(conn, "write", oserror_name(exc))
             return
-        self.s[st.BYTES_OUT] += n
+        self.s[BYTES_OUT] += n
         if n < len(out):
             conn.out = out[n:]
             return
         conn.out = None
         self.ep.modify(conn.fd, _IN)
-        if conn.state is not cx.CHECKING:
-            self.s[st.REQ_SENT] += 1
+        if conn.state is not CHECKING:
+            self.s[REQ_SENT] += 1
 
     def _health_check(self, client: Client, conn: Connection) -> None:
         """Send the target's health-check request on ``conn`` before ``client`` uses it."""
         target = self.targets[conn.target]
         conn.fire("checkout")
         conn.fire("check")
-        client.state = load.SENDING
+        client.state = SENDING
         client.conn = conn
         conn.owner = client
         conn.reset_response(target.health_head_only)
@@ -381,20 +412,12 @@ class Worker(WorkerCore):
         except OSError as exc:
             self._read_failed(conn, oserror_name(exc))
             return
-        if conn.state not in _READING:
-            self._close(conn, "peer_closed")  # FIN, RST or stray bytes on an idle socket
+        if not data or conn.state not in _READING:
+            self._read_ended(conn)
             return
-        if not data:
-            if conn.status and not conn.complete and conn.head and close_delimited(conn.head):
-                conn.keep_alive = False
-                self._response_done(conn)
-            else:
-                self._read_failed(conn, "early_eof")
-            return
-        self.s[st.BYTES_IN] += len(data)
-        if not conn.status:
+        self.s[BYTES_IN] += len(data)
+        if not conn.status:  # the header block so far, for close_delimited at EOF
             conn.head = data if conn.head is None else conn.head + data
-        conn.got += len(data)
         try:
             conn.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -403,11 +426,22 @@ class Worker(WorkerCore):
         if conn.complete:
             self._response_done(conn)
 
+    def _read_ended(self, conn: Connection) -> None:
+        """EOF on a connection, or bytes on one that is not waiting for a response."""
+        if conn.state not in _READING:
+            self._close(conn, "peer_closed")  # FIN, RST or stray bytes on an idle socket
+        elif conn.status and not conn.complete and conn.head and close_delimited(conn.head):
+            conn.keep_alive = False
+            self._response_done(conn)
+        else:
+            self._read_failed(conn, "early_eof")
+
     def _response_done(self, conn: Connection) -> None:
+        """Count a complete response, then keep, check in or close its connection."""
         client: Client = conn.owner
         self.now = now = self.clock()
-        self.deadlines.disarm(conn)
-        if conn.state is cx.CHECKING:
+        conn.deadline = 0.0  # disarmed (see workers.timers: its heap entry dies lazily)
+        if conn.state is CHECKING:
             self._health_done(client, conn)
             return
         s = self.s
@@ -416,31 +450,51 @@ class Worker(WorkerCore):
         client.conn = None
         self.in_flight -= 1
         us = int((now - client.start) * 1_000_000)
-        s[st.REQ_TOTAL] += 1
-        s[st.REQ_OK] += 1
+        s[REQ_TOTAL] += 1
+        s[REQ_OK] += 1
         status = conn.status
         if 100 <= status < 600:
-            s[st.RESP_BASE + status // 100] += 1
-        s[st.LAT_SUM] += us
-        if us > s[st.LAT_MAX]:
-            s[st.LAT_MAX] = us
-        s[st.HIST_BASE + bucket_of(us)] += 1
+            s[RESP_BASE + status // 100] += 1
+        s[LAT_SUM] += us
+        if us > s[LAT_MAX]:
+            s[LAT_MAX] = us
+        s[HIST_BASE + bucket_of(us)] += 1
         if self.schedule is not None:  # open loop: also from the actual send (uncorrected)
             raw = int((now - client.sent_at) * 1_000_000)
-            s[st.HIST2_BASE + bucket_of(raw)] += 1
-            if raw > s[st.LAT2_MAX]:
-                s[st.LAT2_MAX] = raw
+            s[HIST2_BASE + bucket_of(raw)] += 1
+            if raw > s[LAT2_MAX]:
+                s[LAT2_MAX] = raw
         target = self.targets[conn.target]
         if status < 500 or not self.settings.count_5xx:
-            self._target_ok(target, client)
+            self.w[target.ok_word] += 1
+            target.last_ok = now
+            if target.consec or client.trial or target.pool.backoff.attempt:
+                self._target_recovered(target, client)
         else:
             self._target_failed(target, client)
-        if target.pool.backoff.attempt:
-            target.pool.backoff.success()
-        if conn.fire("done") is cx.CLOSED:  # it was DRAINING
+            if target.pool.backoff.attempt:  # an answer: connecting works again
+                target.pool.backoff.success()
+        conn.state = state = _DONE[conn.state]
+        if state is CLOSED:  # it was DRAINING
             self._close(conn, "")
-        elif self._keep(client, conn, target):
-            return  # closed loop fast path: the next request is already on its way
+        elif (
+            self.keeping
+            and conn.keep_alive
+            and not client.retire
+            and self.issued < self.issue_cap
+            and not self.w[target.breaker_word] & 0xFF
+            and target.pool.renew(conn, now)
+        ):
+            # Closed loop, one target: the client keeps the connection it just used and
+            # its next request goes out once this wakeup's responses are all read.
+            conn.state = _CHECKOUT[state]
+            self.issued += 1
+            self.in_flight += 1
+            client.retried = False
+            client.trial = 0
+            client.conn = conn
+            self.renewed.append(client)
+            return
         else:
             self._checkin(target, conn)
         if self.schedule is None:
@@ -449,40 +503,68 @@ class Worker(WorkerCore):
             client.state = load.READY
             self.free.append(client)
 
-    def _keep(self, client: Client, conn: Connection, target: Target) -> bool:
-        """Closed loop, one target: send the client's next request on the connection it
-        just used, when the pool says it may keep it and nothing else stands in the way
-        (bounds, pause, retirement, a breaker that is not CLOSED)."""
-        limit = self.bounds.requests
-        if (
-            not self.fast
-            or not conn.keep_alive
-            or client.retire
-            or self.stopping
-            or self.paused
-            or (limit and self.issued >= limit)
-            or self.w[self.shared.brk[0]] & 0xFF
-            or not target.pool.renew(conn, self.now)
-        ):
-            return False
-        conn.fire("checkout")
-        self.issued += 1
-        self.in_flight += 1
-        client.start = self.now
-        client.retried = False
-        client.trial = 0
-        self._send(client, conn)
-        return True
+    def _send_renewed(self) -> None:
+        """Send the requests that ``_response_done`` queued while reading one wakeup's responses.
 
-    def _target_ok(self, target: Target, client: Client) -> None:
-        w, tb = self.w, self.shared.targets[target.index]
-        w[tb + shm.T_OK] += 1
-        target.last_ok = self.now
+        Reading every response of a wakeup first and then writing the next requests
+        back to back (as wrk does: it re-arms writability and writes on the next loop
+        turn) lets the target work through a burst instead of being woken for each
+        request: on loopback the waking is paid on our core, inside ``send``.  Each
+        request's latency is measured from its own send, not from when it was queued.
+
+        This is :meth:`_send` for the one-target closed loop without per-request faults,
+        with the counters of a complete write added once for the whole burst.
+        """
+        queued, self.renewed = self.renewed, []
+        clock = self.clock
+        if self.inject_requests:  # every request draws for the faults: the full path
+            for client in queued:
+                client.start = clock()
+                self._send(client, client.conn)
+            return
+        target = self.targets[0]
+        data, head_only = target.request, target.head_only
+        size = len(data)
+        deadline = self.now + self.settings.read_timeout
+        arm = self.deadlines.arm
+        whole = 0
+        for client in queued:
+            conn = client.conn
+            client.state = SENDING
+            conn.owner = client
+            conn.reset_response(head_only)
+            conn.state = _SEND[conn.state]
+            client.start = clock()
+            try:
+                n = conn.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                self._conn_failed(conn, "write", oserror_name(exc))
+                continue
+            if n == size:
+                whole += 1
+            else:
+                self.s[BYTES_OUT] += n
+                self._write_later(conn, data, n)
+            if conn.heap_when and deadline >= conn.heap_when:
+                conn.deadline = deadline  # its earlier heap entry re-arms it (timers: lazy)
+            else:
+                arm(conn, deadline)
+        s = self.s
+        s[CONN_REUSED] += len(queued)
+        s[REQ_SENT] += whole
+        s[BYTES_OUT] += whole * size
+
+    def _target_recovered(self, target: Target, client: Client) -> None:
+        """After a success: end the failure streak, report a half-open trial, reset backoff."""
         if target.consec:
             target.consec = 0
-            w[tb + shm.T_CONSEC] = 0
+            self.w[self.shared.targets[target.index] + shm.T_CONSEC] = 0
         if client.trial:
             self.shared.trial_result(target.index, client.trial, True)
+        if target.pool.backoff.attempt:
+            target.pool.backoff.success()
 
     def _target_failed(self, target: Target, client: Client) -> None:
         w, tb = self.w, self.shared.targets[target.index]
@@ -525,14 +607,14 @@ class Worker(WorkerCore):
     def _conn_failed(self, conn: Connection, phase: str, name: str) -> None:
         """A request's connection broke; re-send once if that is provably safe."""
         client: Client | None = conn.owner
-        checking = conn.state is cx.CHECKING
+        checking = conn.state is CHECKING
         injected = conn.injected
         stale = (
             client is not None
             and not checking
             and not injected  # an injected failure is not a stale socket: never re-sent
             and conn.requests > 0
-            and conn.got == 0
+            and conn.head is None  # not a byte of the response arrived
             and name not in ("read_timeout", "protocol_error")
             and self.settings.retry_stale
             and self.targets[conn.target].idempotent
@@ -598,7 +680,7 @@ class Worker(WorkerCore):
 
     def _expired(self, obj: Any) -> None:
         if obj.__class__ is Connection:
-            if obj.state is cx.CONNECTING:
+            if obj.state is CONNECTING:
                 self._connect_failed(obj, "connect_timeout")
             elif obj.state in _READING:
                 self._conn_failed(obj, "read", "read_timeout")

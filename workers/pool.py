@@ -101,14 +101,17 @@ class Pool(Generic[C, W]):
 
     def _expiry(self, conn: C, now: float) -> str:
         """Why ``conn`` must not be reused, or '' if it may."""
+        if self._worn(conn, now):
+            return "max_age"
         s = self.settings
-        if conn.expires and now >= conn.expires:
-            return "max_age"
-        if s.max_requests and conn.requests >= s.max_requests:
-            return "max_age"
         if s.idle_timeout and now - conn.last_used >= s.idle_timeout:
             return "idle_timeout"
         return ""
+
+    def _worn(self, conn: C, now: float) -> bool:
+        """``conn`` reached its maximum age or its request budget."""
+        budget = self.settings.max_requests
+        return bool((conn.expires and now >= conn.expires) or (budget and conn.requests >= budget))
 
     def checkout(self, now: float, waiter: W) -> tuple[str, C | None, float, str]:
         """Decide how ``waiter`` gets a connection; returns (action, conn, until, reason)."""
@@ -177,12 +180,15 @@ class Pool(Generic[C, W]):
 
     def renew(self, conn: C, now: float) -> bool:
         """The fast path of checkin + checkout for the same requester: ``conn`` stays in
-        use if nobody waits for a connection and it may still be reused.  (LIFO checkout
-        would hand back this very connection, idle for no time: nothing to probe.)"""
-        if self.waiters or self.size > self.settings.max_size:
+        use if nobody waits for a connection, the pool was not shrunk below its size,
+        and ``conn`` is not worn out.  (LIFO checkout would hand back this very
+        connection, idle for no time: nothing to probe, no idle timeout.)"""
+        if self.waiters or len(self.in_use) + len(self.idle) + self.connecting > (
+            self.settings.max_size
+        ):
             return False
         conn.last_used = now
-        return not self._expiry(conn, now)
+        return not self._worn(conn, now)
 
     def release(self, conn: C) -> None:
         """Put a reserved but unused connection (e.g. after a passing probe) back as idle."""

@@ -45,6 +45,7 @@ class Target:
 
     __slots__ = (
         "addr",
+        "breaker_word",
         "consec",
         "consec_gen",
         "family",
@@ -55,6 +56,7 @@ class Target:
         "index",
         "last_fail",
         "last_ok",
+        "ok_word",
         "pool",
         "request",
         "spec",
@@ -78,6 +80,9 @@ class Target:
         self.consec = 0  # failures in a row on this target in this worker
         self.consec_gen = 0  # the breaker generation that streak belongs to
         self.total = (0, 0)  # the whole pool over all workers: (max, min), for re-splitting
+        # Indexes into the shared words, set by the worker that owns this target:
+        # its breaker's state word and its own `ok` counter (read on every request).
+        self.breaker_word = self.ok_word = 0
 
     def __repr__(self) -> str:
         return f"<Target {self.index} {self.spec.name} {self.pool!r}>"

@@ -44,6 +44,18 @@ def test_every_cell(conn: cx.Connection, state: str, event: str) -> None:
         assert conn.fire(event) == expected == conn.state
 
 
+@pytest.mark.parametrize("state", cx.STATES)
+@pytest.mark.parametrize("event", EVENTS)
+def test_request_path_moves_are_the_same_table(state: str, event: str) -> None:
+    """``ON[event][state]`` (the request path's lookup) makes exactly fire()'s move."""
+    expected = EXPECTED.get((state, event))
+    if expected is None:
+        with pytest.raises(cx.InvalidTransition, match=f"from {state} on '{event}'"):
+            cx.ON[event][state]
+    else:
+        assert cx.ON[event][state] == expected
+
+
 def test_table_has_every_state_and_closed_is_terminal() -> None:
     assert set(cx.TRANSITIONS) == set(cx.STATES)
     assert cx.TRANSITIONS[cx.CLOSED] == {}
