@@ -14,13 +14,16 @@ Sections:
      generator's processes, from the OS); p50/p99.
    - The median of the per-round ratios poolsvc/wrk, poolsvc/hey and
      poolsvc/locust.
-2. **Reading status costs nothing.** poolsvc throughput with
+2. **CPU per request in the steady state.** User and kernel time of the process
+   doing the work (poolsvc's worker, wrk), start-up excluded, per request
+   counted by nginx: where the difference between the two comes from.
+3. **Reading status costs nothing.** poolsvc throughput with
    ``poolctl status --watch 0.2`` running, against without (interleaved).
-3. **Scaling.** Workers 1 and 2 against the embedded target and nginx (both
+4. **Scaling.** Workers 1 and 2 against the embedded target and nginx (both
    cores shared).
-4. **Open-loop accuracy.** Achieved over asked rate at a few rates.
-5. **Memory.** Worker RSS with 1,000 and 10,000 pooled connections.
-6. **Where the time goes.** py-spy samples of a worker under load, as self time
+5. **Open-loop accuracy.** Achieved over asked rate at a few rates.
+6. **Memory.** Worker RSS with 1,000 and 10,000 pooled connections.
+7. **Where the time goes.** py-spy samples of a worker under load, as self time
    per function.
 
 Each section prints a markdown table. ``--write`` puts them all in
@@ -266,32 +269,96 @@ def _have(tool: str) -> bool:
     return LOCUST.exists() if tool == "locust" else shutil.which(tool) is not None
 
 
+Steady = tuple[float, float, float, float]  # user, kernel µs per request; req/s; helper CPU %
+
+
+def steady(ng: Nginx, cmd: list[str], seconds: float, helper: list[str] | None = None) -> Steady:
+    """Run ``cmd`` pinned; after start-up, measure for ``seconds`` the CPU per request of
+    the process doing the work (poolsvc's worker, or ``cmd`` itself) with requests
+    counted by nginx, and the CPU share of the rest (poolsvc's supervisor plus an
+    optional ``helper`` process started meanwhile, e.g. a status watcher)."""
+    proc = subprocess.Popen(
+        pin(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+    )
+    extra: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(1.5)  # past start-up and warm-up
+        main = psutil.Process(proc.pid)
+        kids = main.children()
+        worker, others = (kids[0], [main]) if kids else (main, [])
+        if helper is not None:
+            extra = subprocess.Popen(
+                helper, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+            )
+            others.append(psutil.Process(extra.pid))
+            time.sleep(0.5)  # its own start-up is not what we measure
+        before = [p.cpu_times() for p in (worker, *others)]
+        n0, t0 = ng.requests_served(), time.monotonic()
+        time.sleep(seconds)
+        after = [p.cpu_times() for p in (worker, *others)]
+        n1, t1 = ng.requests_served(), time.monotonic()
+    finally:
+        proc.wait(60)
+        if extra is not None:
+            extra.wait(60)  # it stops by itself (--count), or when the service is gone
+    n = n1 - n0 - 1  # minus our own status request
+    (wb, *ob), (wa, *oa) = before, after
+    rest = sum(a.user + a.system - b.user - b.system for a, b in zip(oa, ob, strict=True))
+    return (
+        (wa.user - wb.user) / n * 1e6,
+        (wa.system - wb.system) / n * 1e6,
+        n / (t1 - t0),
+        100 * rest / (t1 - t0),
+    )
+
+
+def _medians(rows: list[Steady]) -> Steady:
+    user, kern, rps, rest = (statistics.median(r[i] for r in rows) for i in range(4))
+    return user, kern, rps, rest
+
+
+def steady_cpu(rounds: int, seconds: float) -> str:
+    """User and kernel CPU per request of the process doing the work, poolsvc against wrk."""
+    runs: dict[str, list[Steady]] = {"poolsvc worker": [], "wrk": []}
+    with nginx() as ng:
+        url = f"http://{ng.host}:{ng.port}/"
+        poolsvc = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
+        wrk = ["wrk", "-t1", "-c50", f"-d{round(seconds + 3)}s", url]
+        for _ in range(rounds):
+            runs["poolsvc worker"].append(steady(ng, poolsvc, seconds))
+            runs["wrk"].append(steady(ng, wrk, seconds))
+    lines = [
+        "| process | user per request | kernel per request | req/s meanwhile |",
+        "|---|---|---|---|",
+    ]
+    for name, rows in runs.items():
+        user, kern, rps, _ = _medians(rows)
+        lines.append(f"| {name} | {user:.2f} µs | {kern:.2f} µs | {rps:,.0f} |")
+    return "\n".join(lines)
+
+
 def status_cost(rounds: int, seconds: float) -> str:
+    """The worker's CPU per request, and the supervisor's CPU, with and without a
+    `poolctl status --watch 0.2` reading the service (interleaved rounds)."""
+    runs: dict[str, list[Steady]] = {"without status reads": [], "with status reads": []}
     with nginx() as ng, tempfile.TemporaryDirectory() as d:
         os.chmod(d, 0o700)
         sock = str(Path(d) / "c.sock")
-        plain, watched = [], []
+        cmd = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
+        watch = [PY, "-m", "tools.poolctl", "--control", sock, "status", "--watch", "0.2"]
+        watch += ["--count", str(int(seconds * 5) + 5)]
         for _ in range(rounds):
-            plain.append(run_poolsvc((ng.host, ng.port), seconds)["rps"])
-            watcher = subprocess.Popen(
-                [
-                    "sh",
-                    "-c",
-                    f"sleep 1; exec {PY} -m tools.poolctl --control {sock} status "
-                    f"--watch 0.2 --count {int(seconds * 5)}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=ROOT,
-            )
-            watched.append(run_poolsvc((ng.host, ng.port), seconds, ["--control", sock])["rps"])
-            watcher.wait(30)
-    a, b = statistics.median(plain), statistics.median(watched)
-    return (
-        "| poolsvc against nginx | req/s median |\n|---|---|\n"
-        f"| without status reads | {a:,.0f} |\n| with `poolctl status --watch 0.2` | {b:,.0f} |\n"
-        f"| difference | {100 * (b - a) / a:+.1f} % |"
-    )
+            runs["without status reads"].append(steady(ng, [*cmd, "--control", sock], seconds))
+            runs["with status reads"].append(steady(ng, [*cmd, "--control", sock], seconds, watch))
+    lines = [
+        "| poolsvc against nginx | worker user per request | worker kernel per request "
+        "| supervisor + watcher CPU | req/s meanwhile |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rows in runs.items():
+        user, kern, rps, rest = _medians(rows)
+        lines.append(f"| {name} | {user:.2f} µs | {kern:.2f} µs | {rest:.1f} % | {rps:,.0f} |")
+    return "\n".join(lines)
 
 
 def scaling(seconds: float) -> str:
@@ -471,6 +538,10 @@ def main() -> int:
         (
             "Head to head against nginx (pinned: nginx on core 0, generator on core 1)",
             lambda: head_to_head(args.rounds, args.seconds),
+        ),
+        (
+            "CPU per request in the steady state, user and kernel (medians)",
+            lambda: steady_cpu(args.rounds, args.seconds),
         ),
         (
             "Reading status costs the workers nothing measurable",
