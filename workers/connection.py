@@ -41,6 +41,7 @@ CHECKING: Final = "CHECKING"
 DRAINING: Final = "DRAINING"
 CLOSED: Final = "CLOSED"
 STATES: Final = (CONNECTING, IDLE, RESERVED, BUSY, CHECKING, DRAINING, CLOSED)
+READING: Final = frozenset({BUSY, CHECKING, DRAINING})  # a response is on its way
 
 # Plain strings, not Enum members: they are dict keys on the hot path and
 # str hashes are cached, Enum.__hash__ is a Python call.

@@ -1,8 +1,8 @@
 """The worker's state and its upkeep: what it owns, how connections open and close,
 and what happens on every tick.
 
-A worker is one object over one shared state, split in two layers so that each
-stays readable:
+A worker is one object over one shared state, built in layers so that each
+module stays readable. Each layer is a class that extends the one below:
 
 - :class:`WorkerCore` (here) owns the state and does what is not on the path of
   a single request:
@@ -10,12 +10,16 @@ stays readable:
     eviction, warm-pool refill);
   - the per-tick duties: idle sweep, supervisor controls, the fault table and
     the faults that hit idle sockets, FD audits, publishing gauges, draining.
-- :class:`workers.loop.Worker` adds the event loop and the request path:
-  acquire, send, read, complete, fail.
+- :mod:`workers.failures`: a failed request is re-sent or counted.
+- :mod:`workers.requests`: target, breaker, pool decision, send.
+- :mod:`workers.responses`: read, count, keep or check in.
+- :mod:`workers.loop`: the event loop. Its :class:`~workers.loop.Worker` is the
+  class to use.
 
-The core calls back into the request path in two places: a fresh connection is
-handed to its requester (:meth:`_dispatch`), and a failed connect fails its
-request (:meth:`_fail`). Both are declared here and implemented there.
+A lower layer calls up in a few places: a fresh connection is handed to its
+requester (:meth:`_dispatch`), a failed connect fails its request
+(:meth:`_fail`), and a re-sent request looks for a connection (:meth:`_acquire`).
+These are declared here and implemented above.
 """
 
 from __future__ import annotations
@@ -410,7 +414,11 @@ class WorkerCore:
                 self.s[st.SHUTDOWN] += 1
                 self._close(conn, "")
 
-    # The request path (workers.loop.Worker) implements these --------------------------
+    # The layers above implement these ------------------------------------------------
+    def _acquire(self, client: Client) -> None:
+        """Get ``client`` a connection as the pool decides, and send its request."""
+        raise NotImplementedError
+
     def _dispatch(self, client: Client, conn: Connection) -> None:
         """Reserve ``conn`` for ``client`` and send its request."""
         raise NotImplementedError
