@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import json
 import os
 import platform
@@ -146,26 +148,47 @@ def run_wrk(url: tuple[str, int], seconds: float) -> dict[str, float]:
             ]
         )
     )
-    pct = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lat = {k: _ms(*re.match(r"([\d.]+)(\w+)", v).groups()) for k, v in pct.items()}  # type: ignore[union-attr]
-    return {"rps": rps, "requests": total, "p50": lat["50"], "p99": lat["99"], "cpu": cpu}
+    return {**parse_wrk(out), "cpu": cpu}
+
+
+def _find(pattern: str, text: str, flags: int = 0) -> str:
+    m = re.search(pattern, text, flags)
+    if m is None:
+        raise ValueError(f"no match for {pattern!r} in the tool's output:\n{text[-800:]}")
+    return m.group(1)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """req/s, requests, p50 and p99 (ms) from `wrk --latency` output."""
+    lat = {}
+    for pct in ("50", "99"):
+        text = _find(rf"^\s+{pct}%\s+(\S+)", out, re.M)  # e.g. 173.00us
+        lat[pct] = _ms(_find(r"^([\d.]+)", text), _find(r"([a-z]+)$", text))
+    return {
+        "rps": float(_find(r"Requests/sec:\s+([\d.]+)", out)),
+        "requests": int(_find(r"(\d+) requests in", out)),
+        "p50": lat["50"],
+        "p99": lat["99"],
+    }
 
 
 def run_hey(url: tuple[str, int], seconds: float) -> dict[str, float]:
     out, cpu = timed(
         pin(["hey", "-c", "50", "-z", f"{seconds}s", "-cpus", "1", f"http://{url[0]}:{url[1]}/"])
     )
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    pct = dict(re.findall(r"(50|99)%+ in ([\d.]+) secs", out))
-    total = int(sum(int(n) for n in re.findall(r"\[2\d\d\]\s+(\d+) responses", out)))
+    return {**parse_hey(out), "cpu": cpu}
+
+
+def parse_hey(out: str) -> dict[str, float]:
+    """req/s, requests (2xx responses), p50 and p99 (ms) from hey's summary."""
+    ok = re.findall(r"\[2\d\d\]\s+(\d+) responses", out)  # the status code distribution
+    if not ok:
+        raise ValueError(f"no 2xx responses in hey's output:\n{out[-800:]}")
     return {
-        "rps": rps,
-        "requests": total,
-        "p50": float(pct["50"]) * 1000,
-        "p99": float(pct["99"]) * 1000,
-        "cpu": cpu,
+        "rps": float(_find(r"Requests/sec:\s+([\d.]+)", out)),
+        "requests": sum(int(n) for n in ok),
+        "p50": float(_find(r"50% in ([\d.]+) secs", out)) * 1000,
+        "p99": float(_find(r"99% in ([\d.]+) secs", out)) * 1000,
     }
 
 
@@ -205,16 +228,21 @@ def run_locust(url: tuple[str, int], seconds: float) -> dict[str, float]:
                 ]
             )
         )
-        rows = (prefix.parent / "out_stats.csv").read_text().splitlines()
-    head = rows[0].split(",")
-    agg = dict(zip(head, next(r for r in rows if ",Aggregated," in r).split(","), strict=False))
-    total = int(agg["Request Count"])
+        stats = (prefix.parent / "out_stats.csv").read_text()
+    return {**parse_locust(stats), "cpu": cpu}
+
+
+def parse_locust(csv_text: str) -> dict[str, float]:
+    """req/s, requests, p50 and p99 (ms) from the Aggregated row of Locust's stats CSV."""
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    agg = next((r for r in rows if r["Name"] == "Aggregated"), None)
+    if agg is None:
+        raise ValueError(f"no Aggregated row in Locust's stats:\n{csv_text[-800:]}")
     return {
         "rps": float(agg["Requests/s"]),
-        "requests": total,
+        "requests": int(agg["Request Count"]),
         "p50": _num(agg["50%"]),
         "p99": _num(agg["99%"]),
-        "cpu": cpu,
     }
 
 
