@@ -401,25 +401,9 @@ def scaling(seconds: float) -> str:
 
 
 def run_scaled(url: tuple[str, int], workers: int, seconds: float) -> float:
-    out, _ = timed(
-        [
-            PY,
-            "-m",
-            "poolsvc",
-            "run",
-            "--host",
-            url[0],
-            "--port",
-            str(url[1]),
-            "--workers",
-            str(workers),
-            "--size",
-            "50",
-            "--duration",
-            str(seconds),
-            "--json",
-        ]
-    )
+    """req/s of an unpinned `poolsvc run` with ``workers`` workers and 50 connections."""
+    cmd = run_argv(url, "--workers", str(workers), "--size", "50", "--duration", str(seconds))
+    out, _ = timed([*cmd, "--json"])
     return float(json.loads(out[out.index("{") :])["metrics"]["run.rps"])
 
 
