@@ -112,7 +112,7 @@ class WorkerCore:
         self.paused = False
         self.schedule: load.Schedule | None = None  # open loop, from the start of the load
         # Closed loop with one target: a client may keep its connection between
-        # requests (Worker._response_done) while nothing stops or pauses the load.
+        # requests (Responses._response_done) while nothing stops or pauses the load.
         self.one_closed = len(self.targets) == 1 and not bounds.rate
         self.keeping = self.one_closed
         self.waker: Any = None  # open loop: a timerfd that wakes the loop at intended times

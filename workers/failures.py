@@ -123,7 +123,7 @@ class Failures(WorkerCore):
         target.last_fail = self.now
         # The streak is tagged with the breaker generation it belongs to: after the
         # breaker changes state, failures from before no longer count.
-        generation = w[self.shared.brk[target.index]] >> 8
+        generation = w[target.breaker_word] >> 8
         if generation != target.consec_gen:
             target.consec_gen = generation
             target.consec = 0

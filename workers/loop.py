@@ -96,8 +96,7 @@ class Worker(Responses):
                 self.deadlines.arm(client, self.started_at + self.bounds.ramp * i / n)
 
     def _finished(self) -> bool:
-        limit = self.bounds.requests
-        return self.in_flight == 0 and (self.stopping or bool(limit and self.issued >= limit))
+        return self.in_flight == 0 and (self.stopping or self.issued >= self.issue_cap)
 
     def _warm_up(self) -> None:
         """Open ``min_size`` connections per target before measuring anything."""

@@ -183,9 +183,7 @@ class Pool(Generic[C, W]):
         use if nobody waits for a connection, the pool was not shrunk below its size,
         and ``conn`` is not worn out.  (LIFO checkout would hand back this very
         connection, idle for no time: nothing to probe, no idle timeout.)"""
-        if self.waiters or len(self.in_use) + len(self.idle) + self.connecting > (
-            self.settings.max_size
-        ):
+        if self.waiters or self.size > self.settings.max_size:
             return False
         conn.last_used = now
         return not self._worn(conn, now)

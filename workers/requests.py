@@ -39,8 +39,7 @@ class Requests(Failures):
 
     def _next(self, client: Client) -> None:
         """Issue ``client``'s next request, or retire it when a bound is reached."""
-        limit = self.bounds.requests
-        if client.retire or self.stopping or (limit and self.issued >= limit):
+        if client.retire or self.stopping or self.issued >= self.issue_cap:
             client.state = load.DONE
             return
         if self.paused:
@@ -53,9 +52,8 @@ class Requests(Failures):
         """Open loop: issue every request whose intended time has come."""
         sched = self.schedule
         assert sched is not None
-        limit = self.bounds.requests
         while sched.next_at() <= now:
-            if self.stopping or (limit and self.issued >= limit):
+            if self.stopping or self.issued >= self.issue_cap:
                 return
             intended = sched.take()
             if self.in_flight >= self.max_outstanding:
@@ -77,7 +75,7 @@ class Requests(Failures):
         client.start = start
         client.retried = False
         client.target = t = self._pick_target()
-        state = self.w[self.shared.brk[t]]
+        state = self.w[self.targets[t].breaker_word]
         if state & 0xFF:  # the breaker is not CLOSED: the slow path decides
             verdict = self.shared.admit(t, state)
             if verdict == REFUSE:
