@@ -67,6 +67,7 @@ class BreakerSettings:
     trials: int = 1  # HALF_OPEN permits across all workers
     trial_lease: float = 10.0
     jitter: float = 0.2
+    enabled: bool = True  # False (--no-breaker): it never trips and cannot be forced
 
     def __post_init__(self) -> None:
         if self.window <= 0 or not 0 < self.failure_rate <= 1:
@@ -95,6 +96,8 @@ class Breaker:
         self.forced = False
         self.changed_at = now
         self.reason = ""
+        self.opened_because = ""  # the reason of the last transition to OPEN
+        self.first_opened_because = ""  # ... and of the first one
         self._buckets: deque[tuple[int, int, int]] = deque()  # (second, ok, fail)
         self.permits = 0  # HALF_OPEN: permits issued in this generation
         self.lease_until = 0.0
@@ -109,6 +112,8 @@ class Breaker:
         self.changed_at = now
         self.reason = reason
         if self.state == OPEN:
+            self.opened_because = reason
+            self.first_opened_because = self.first_opened_because or reason
             self.total_trips += 1
             self.trips += 1
             self.open_until = now + self.open_duration()
@@ -130,7 +135,7 @@ class Breaker:
     def observe(self, now: float, ok: int, failed: int, consecutive: int) -> None:
         """Outcomes since the last call (summed over workers) and the largest current
         run of consecutive failures; may trip a CLOSED breaker."""
-        if self.state != CLOSED or self.forced:
+        if self.state != CLOSED or self.forced or not self.settings.enabled:
             return
         second = int(now)
         if self._buckets and self._buckets[-1][0] == second:

@@ -99,6 +99,8 @@ class BreakerDesk:
     def action(self, t: int, what: str, now: float) -> None:
         """Operator action on target ``t``: ``open``, ``close`` or ``reset``."""
         breaker = self.breakers[t]
+        if not breaker.settings.enabled:
+            raise ValueError("the breaker is off (--no-breaker): there is nothing to force")
         if what == "open":
             breaker.force_open(now)
         elif what == "close":
@@ -125,6 +127,9 @@ class BreakerDesk:
                     "window_calls": calls,
                     "window_failures": fails,
                     "reason": b.reason,
+                    "enabled": b.settings.enabled,
+                    "opened_because": b.opened_because,
+                    "first_opened_because": b.first_opened_because,
                 }
             )
         return out

@@ -37,6 +37,16 @@ def _header(value: str) -> tuple[str, str]:
     return name.strip(), rest.strip()
 
 
+def _headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """--header values as a dict; a name given twice (any letter case) is an error."""
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if any(name.lower() == seen.lower() for seen in out):
+            raise ConfigError(f"headers: {name!r} is given twice (join list values with ', ')")
+        out[name] = value
+    return out
+
+
 def _duration(value: str) -> float:
     try:
         return parse_duration(value)
@@ -78,6 +88,12 @@ _RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--timeline": ("timeline", str, "per-second figures to FILE (NDJSON; CSV if .csv)"),
     "--audit-every": ("audit_every_s", float, "full FD audit every N seconds (0 = on demand)"),
     "--audit-report": ("audit_report", str, "write each periodic audit to FILE (.json/.md/.txt)"),
+    "--success-status": (
+        "success_statuses",
+        str,
+        "final statuses that count as ok, e.g. 2xx,304 (default 2xx,3xx)",
+    ),
+    "--max-header-bytes": ("max_header_bytes", int, "longest response header block (32768)"),
 }
 
 
@@ -99,6 +115,13 @@ def _add_run_options(p: argparse.ArgumentParser, serving: bool) -> None:
         action="store_const",
         const=False,
         help="send Connection: close on every request",
+    )
+    p.add_argument(
+        "--no-breaker",
+        dest="breaker",
+        action="store_const",
+        const=False,
+        help="no circuit breaker: every request is sent, whatever the target does",
     )
     p.add_argument(
         "--inject-failures",
@@ -148,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         file_values = config.load_file(options.pop("config")) if args.config else {}
         as_json = options.pop("json", False)
         if options.get("headers") is not None:
-            options["headers"] = dict(options["headers"])
+            options["headers"] = _headers(options["headers"])
         cfg = config.build(file_values, options)
         plan.worker_count(cfg)  # workers vs pool and concurrency: a config error too
     except ConfigError as exc:

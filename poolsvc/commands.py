@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from poolsvc import report, status
+from poolsvc import prometheus, report, status
 from poolsvc.control import ControlError, arg, optional
 from poolsvc.faults import fault_from_args
 
@@ -32,7 +32,7 @@ def cmd_metrics(svc: Supervisor, args: dict[str, Any]) -> Any:
     if fmt == "text":
         return "".join(f"{k}={v}\n" for k, v in report.metrics(snap, svc.run_info()).items())
     if fmt == "prometheus":
-        return status.prometheus(snap, status.breaker_status(svc))
+        return prometheus.exposition(snap, status.breaker_status(svc))
     raise ControlError("bad_request", f"format must be json, text or prometheus, not {fmt!r}")
 
 

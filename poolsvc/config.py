@@ -19,8 +19,9 @@ from typing import Any
 import orjson
 
 from workers.errors import ConfigError
-from workers.http import build_request
+from workers.http import DEFAULT_SUCCESS, RequestError, build_request, parse_statuses
 from workers.injection import CONNECT_MODES, DEFAULT_MIX, Fault
+from workers.target import TargetSpec, check_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,9 @@ class Config:
     breaker_open_ms: int = 5000
     breaker_open_max_ms: int = 60000
     breaker_half_open_trials: int = 1
+    breaker: bool = True  # false: no breaker at all (nothing is ever refused)
+    max_header_bytes: int = 32768  # a response header block longer than this fails
+    success_statuses: str = DEFAULT_SUCCESS  # final statuses that count as ok
 
     @property
     def effective_concurrency(self) -> int:
@@ -131,6 +135,9 @@ KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
     "breaker_open_ms": ((int,), 1, 3_600_000),
     "breaker_open_max_ms": ((int,), 1, 86_400_000),
     "breaker_half_open_trials": ((int,), 1, 1000),
+    "breaker": ((bool,), None, None),
+    "max_header_bytes": ((int,), 256, 16 * 1024 * 1024),
+    "success_statuses": ((str,), None, None),
 }
 assert set(KEYS) == {f.name for f in fields(Config)}, "KEYS and Config must list the same keys"
 
@@ -145,6 +152,11 @@ def _check(key: str, value: Any) -> Any:
         raise ConfigError(f"{key} must be {names}, not {type(value).__name__}")
     if isinstance(value, int | float):
         _check_range(key, value, low, high)
+    if key == "host" and isinstance(value, str):
+        try:
+            return check_host(value)
+        except ValueError as exc:
+            raise ConfigError(f"host: {exc}") from None
     return value
 
 
@@ -196,17 +208,20 @@ def _validate(cfg: Config) -> None:
     if not cfg.duration_s and not cfg.requests:
         raise ConfigError("a run needs a bound: duration_s > 0 or requests > 0")
     faults(cfg, seed=0)  # raises ConfigError on a bad fault list
-    headers = cfg.headers or {}
-    if not all(isinstance(v, str) for v in headers.values()):
-        raise ConfigError("headers must map names to strings")
     try:
-        build_request(cfg.method, cfg.path, "h", headers, cfg.body.encode())
-        build_request(cfg.health_check_method, cfg.health_check_path, "h")
-    except ValueError as exc:
+        request = target_spec(cfg, "h", 80)  # every field as the workers will send it
+        build_request(
+            request.method, request.path, "h", request.headers, request.body, request.keep_alive
+        )
+        host = {k: v for k, v in request.headers.items() if k.lower() == "host"}
+        keys = ("health_check_method", "health_check_path", "headers")
+        build_request(request.health_method, request.health_path, "h", host, keys=keys)
+        parse_statuses(cfg.success_statuses)
+    except RequestError as exc:
         raise ConfigError(str(exc)) from None
 
 
-_FAULT_KEYS = {"fault", "rate", "target", "for_s", "seed", "delay_ms", "mode"}
+_FAULT_KEYS = {"fault", "rate", "target", "for_s", "seed", "delay_ms", "timeout_ms", "mode"}
 
 
 def faults(cfg: Config, seed: int) -> list[Fault]:
@@ -217,7 +232,7 @@ def faults(cfg: Config, seed: int) -> list[Fault]:
     if value is False:
         return []
     if value is True:
-        return [Fault(kind, rate, seed=seed) for kind, rate in DEFAULT_MIX]
+        return [Fault(kind, rate, seed=seed, param=param) for kind, rate, param in DEFAULT_MIX]
     out = []
     for i, item in enumerate(value):
         if not isinstance(item, dict) or not set(item) <= _FAULT_KEYS or "fault" not in item:
@@ -232,12 +247,23 @@ def faults(cfg: Config, seed: int) -> list[Fault]:
     return out
 
 
+def fault_param(kind: str, delay_ms: Any, timeout_ms: Any, mode: str) -> int:
+    """A fault's parameter word: delay ms, timeout ms (0: the read timeout), connect mode."""
+    if kind == "delay":
+        return int(delay_ms)
+    if kind == "timeout":
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 0:
+            raise ValueError("timeout_ms must be an integer >= 0")
+        return timeout_ms
+    return CONNECT_MODES.index(mode)
+
+
 def _fault(item: dict[str, Any], seed: int) -> Fault:
     mode = item.get("mode", "refused")
     if mode not in CONNECT_MODES:
         raise ValueError(f"mode must be one of {', '.join(CONNECT_MODES)}")
     kind = item["fault"]
-    param = int(item.get("delay_ms", 100)) if kind == "delay" else CONNECT_MODES.index(mode)
+    param = fault_param(kind, item.get("delay_ms", 100), item.get("timeout_ms", 0), mode)
     rate = item.get("rate", 0.05)
     if isinstance(rate, bool) or not isinstance(rate, int | float):
         raise ValueError("rate must be a number")
@@ -310,6 +336,25 @@ def target_configs(cfg: Config) -> list[Config]:
     if cfg.targets is None:
         return [cfg]
     return [target_config(cfg, i) for i in range(len(cfg.targets))]
+
+
+def target_spec(cfg: Config, host: str, port: int, user_agent: str = "") -> TargetSpec:
+    """What a worker sends to ``host:port`` for ``cfg`` (one target's configuration)."""
+    headers = cfg.headers or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError("headers: must map names to strings")
+    return TargetSpec(
+        host=host,
+        port=port,
+        method=cfg.method,
+        path=cfg.path,
+        headers=dict(headers),
+        body=cfg.body.encode(),
+        keep_alive=cfg.keep_alive,
+        health_method=cfg.health_check_method,
+        health_path=cfg.health_check_path,
+        user_agent=user_agent,
+    )
 
 
 def target_weights(cfg: Config) -> list[int]:

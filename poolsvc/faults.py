@@ -75,6 +75,7 @@ class FaultBoard:
 
 def fault_from_args(args: dict[str, Any], now: float, default_seed: int) -> Fault:
     """A Fault from control/poolctl arguments (raises ControlError on bad values)."""
+    from poolsvc.config import fault_param
     from poolsvc.control import arg
 
     kind = arg(args, "fault", str)
@@ -91,8 +92,10 @@ def fault_from_args(args: dict[str, Any], now: float, default_seed: int) -> Faul
     mode = arg(args, "mode", str, "refused")
     if mode not in CONNECT_MODES:
         raise ControlError("bad_request", f"mode must be one of {', '.join(CONNECT_MODES)}")
-    param = arg(args, "delay_ms", int, 100) if kind == "delay" else CONNECT_MODES.index(mode)
     try:
+        param = fault_param(
+            kind, arg(args, "delay_ms", int, 100), arg(args, "timeout_ms", int, 0), mode
+        )
         return Fault(kind, rate, target, now + duration if duration else 0.0, seed, param)
     except ValueError as exc:
         raise ControlError("bad_request", str(exc)) from None

@@ -13,15 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from poolsvc import __version__
 from poolsvc.breaker import BreakerSettings
-from poolsvc.config import Config, target_configs, target_weights
+from poolsvc.config import Config, target_configs, target_spec, target_weights
 from workers.admission import SharedView
 from workers.backoff import Backoff
 from workers.errors import ConfigError
+from workers.http import parse_statuses, status_table
 from workers.load import Bounds, split
 from workers.loop import LoopSettings, Worker
 from workers.pool import Pool, PoolSettings
-from workers.target import Target, TargetSpec
+from workers.target import Target
+
+USER_AGENT = f"poolsvc/{__version__}"
 
 MAX_WORKERS = 64
 
@@ -37,13 +41,16 @@ def worker_count(cfg: Config) -> int:
     """``cfg.workers`` or the default: one per CPU, at most what every target's pool and
     the concurrency allow (each worker needs a connection to every target)."""
     smallest = min(tc.pool_size for tc in target_configs(cfg))
+    limits = [("pool_size", smallest), ("concurrency", concurrency(cfg))]
+    if cfg.requests:  # a worker with no request to send would have no bound at all
+        limits.append(("requests", cfg.requests))
     if cfg.workers is not None:
         n = cfg.workers
-        for key, value in (("pool_size", smallest), ("concurrency", concurrency(cfg))):
+        for key, value in limits:
             if n > value:
                 raise ConfigError(f"workers ({n}) exceeds {key} ({value}): each needs one")
         return n
-    return max(1, min(os.cpu_count() or 1, smallest, concurrency(cfg), MAX_WORKERS))
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS, *(value for _, value in limits)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +62,8 @@ class Shard:
     concurrency: int
     requests: int  # 0 = no count bound
     seed: int
-    rate: float = 0.0  # open loop: this worker's share (0: closed loop)
+    rate: float = 0.0  # open loop: the total rate, all workers together (0: closed loop)
+    workers: int = 1  # open loop: how many workers share it (this one is `index`)
 
     @property
     def pool_size(self) -> int:
@@ -73,8 +81,9 @@ def pool_share(cfg: Config, n: int, index: int) -> tuple[tuple[int, int], ...]:
 def shards(cfg: Config, n: int, seed: int) -> list[Shard]:
     conc = split(concurrency(cfg), n)
     reqs = split(cfg.requests, n) if cfg.requests else [0] * n
-    rate = cfg.rate / n
-    return [Shard(i, pool_share(cfg, n, i), conc[i], reqs[i], seed + i, rate) for i in range(n)]
+    return [
+        Shard(i, pool_share(cfg, n, i), conc[i], reqs[i], seed + i, cfg.rate, n) for i in range(n)
+    ]
 
 
 def target_names(cfg: Config, hosts: list[tuple[str, int]]) -> list[str]:
@@ -96,6 +105,7 @@ def breaker_settings(cfg: Config) -> BreakerSettings:
         open_max=cfg.breaker_open_max_ms / 1000.0,
         trials=cfg.breaker_half_open_trials,
         trial_lease=(cfg.connect_timeout_ms + cfg.read_timeout_ms) / 1000.0 + 1.0,
+        enabled=cfg.breaker,
     )
 
 
@@ -110,20 +120,6 @@ def pool_settings(cfg: Config, size: int, minimum: int) -> PoolSettings:
         health_after=cfg.health_check_after_ms / 1000.0,
         exhaustion=cfg.exhaustion,
         wait_timeout=cfg.pool_wait_timeout_ms / 1000.0,
-    )
-
-
-def target_spec(cfg: Config, host: str, port: int) -> TargetSpec:
-    return TargetSpec(
-        host=host,
-        port=port,
-        method=cfg.method,
-        path=cfg.path,
-        headers=dict(cfg.headers or {}),
-        body=cfg.body.encode(),
-        keep_alive=cfg.keep_alive,
-        health_method=cfg.health_check_method,
-        health_path=cfg.health_check_path,
     )
 
 
@@ -144,9 +140,8 @@ def make_worker(
     for t, (tc, (host, port)) in enumerate(zip(target_configs(cfg), hosts, strict=True)):
         backoff = Backoff(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, rng)
         size, minimum = shard.pools[t]
-        target = Target(
-            t, target_spec(tc, host, port), Pool(pool_settings(tc, size, minimum), backoff)
-        )
+        spec = target_spec(tc, host, port, USER_AGENT)
+        target = Target(t, spec, Pool(pool_settings(tc, size, minimum), backoff))
         target.total = (tc.pool_size, tc.effective_pool_min)
         targets.append(target)
     duration = 0.0 if forever else float(cfg.duration_s)
@@ -158,6 +153,8 @@ def make_worker(
         rate=shard.rate,
         ramp=float(cfg.ramp_s),
         max_outstanding=cfg.max_outstanding,
+        stride=shard.workers,
+        phase=shard.index,
     )
     settings = LoopSettings(
         connect_timeout=cfg.connect_timeout_ms / 1000.0,
@@ -165,6 +162,8 @@ def make_worker(
         drain_timeout=cfg.drain_timeout_ms / 1000.0,
         retry_stale=cfg.retry_stale,
         injected_count_for_breaker=cfg.inject_counts_toward_breaker,
+        max_header_bytes=cfg.max_header_bytes,
+        success=status_table(parse_statuses(cfg.success_statuses)),
     )
     return Worker(
         targets,

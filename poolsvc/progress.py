@@ -21,7 +21,20 @@ from poolsvc.status import Interval
 if TYPE_CHECKING:
     from poolsvc.supervisor import Supervisor
 
-FIELDS = ("t", "rps", "requests", "ok", "errors", "p50_ms", "p99_ms", "max_ms")
+FIELDS = (
+    "t",
+    "seconds",
+    "rps",
+    "sent",
+    "ok",
+    "failed",
+    "unsent",
+    "lost",
+    "abandoned",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+)
 
 
 class Progress:
@@ -38,7 +51,8 @@ class Progress:
             return
         total = f"/{self.total:g}s" if self.total else "s"
         breaker = ",".join(b.state for b in svc.breakers)
-        errors = svc.snapshot().counters["requests.failed"]
+        c = svc.snapshot().counters
+        errors = c["requests.failed"] + c["requests.unsent"]
         self.stream.write(
             f"\r\x1b[K[{interval.t:5.1f}{total}] {interval.rps:,.0f} req/s  "
             f"p99={interval.p99_us / 1000:.2f}ms  errors={errors}  breaker={breaker}"

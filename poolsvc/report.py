@@ -2,6 +2,8 @@
 
 The metric names are a stable interface (scripts grep them); add, never rename.
 All three forms are rendered from one :func:`metrics` dict so they cannot disagree.
+The ledger's identities (:mod:`poolsvc.ledger`) hold in every form:
+``requests.sent = ok + failed + lost + abandoned``.
 """
 
 from __future__ import annotations
@@ -11,61 +13,69 @@ from typing import Any
 
 import orjson
 
-from workers.stats import EVICT_REASONS, Snapshot
+from poolsvc.ledger import unbalanced
+from workers.stats import EVICT_REASONS, STATUS_CLASSES, Snapshot
+
+_REQUESTS = ("total", "sent", "ok", "failed", "unsent", "lost", "abandoned", "in_doubt")
 
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """What was run, for the report header."""
+    """What was run, for the report header; times as the supervisor measured them."""
 
     target: str
     embedded: bool
     concurrency: int
     pool_size: int
-    elapsed_s: float
+    elapsed_s: float  # the run's wall time: from the start of the load to the end
     seed: int
     workers: int = 1
     rate: float = 0.0  # open loop: the asked total rate
     per_worker: list[dict[str, Any]] = field(default_factory=list)
     per_target: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    load_s: float = 0.0  # the load period: from its start until issuing stopped
+    drain_s: float = 0.0  # from then until the last worker finished
+    breaker: bool = True  # False: --no-breaker
 
 
 def _ms(us: int) -> float:
     return round(us / 1000.0, 3)
 
 
+def non_success_class(statuses: dict[int, int]) -> int:
+    """Responses outside 2xx/3xx (wrk's "Non-2xx or 3xx responses")."""
+    return sum(n for code, n in statuses.items() if not 200 <= code < 400)
+
+
 def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
-    """Flat metric name -> value; ``errors.<NAME>`` only for classes seen."""
+    """Flat metric name -> value; named failures and status codes only where seen."""
     c, g = snap.counters, snap.gauges
     lat = snap.latency()
-    ok = c["requests.ok"]
+    answered = sum(snap.statuses.values())
     out: dict[str, Any] = {
         "run.elapsed_s": round(info.elapsed_s, 3),
+        "run.load_s": round(info.load_s, 3),
+        "run.drain_s": round(info.drain_s, 3),
         "run.seed": info.seed,
         "run.model": "open" if info.rate else "closed",
         "run.rate_target": info.rate,
-        "run.rps": round(c["requests.total"] / info.elapsed_s, 1) if info.elapsed_s else 0.0,
+        # requests that reached the target, per second of load
+        "run.rps": round(c["requests.sent"] / info.load_s, 1) if info.load_s else 0.0,
     }
-    for name in (
-        "requests.total",
-        "requests.ok",
-        "requests.failed",
-        "requests.sent",
-        "requests.cancelled",
-        "requests.late",
-        "requests.dropped",
-        "retries.stale_reuse",
-        "responses.1xx",
-        "responses.2xx",
-        "responses.3xx",
-        "responses.4xx",
-        "responses.5xx",
-        "connections.created",
-        "connections.attempted",
-        "connections.reused",
-    ):
-        out[name] = c[name]
+    for name in _REQUESTS:
+        out[f"requests.{name}"] = c[f"requests.{name}"]
+    for name in ("cancelled", "late", "dropped"):
+        out[f"requests.{name}"] = c[f"requests.{name}"]
+    out["retries.stale_reuse"] = c["retries.stale_reuse"]
+    for cls in STATUS_CLASSES:
+        out[f"responses.{cls}"] = c[f"responses.{cls}"]
+    out["responses.non_2xx_3xx"] = non_success_class(snap.statuses)
+    out["responses.interim"] = c["responses.interim"]
+    for code in sorted(snap.statuses):
+        out[f"responses.{code}"] = snap.statuses[code]
+    for name in ("created", "attempted", "reused"):
+        out[f"connections.{name}"] = c[f"connections.{name}"]
     out["connections.evicted"] = sum(c[f"connections.evicted.{r}"] for r in EVICT_REASONS)
     for reason in EVICT_REASONS:
         out[f"connections.evicted.{reason}"] = c[f"connections.evicted.{reason}"]
@@ -78,21 +88,31 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
     out["bytes.out"] = c["bytes.out"]
     for key, value in lat.items():
         out[f"latency.{key.replace('.', '_')}_ms"] = _ms(value)
-    out["latency.mean_ms"] = _ms(c["latency.sum_us"] // ok) if ok else 0.0
+    out["latency.mean_ms"] = _ms(c["latency.sum_us"] // answered) if answered else 0.0
     raw = snap.latency_uncorrected()
     for key, value in (raw or {}).items():
         out[f"latency_uncorrected.{key.replace('.', '_')}_ms"] = _ms(value)
-    for name, value in snap.errors().items():
-        out[f"errors.{name}"] = value
+    for prefix, named in (
+        ("errors", snap.errors()),
+        ("failed", snap.failures()),
+        ("unsent", snap.unsent()),
+        ("connect_errors", snap.connect_errors()),
+    ):
+        for name, value in named.items():
+            out[f"{prefix}.{name}"] = value
     for key, value in c.items():
         if key.startswith(("errors.phase.", "injected.")) and value:
             out[key] = value
+    for t in info.per_target if len(info.per_target) == 1 else ():
+        out["breaker.refused"] = t["refused"]
+        out["breaker.opened"] = t["breaker_trips"]
     return out
 
 
 def recovered(snap: Snapshot) -> bool | None:
     """None: nothing failed; True: a good response came after the last failure."""
-    if not snap.counters["requests.failed"] and not snap.errors():
+    c = snap.counters
+    if not (c["requests.failed"] or c["requests.unsent"] or snap.connect_errors()):
         return None
     return snap.gauges["time.last_ok_us"] > snap.gauges["time.last_fail_us"]
 
@@ -100,6 +120,45 @@ def recovered(snap: Snapshot) -> bool | None:
 def _fmt_ms(us: int) -> str:
     ms = us / 1000.0
     return f"{ms:.0f}ms" if ms >= 100 else f"{ms:.3g}ms"
+
+
+def _named(counts: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def breaker_line(info: RunInfo, target: dict[str, Any] | None) -> str:
+    """How many requests the breaker refused, and why it opened: one line."""
+    if not info.breaker:
+        return "breaker: off (--no-breaker)"
+    if target is None or not target["breaker_trips"]:
+        return "breaker: never opened"
+    trips, first, last = (
+        target["breaker_trips"],
+        target["breaker_first_because"],
+        target["breaker_because"],
+    )
+    why = f"({first})" if trips == 1 else f"(first: {first}; last: {last})"
+    return f"breaker: refused {target['refused']} requests; opened {trips} times {why}"
+
+
+def _outcome_lines(snap: Snapshot, info: RunInfo) -> list[str]:
+    c = snap.counters
+    rps = c["requests.sent"] / info.load_s if info.load_s else 0.0
+    lines = [
+        f"[pool] {c['requests.sent']} requests sent in {info.load_s:.2f}s of load "
+        f"({rps:.1f} req/s), then {info.drain_s:.2f}s of drain",
+        f"[pool] sent = ok {c['requests.ok']} + failed {c['requests.failed']} + lost "
+        f"{c['requests.lost']} + abandoned {c['requests.abandoned']}"
+        + (f"  ({unbalanced(c)}!)" if unbalanced(c) else ""),
+    ]
+    codes = " ".join(f"{code}={n}" for code, n in sorted(snap.statuses.items()))
+    odd = non_success_class(snap.statuses)
+    lines.append(
+        f"[pool] responses: {codes or 'none'}"
+        + (f"; non-2xx/3xx responses: {odd}" if odd else "")
+        + (f"; interim 1xx skipped: {c['responses.interim']}" if c["responses.interim"] else "")
+    )
+    return lines
 
 
 def text(snap: Snapshot, info: RunInfo) -> str:
@@ -111,8 +170,7 @@ def text(snap: Snapshot, info: RunInfo) -> str:
         f"[pool] target {where}, workers={info.workers}, concurrency={info.concurrency}, "
         f"pool size={info.pool_size}",
         f"[pool] created {c['connections.created']} connections",
-        f"[pool] {c['requests.total']} requests in {info.elapsed_s:.2f}s "
-        f"({c['requests.total'] / info.elapsed_s if info.elapsed_s else 0:.1f} req/s)",
+        *_outcome_lines(snap, info),
         f"[pool] request latency p50={_fmt_ms(lat['p50'])} p95={_fmt_ms(lat['p95'])} "
         f"p99={_fmt_ms(lat['p99'])} max={_fmt_ms(lat['max'])}"
         + (" (from intended send times)" if info.rate else ""),
@@ -128,15 +186,37 @@ def text(snap: Snapshot, info: RunInfo) -> str:
             f"[pool] open loop at {info.rate:g}/s: late={c['requests.late']} "
             f"dropped={c['requests.dropped']}"
         )
-    errors = snap.errors()
-    failures = " ".join(f"{k}={v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1]))
-    lines.append(f"[pool] failures: {failures or 'none'}")
+    lines.append(f"[pool] failures: {_named(snap.failures()) or 'none'}")
+    if c["requests.unsent"]:
+        lines.append(
+            f"[pool] not sent: {_named(snap.unsent())} (never reached the target; not in req/s)"
+        )
+    if snap.connect_errors():
+        lines.append(
+            f"[pool] connection errors: {_named(snap.connect_errors())} "
+            "(connects that carried no request)"
+        )
+    if c["requests.lost"]:
+        lines.append(f"[pool] lost: {c['requests.lost']} (in flight in workers that died)")
+    if c["requests.abandoned"]:
+        lines.append(
+            f"[pool] abandoned: {c['requests.abandoned']} (unanswered at the drain deadline)"
+        )
+    if c["requests.in_doubt"]:
+        lines.append(
+            f"[pool] in doubt: {c['requests.in_doubt']} of the lost (a worker died inside "
+            "their send(): counted sent, though the target may lack them)"
+        )
     if len(info.per_target) > 1:
         for t in info.per_target:
             lines.append(
                 f"[pool] target {t['target']}: ok={t['ok']} failed={t['failed']} "
-                f"refused={t['refused']} breaker={t['breaker']}"
+                f"unsent={t['unsent']}; {breaker_line(info, t)}"
             )
+    else:
+        lines.append(
+            f"[pool] {breaker_line(info, info.per_target[0] if info.per_target else None)}"
+        )
     restarts = sum(w["restarts"] for w in info.per_worker)
     if restarts:
         lines.append(f"[pool] worker restarts: {restarts}")

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import resource
 import sys
@@ -134,20 +135,12 @@ def execute(
         cpu = _cpu() - cpu_before  # the workers are reaped, the embedded target not yet
         live.clear()
     snap = supervisor.snapshot()
-    g = snap.gauges
-    elapsed = (g["time.finished_us"] - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
-    info = RunInfo(
-        ", ".join(supervisor.names),
-        embedded,
-        supervisor.total_concurrency,
-        sum(tc.pool_size for tc in config.target_configs(cfg)),
-        max(elapsed, 0.0),
-        seed,
-        n,
-        supervisor.total_rate,
-        status.per_worker(supervisor),
-        status.per_target(supervisor),
-        events,
+    info = dataclasses.replace(
+        supervisor.run_info(embedded),
+        workers=n,
+        per_worker=status.per_worker(supervisor),
+        per_target=status.per_target(supervisor),
+        events=events,
     )
     return Outcome(code, snap, info, supervisor.final_audits, samples, cpu)
 

@@ -25,12 +25,15 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
               faults in force (encoding: workers.injection)
     SLOTS     W slots of slot_words(T) words, worker w alone writes slot w
         the stats slot (workers.stats: header, counters, gauges, histogram), then
-        T target blocks of TGT_WORDS words:
+        T target blocks of tgt_words words:
         0 ok  1 failed (the target's fault: counts toward the breaker)
         2 refused (breaker_open)  3 local failures (not the target's fault)
         4 consecutive failures now (gauge)
         5 trials used   6 trials ok   7 trials failed   (each: generation << 32 | count)
         8 active  9 idle  10 connecting  11 waiting   (this target's pool, gauges)
+        12 requests ok  13 requests failed  14 requests unsent   (its own outcomes)
+        16.. several targets only: failures by name (ERROR_NAMES order), then
+             the latency histogram (workers.histogram.BUCKETS words)
     RETIRED   one slot-shaped block, supervisor writes: the monotonic counters
               of workers that exited, folded in so totals never go backwards
 
@@ -44,7 +47,8 @@ import mmap
 from dataclasses import dataclass
 from typing import Final
 
-from workers import injection, stats
+from workers import histogram, injection, stats
+from workers.errors import ERROR_NAMES
 
 MAGIC: Final = 0x706F6F6C73766332
 VERSION: Final = 1
@@ -60,10 +64,13 @@ B_STATE, B_OPEN_UNTIL, B_TRIPS, B_CHANGED = 0, 1, 2, 3
 WCTRL_WORDS: Final = 8
 C_CONCURRENCY, C_WORKERS, C_AUDIT, C_RATE = 0, 1, 3, 4
 
-TGT_WORDS: Final = 12
+TGT_FIXED: Final = 16
 T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_CONSEC, T_TRIAL_USED, T_TRIAL_OK, T_TRIAL_FAIL = range(8)
 T_POOL: Final = 8  # four gauges from here: active, idle, connecting, waiting
-T_MONOTONIC: Final = (T_OK, T_FAILED, T_REFUSED, T_LOCAL)
+T_RESP_OK, T_RESP_FAILED, T_UNSENT = 12, 13, 14  # the target's own request outcomes
+T_ERRORS: Final = TGT_FIXED  # several targets only: failures by name (ERROR_NAMES order) ...
+T_HIST: Final = T_ERRORS + len(ERROR_NAMES)  # ... and the latency histogram
+T_MONOTONIC: Final = (T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_RESP_OK, T_RESP_FAILED, T_UNSENT)
 
 _PAGE_WORDS: Final = 4096 // 8
 
@@ -90,8 +97,14 @@ class Layout:
         return BRK_FIXED + self.workers
 
     @property
+    def tgt_words(self) -> int:
+        """A target block: the fixed words, plus (several targets) errors and histogram."""
+        own = len(ERROR_NAMES) + histogram.BUCKETS if self.targets > 1 else 0
+        return TGT_FIXED + own
+
+    @property
     def slot_words(self) -> int:
-        raw = stats.SLOT_WORDS + self.targets * TGT_WORDS
+        raw = stats.SLOT_WORDS + self.targets * self.tgt_words
         return -(-raw // _PAGE_WORDS) * _PAGE_WORDS
 
     def breaker(self, target: int) -> int:
@@ -118,7 +131,7 @@ class Layout:
         return self.retired + self.slot_words
 
     def target_block(self, slot_base: int, target: int) -> int:
-        return slot_base + stats.SLOT_WORDS + target * TGT_WORDS
+        return slot_base + stats.SLOT_WORDS + target * self.tgt_words
 
 
 def write_faults(words: memoryview, layout: Layout, faults: list[injection.Fault]) -> None:
@@ -159,11 +172,11 @@ class Region:
 
     def target_words(self, worker: int, target: int) -> memoryview:
         base = self.layout.target_block(self.layout.slot(worker), target)
-        return self.words[base : base + TGT_WORDS]
+        return self.words[base : base + self.layout.tgt_words]
 
     def retired_target_words(self, target: int) -> memoryview:
         base = self.layout.target_block(self.layout.retired, target)
-        return self.words[base : base + TGT_WORDS]
+        return self.words[base : base + self.layout.tgt_words]
 
     def breaker_row(self, target: int) -> memoryview:
         base = self.layout.breaker(target)
@@ -193,15 +206,14 @@ class Region:
         gauges are dropped (a dead worker holds no connections).
         """
         src, dst = self.slot(worker), self.retired_slot()
-        maxima = {stats.INDEX["latency.max_us"], stats.INDEX["latency_uncorrected.max_us"]}
         for i in range(stats.HEADER, stats.GAUGE_BASE):
-            dst[i] = max(dst[i], src[i]) if i in maxima else dst[i] + src[i]
+            dst[i] = max(dst[i], src[i]) if i in stats.MAXED else dst[i] + src[i]
         for i in range(stats.HIST_BASE, stats.SLOT_WORDS):
             if src[i]:
                 dst[i] += src[i]
         for t in range(self.layout.targets):
             tsrc, tdst = self.target_words(worker, t), self.retired_target_words(t)
-            for i in T_MONOTONIC:
+            for i in (*T_MONOTONIC, *range(TGT_FIXED, self.layout.tgt_words)):
                 tdst[i] += tsrc[i]
         generation = src[3]
         base = self.layout.slot(worker)

@@ -6,9 +6,9 @@ req/s, errors, and p50/p99 from the histogram *difference*.  A latency spike
 therefore shows in the second it happened, instead of being averaged into the
 cumulative histogram.
 
-:func:`prometheus` renders a snapshot in the Prometheus text exposition format;
-``key=value`` text and JSON reuse :func:`poolsvc.report.metrics`, so every form
-carries the same figures under the same names.
+Prometheus text (:mod:`poolsvc.prometheus`), ``key=value`` text and JSON are all
+rendered from the same snapshot, so every form carries the same figures under
+the same names. With several targets, each target has its own intervals too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from poolsvc import shm
 from workers import histogram
-from workers.stats import EVICT_REASONS, INDEX, STATUS_CLASSES, Snapshot
+from workers.errors import ERROR_NAMES
+from workers.stats import INDEX, Snapshot
 
 if TYPE_CHECKING:
     from poolsvc.supervisor import Supervisor
@@ -28,32 +29,46 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Interval:
-    """One interval's figures (``t``: seconds since the service started, at its end)."""
+    """One interval's figures (``t``: seconds since the service started, at its end).
+
+    Each count is the difference of two cumulative snapshots, so the intervals of a
+    run add up exactly to its totals; ``max_us`` never exceeds the run's max."""
 
     t: float
     seconds: float
-    requests: int
+    sent: int
     ok: int
     failed: int
+    unsent: int
+    lost: int
+    abandoned: int
     p50_us: int
     p99_us: int
     max_us: int
 
     @property
     def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
+        """Requests that reached the target, per second."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "t": round(self.t, 3),
+            "seconds": round(self.seconds, 3),
             "rps": round(self.rps, 1),
-            "requests": self.requests,
+            "sent": self.sent,
             "ok": self.ok,
-            "errors": self.failed,
+            "failed": self.failed,
+            "unsent": self.unsent,
+            "lost": self.lost,
+            "abandoned": self.abandoned,
             "p50_ms": self.p50_us / 1000,
             "p99_ms": self.p99_us / 1000,
             "max_ms": self.max_us / 1000,
         }
+
+
+_COUNTED = ("sent", "ok", "failed", "unsent", "lost", "abandoned")
 
 
 class Intervals:
@@ -65,22 +80,25 @@ class Intervals:
         self._last_t = start
         self._last = Snapshot()  # zeros: the first interval covers the first second
 
-    def add(self, now: float, snap: Snapshot) -> Interval | None:
-        """Record the cumulative ``snap`` taken at ``now``; returns the new interval."""
-        last, self._last = self._last, snap
+    def add(self, now: float, snap: Snapshot, last: bool = False) -> Interval | None:
+        """Record the cumulative ``snap`` taken at ``now``; returns the new interval.
+
+        A sliver under 50 ms is folded into the next interval, except the ``last``
+        one of a run, which is always recorded so that the intervals add up."""
+        if now - self._last_t < 0.05 and not last:
+            return None
+        prev, self._last = self._last, snap
         last_t, self._last_t = self._last_t, now
-        if now - last_t < 0.05:
-            return None  # nothing worth a record (e.g. the final one right after a tick)
-        c, p = snap.counters, last.counters
-        diff = [a - b for a, b in zip(snap.hist, last.hist, strict=True)]
+        c, p = snap.counters, prev.counters
+        diff = [a - b for a, b in zip(snap.hist, prev.hist, strict=True)]
         top = max((i for i, n in enumerate(diff) if n > 0), default=-1)
-        max_us = histogram.bucket_high(top) if top >= 0 else 0
+        run_max = c["latency.max_us"]
+        max_us = min(histogram.bucket_high(top), run_max or 2**63) if top >= 0 else 0
+        counts = {k: c[f"requests.{k}"] - p[f"requests.{k}"] for k in _COUNTED}
         interval = Interval(
             t=now - self.start,
             seconds=now - last_t,
-            requests=c["requests.total"] - p["requests.total"],
-            ok=c["requests.ok"] - p["requests.ok"],
-            failed=c["requests.failed"] - p["requests.failed"],
+            **counts,
             p50_us=histogram.percentile(diff, 50, max_us),
             p99_us=histogram.percentile(diff, 99, max_us),
             max_us=max_us,
@@ -92,91 +110,29 @@ class Intervals:
         return self.history[-1] if self.history else None
 
 
-def _line(out: list[str], name: str, kind: str, help_text: str) -> None:
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
-
-
-# Histogram boundaries for the exposition, in seconds (our buckets are finer; these
-# are cumulative counts at each boundary, exact up to the 1/64 bucket precision).
-_LE = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-
-
-def prometheus(snap: Snapshot, breakers: list[dict[str, Any]]) -> str:
-    """The Prometheus text exposition of ``snap`` and the breaker states."""
-    c, g = snap.counters, snap.gauges
-    out: list[str] = []
-    _line(out, "poolsvc_requests_total", "counter", "Finished requests by result.")
-    for result in ("ok", "failed"):
-        out.append(f'poolsvc_requests_total{{result="{result}"}} {c[f"requests.{result}"]}')
-    _line(out, "poolsvc_responses_total", "counter", "Responses by HTTP status class.")
-    for cls in STATUS_CLASSES:
-        out.append(f'poolsvc_responses_total{{class="{cls}"}} {c[f"responses.{cls}"]}')
-    _line(out, "poolsvc_errors_total", "counter", "Failures by error class and phase.")
-    for name, value in snap.errors().items():
-        out.append(f'poolsvc_errors_total{{error="{name}"}} {value}')
-    _line(out, "poolsvc_connections_created_total", "counter", "Handshakes completed.")
-    out.append(f"poolsvc_connections_created_total {c['connections.created']}")
-    _line(out, "poolsvc_connections_reused_total", "counter", "Requests on a reused connection.")
-    out.append(f"poolsvc_connections_reused_total {c['connections.reused']}")
-    _line(out, "poolsvc_connections_evicted_total", "counter", "Connections evicted, by reason.")
-    for reason in EVICT_REASONS:
-        out.append(
-            f'poolsvc_connections_evicted_total{{reason="{reason}"}} '
-            f"{c[f'connections.evicted.{reason}']}"
-        )
-    _line(
-        out, "poolsvc_stale_reuse_total", "counter", "Requests re-sent once after a stale socket."
-    )
-    out.append(f"poolsvc_stale_reuse_total {c['retries.stale_reuse']}")
-    _line(out, "poolsvc_pool_connections", "gauge", "Pool connections by state.")
-    for state in ("active", "idle", "connecting"):
-        out.append(f'poolsvc_pool_connections{{state="{state}"}} {g[f"connections.{state}"]}')
-    _line(out, "poolsvc_pool_waiting", "gauge", "Requests waiting for a connection.")
-    out.append(f"poolsvc_pool_waiting {g['pool.waiting']}")
-    _line(out, "poolsvc_breaker_state", "gauge", "Breaker state: 0 closed, 1 open, 2 half-open.")
-    codes = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}
-    for b in breakers:
-        out.append(f'poolsvc_breaker_state{{target="{b["target"]}"}} {codes[b["state"]]}')
-    _latency(out, snap)
-    return "\n".join(out) + "\n"
-
-
-def _latency(out: list[str], snap: Snapshot) -> None:
-    name = "poolsvc_request_duration_seconds"
-    _line(out, name, "histogram", "Latency of successful requests.")
-    counts = snap.hist
-    cumulative = 0
-    i = 0
-    for le in _LE:
-        limit_us = int(le * 1_000_000)
-        while i < len(counts) and histogram.bucket_high(i) <= limit_us:
-            cumulative += counts[i]
-            i += 1
-        out.append(f'{name}_bucket{{le="{le:g}"}} {cumulative}')
-    out.append(f'{name}_bucket{{le="+Inf"}} {sum(counts)}')
-    out.append(f"{name}_sum {snap.counters['latency.sum_us'] / 1e6:.6f}")
-    out.append(f"{name}_count {sum(counts)}")
-
-
 # The service's state as the control socket reports it ----------------------------------
+def target_snapshot(svc: Supervisor, t: int) -> Snapshot:
+    """Target ``t``'s own figures over every worker (retired ones included): its
+    outcomes, failures by name and latency histogram. With a single target these
+    are the run's own, so the whole snapshot is returned."""
+    if len(svc.names) == 1:
+        return svc.snapshot()
+    blocks = [svc.region.target_words(h.index, t) for h in svc.handles]
+    blocks.append(svc.region.retired_target_words(t))
+    snap = Snapshot()
+    c = snap.counters
+    for b in blocks:
+        copy = b.tolist()
+        c["requests.ok"] += copy[shm.T_RESP_OK]
+        c["requests.failed"] += copy[shm.T_RESP_FAILED]
+        c["requests.unsent"] += copy[shm.T_UNSENT]
+        for i, name in enumerate(ERROR_NAMES):
+            c[f"errors.{name}"] += copy[shm.T_ERRORS + i]
+        histogram.merge_into(snap.hist, copy[shm.T_HIST : shm.T_HIST + histogram.BUCKETS])
+    c["requests.sent"] = c["requests.ok"] + c["requests.failed"]  # those that finished
+    return snap
+
+
 def service_status(svc: Supervisor) -> dict[str, Any]:
     """Everything ``poolctl status`` shows: service, totals, interval, targets, workers."""
     from poolsvc import report  # report imports nothing from here; avoid a cycle at import
@@ -187,25 +143,27 @@ def service_status(svc: Supervisor) -> dict[str, Any]:
     totals = report.metrics(snap, svc.run_info())
     targets = []
     for t, brk in enumerate(breaker_status(svc)):
-        blocks = [svc.region.target_words(h.index, t) for h in svc.handles]
-        blocks.append(svc.region.retired_target_words(t))
         live_blocks = [svc.region.target_words(h.index, t) for h in svc.live()]
         pool = {
             name: sum(b[shm.T_POOL + i] for b in live_blocks)
             for i, name in enumerate(("active", "idle", "connecting", "waiting"))
         }
+        own = svc.target_intervals[t].latest() if len(svc.names) > 1 else last
+        mine = target_snapshot(svc, t) if len(svc.names) > 1 else snap
+        figures = per_target(svc)[t]
         targets.append(
             {
                 "name": brk["target"],
                 "breaker": brk,
                 "pool": pool,
-                "ok": sum(b[shm.T_OK] for b in blocks),
-                "failed": sum(b[shm.T_FAILED] for b in blocks),
-                "refused": sum(b[shm.T_REFUSED] for b in blocks),
-                "rps": round(last.rps, 1) if last else 0.0,
-                "p50_ms": last.p50_us / 1000 if last else None,
-                "p99_ms": last.p99_us / 1000 if last else None,
-                "errors": snap.errors(),
+                "ok": figures["ok"],
+                "failed": figures["failed"],
+                "unsent": figures["unsent"],
+                "refused": figures["refused"],
+                "rps": round(own.rps, 1) if own else 0.0,
+                "p50_ms": own.p50_us / 1000 if own else None,
+                "p99_ms": own.p99_us / 1000 if own else None,
+                "errors": mine.errors(),
             }
         )
     return {
@@ -230,6 +188,11 @@ def breaker_status(svc: Supervisor) -> list[dict[str, Any]]:
     return svc.desk.status(svc.clock())
 
 
+def _outcomes(slot: Any) -> int:
+    """Requests with an outcome in one live slot (the derived ``requests.total``)."""
+    return sum(int(slot[INDEX[f"requests.{k}"]]) for k in ("ok", "failed", "unsent", "abandoned"))
+
+
 def worker_status(svc: Supervisor) -> list[dict[str, Any]]:
     now_us = svc.clock() * 1e6
     out = []
@@ -243,7 +206,7 @@ def worker_status(svc: Supervisor) -> list[dict[str, Any]]:
                 "pid": h.pids[-1] if h.pids else None,
                 "restarts": len(h.exits),
                 "heartbeat_age_ms": round((now_us - beat) / 1000, 1) if beat else None,
-                "requests": slot[INDEX["requests.total"]] + h.completed,
+                "requests": _outcomes(slot) + h.completed,
                 "rps": round(h.rps, 1),
                 "concurrency": h.shard.concurrency,
                 "pool_size": h.shard.pool_size,
@@ -263,6 +226,19 @@ def load_status(svc: Supervisor) -> dict[str, Any]:
     }
 
 
+_WORKER_FIGURES = (
+    "requests.total",
+    "requests.sent",
+    "requests.ok",
+    "requests.failed",
+    "requests.unsent",
+    "requests.lost",
+    "requests.abandoned",
+    "requests.in_doubt",
+    "connections.created",
+)
+
+
 def per_worker(svc: Supervisor) -> list[dict[str, Any]]:
     """Per-worker totals for the run report (all incarnations of each slot)."""
     rows = []
@@ -279,35 +255,34 @@ def per_worker(svc: Supervisor) -> list[dict[str, Any]]:
                 "exit_codes": h.exits,
                 "pool_size": h.shard.pool_size,
                 "concurrency": h.shard.concurrency,
-                **{
-                    k: c[k]
-                    for k in (
-                        "requests.total",
-                        "requests.ok",
-                        "requests.failed",
-                        "connections.created",
-                    )
-                },
+                **{k: c[k] for k in _WORKER_FIGURES},
             }
         )
     return rows
 
 
 def per_target(svc: Supervisor) -> list[dict[str, Any]]:
-    """Each target's outcome counts, over every worker (retired ones included)."""
+    """Each target's outcome counts over every worker (retired ones included), and
+    what its breaker did."""
     out = []
+    whole = svc.snapshot().counters if len(svc.names) == 1 else None
     for t, name in enumerate(svc.names):
         blocks = [svc.region.target_words(h.index, t) for h in svc.handles]
         blocks.append(svc.region.retired_target_words(t))
+        c = whole if whole is not None else target_snapshot(svc, t).counters
+        breaker = svc.breakers[t]
         out.append(
             {
                 "target": name,
-                "ok": sum(b[shm.T_OK] for b in blocks),
-                "failed": sum(b[shm.T_FAILED] for b in blocks),
+                "ok": c["requests.ok"],
+                "failed": c["requests.failed"],
+                "unsent": c["requests.unsent"],
                 "refused": sum(b[shm.T_REFUSED] for b in blocks),
                 "local_failures": sum(b[shm.T_LOCAL] for b in blocks),
-                "breaker": svc.breakers[t].state,
-                "breaker_trips": svc.breakers[t].total_trips,
+                "breaker": breaker.state,
+                "breaker_trips": breaker.total_trips,
+                "breaker_because": breaker.opened_because,
+                "breaker_first_because": breaker.first_opened_because,
             }
         )
     return out

@@ -44,7 +44,7 @@ from typing import Any, Final
 import multiprocess
 import orjson
 
-from poolsvc import audit, commands, config, plan, shm
+from poolsvc import audit, commands, config, ledger, plan, shm, status
 from poolsvc.breakers import BreakerDesk
 from poolsvc.config import Config
 from poolsvc.control import ControlError
@@ -79,7 +79,8 @@ class Handle:
     respawn_at: float = 0.0
     boot_failures: int = 0
     retiring: bool = False  # scaled down: exits when drained, is not restarted
-    completed: int = 0  # requests finished by earlier incarnations
+    completed: int = 0  # requests of earlier incarnations that have an outcome
+    sent_before: int = 0  # requests sent by earlier incarnations
     end_at: float = 0.0  # the run's end, learned from the first incarnation
     pids: list[int] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)  # crash exit codes (negative: signal)
@@ -126,6 +127,7 @@ class Supervisor:
         self.target_workers = n
         now = self.started_at = clock()
         self.finished_at = 0.0
+        self.run_clock = ledger.RunClock()
         self.desk = BreakerDesk(
             self.region, plan.breaker_settings(cfg), self.names, seed, emit, now
         )
@@ -138,6 +140,7 @@ class Supervisor:
         self._next_audit = now + cfg.audit_every_s if cfg.audit_every_s else 0.0
         self.final_audits: list[dict[str, Any]] = []
         self.intervals = Intervals(now)
+        self.target_intervals = [Intervals(now) for _ in self.names]  # several targets only
         self.on_interval = on_interval
         self.rates: dict[int, tuple[float, int]] = {}
         self._next_second = now + 1.0
@@ -166,7 +169,10 @@ class Supervisor:
             while any(h.state != DONE for h in self.handles):
                 self._step()
             self.finished_at = self.clock()
-            last = self.intervals.add(self.finished_at, self.snapshot())  # the partial last one
+            final = self.snapshot()
+            self.run_clock.observe(final.gauges)
+            self.run_clock.finish(self.finished_at)
+            last = self.intervals.add(self.finished_at, final, last=True)  # the partial last one
             if last is not None and self.on_interval is not None:
                 self.on_interval(last)
             self.final_audits = self._read_final_audits()
@@ -202,9 +208,14 @@ class Supervisor:
         if now >= self._next_second:
             self._next_second = now + 1.0
             self._cheap_audit(now)
-            interval = self.intervals.add(now, self.snapshot())
+            snap = self.snapshot()
+            self.run_clock.observe(snap.gauges)
+            interval = self.intervals.add(now, snap)
             if interval is not None and self.on_interval is not None:
                 self.on_interval(interval)
+            if len(self.names) > 1:
+                for t, intervals in enumerate(self.target_intervals):
+                    intervals.add(now, status.target_snapshot(self, t))
             self._worker_rates(now)
             if self.control is not None:
                 self.control.sweep(now)
@@ -234,7 +245,7 @@ class Supervisor:
         row = self.region.wctrl_row(h.index)
         row[shm.C_CONCURRENCY] = h.shard.concurrency
         row[shm.C_WORKERS] = self.target_workers
-        row[shm.C_RATE] = int(h.shard.rate * 1000)
+        row[shm.C_RATE] = int(self.total_rate * 1000)
         proc = self.ctx.Process(
             target=worker_main, args=(wp, self.region.words), name=f"poolsvc-w{h.index}"
         )
@@ -255,20 +266,25 @@ class Supervisor:
         code = proc.exitcode
         proc.close()
         h.proc = None
-        if code == 0 or self.stopping or h.retiring:
-            h.state = DONE
-            if h.retiring and h.index < self.target_workers and not self.stopping:
-                self._reincarnate(h)  # scaled down, then up again before it had exited
-            return
-        self._crashed(h, code)
+        if code != 0:  # it died: count what it had in flight, whatever happens next
+            dead = self._retire_slot(h)
+            if not (self.stopping or h.retiring):
+                self._crashed(h, code, dead)
+                return
+            h.exits.append(code)
+        h.state = DONE
+        if h.retiring and h.index < self.target_workers and not self.stopping:
+            self._reincarnate(h)  # scaled down, then up again before it had exited
 
-    def _crashed(self, h: Handle, code: int) -> None:
+    def _crashed(self, h: Handle, code: int, dead: ledger.Dead) -> None:
         now = self.clock()
-        snap = self._retire_slot(h)
-        h.end_at = h.end_at or snap.gauges["time.end_us"] / 1e6
+        h.end_at = h.end_at or dead.snapshot.gauges["time.end_us"] / 1e6
         h.exits.append(code)
         how = f"signal {-code}" if code < 0 else f"code {code}"
-        h.boot_failures = h.boot_failures + 1 if now - h.started < BOOT_WINDOW else 0
+        # A boot failure is a worker that died before it started its load; one killed
+        # after that ran, and says nothing about the next one's chances.
+        booting = not dead.ready and now - h.started < BOOT_WINDOW
+        h.boot_failures = h.boot_failures + 1 if booting else 0
         if h.boot_failures >= MAX_BOOT_FAILURES:
             self.emit(
                 f"[pool] worker {h.index} failed at boot {h.boot_failures} times "
@@ -288,17 +304,19 @@ class Supervisor:
         h.respawn_at = now + min(5.0, 0.1 * 2**h.boot_failures)
         self.emit(f"[pool] worker {h.index} (pid {h.pids[-1]}) exited with {how}; restarting")
 
-    def _retire_slot(self, h: Handle) -> stats.Snapshot:
-        """Fold ``h``'s slot into RETIRED (its writer is gone) and remember its share."""
-        snap = stats.Snapshot.of([self.region.slot(h.index)])
-        h.retired.append(snap)
-        h.completed += snap.counters["requests.total"]
-        self.region.fold(h.index)
-        return snap
+    def _retire_slot(self, h: Handle) -> ledger.Dead:
+        """Fold ``h``'s slot into RETIRED (its writer is gone: what it had in flight is
+        counted as lost) and remember its share."""
+        dead = ledger.fold_dead(self.region, h.index)
+        self.run_clock.observe(dead.snapshot.gauges)
+        h.retired.append(dead.snapshot)
+        h.completed += dead.outcomes
+        h.sent_before += dead.snapshot.counters["requests.sent"]
+        return dead
 
     def _worker_rates(self, now: float) -> None:
         for h in self.handles:
-            total = self.region.slot(h.index)[stats.REQ_TOTAL] + h.completed
+            total = self.region.slot(h.index)[stats.REQ_SENT] + h.sent_before
             last_t, last = self.rates.get(h.index, (now, total))
             self.rates[h.index] = (now, total)
             h.rps = (total - last) / (now - last_t) if now > last_t else 0.0
@@ -420,8 +438,8 @@ class Supervisor:
             raise ControlError("bad_request", "rate must be > 0 (and workers must be running)")
         self.total_rate = total
         for h in live:
-            h.shard = dataclasses.replace(h.shard, rate=total / len(live))
-            self.region.wctrl_row(h.index)[shm.C_RATE] = int(h.shard.rate * 1000)
+            h.shard = dataclasses.replace(h.shard, rate=total)
+            self.region.wctrl_row(h.index)[shm.C_RATE] = int(total * 1000)
 
     def set_paused(self, paused: bool) -> None:
         self.region.words[shm.H_PAUSED] = int(paused)
@@ -455,7 +473,7 @@ class Supervisor:
                 row = self.region.wctrl_row(h.index)
                 row[shm.C_WORKERS] = n
                 row[shm.C_CONCURRENCY] = h.shard.concurrency
-                row[shm.C_RATE] = int(h.shard.rate * 1000)
+                row[shm.C_RATE] = int(self.total_rate * 1000)
             elif h.state == DONE and h.retiring:
                 self._reincarnate(h)
             # RUNNING and retiring: re-incarnated when it has exited (see _reap)
@@ -475,6 +493,8 @@ class Supervisor:
         h.state, h.respawn_at = RESTARTING, 0.0
 
     def breaker_action(self, target: int, action: str) -> None:
+        if not self.cfg.breaker:
+            raise ControlError("conflict", "the breaker is off (--no-breaker): nothing to force")
         try:
             self.desk.action(target, action, self.clock())
         except ValueError as exc:
@@ -533,19 +553,25 @@ class Supervisor:
         slots = [self.region.slot(h.index) for h in self.handles]
         return stats.Snapshot.of([*slots, self.region.retired_slot()])
 
-    def run_info(self) -> RunInfo:
-        g = self.snapshot().gauges
-        end = g["time.finished_us"] if self.finished_at else self.clock() * 1e6
-        elapsed = (end - g["time.started_us"]) / 1e6 if g["time.started_us"] else 0.0
+    def run_info(self, embedded: bool = False) -> RunInfo:
+        """What was run and for how long, as the supervisor measured it (live or final)."""
+        now = self.clock()
+        clock = self.run_clock
+        if not clock.started:
+            clock.observe(self.snapshot().gauges)
         workers = len(self.live()) or len(self.handles)
         return RunInfo(
             ", ".join(self.names),
-            False,
+            embedded,
             self.total_concurrency,
-            self.cfg.pool_size,
-            max(elapsed, 0.0),
+            sum(tc.pool_size for tc in config.target_configs(self.cfg)),
+            clock.elapsed_s(now),
             self.seed,
             workers,
+            self.total_rate,
+            load_s=clock.load_s(now),
+            drain_s=clock.drain_s(),
+            breaker=self.cfg.breaker,
         )
 
     def __repr__(self) -> str:

@@ -10,16 +10,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from poolsvc import config, plan
+from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable
+from poolsvc.supervisor import Supervisor
 from tools.nginx import Nginx
 from tools.target import TargetServer
 from workers import stats
@@ -104,6 +109,84 @@ class Background:
 
 
 POOLSVC = [sys.executable, "-m", "poolsvc"]
+
+
+def supervisor(host: str, port: int, n: int, **values: Any) -> tuple[Supervisor, list[str]]:
+    values.setdefault("duration_s", 3.0)
+    cfg = config.build({"host": host, "port": port, "workers": n, **values}, {})
+    events: list[str] = []
+    return Supervisor(cfg, [(host, port)], n, 7, events.append), events
+
+
+def in_background(fn: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    return thread
+
+
+class Service:
+    """`poolsvc serve` as a subprocess with its control socket in a temp dir."""
+
+    def __init__(self, target: Any, directory: Path, *extra: str) -> None:
+        """``target``: anything with ``host`` and ``port`` (the embedded target, nginx),
+        or None when ``extra`` names the targets (a config file)."""
+        directory.chmod(0o700)
+        self.path = directory / "control.sock"
+        self.target = target
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "poolsvc",
+                "serve",
+                *(["--host", target.host, "--port", str(target.port)] if target else []),
+                "--control",
+                str(self.path),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with ControlClient(self.path) as c:
+                    if c.call("status")["totals"]["requests.total"] > 0:
+                        return
+            except (ServiceUnavailable, CommandRefused):
+                pass
+            time.sleep(0.05)
+        self.close()
+        raise RuntimeError(f"the service did not come up: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        with ControlClient(self.path) as c:
+            return c.call(cmd, **args)
+
+    def poolctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tools.poolctl", "--control", str(self.path), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def requests(self) -> int:
+        return int(self.call("status")["totals"]["requests.total"])
+
+    def wait_exit(self, timeout: float = 20) -> tuple[int, str]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
 
 
 def run_json(*args: str) -> dict[str, Any]:

@@ -300,14 +300,19 @@ def _have(tool: str) -> bool:
 Steady = tuple[float, float, float, float]  # user, kernel µs per request; req/s; helper CPU %
 
 
-def steady(ng: Nginx, cmd: list[str], seconds: float, helper: list[str] | None = None) -> Steady:
+def steady(
+    ng: Nginx,
+    cmd: list[str],
+    seconds: float,
+    helper: list[str] | None = None,
+    cwd: Path = ROOT,
+) -> Steady:
     """Run ``cmd`` pinned; after start-up, measure for ``seconds`` the CPU per request of
     the process doing the work (poolsvc's worker, or ``cmd`` itself) with requests
     counted by nginx, and the CPU share of the rest (poolsvc's supervisor plus an
-    optional ``helper`` process started meanwhile, e.g. a status watcher)."""
-    proc = subprocess.Popen(
-        pin(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
-    )
+    optional ``helper`` process started meanwhile, e.g. a status watcher). ``cwd``:
+    where ``python -m poolsvc`` finds the code (another checkout, for an A/B)."""
+    proc = subprocess.Popen(pin(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     extra: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(1.5)  # past start-up and warm-up

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     inj.add_argument("--for", dest="for_", type=_duration, help="clear itself after: 10s, 500ms")
     inj.add_argument("--seed", type=int, help="seed of the fault's random draws")
     inj.add_argument("--delay-ms", type=int, help="delay: how long to hold each request")
+    inj.add_argument(
+        "--timeout-ms", type=int, help="timeout: when the read times out (default: read timeout)"
+    )
     inj.add_argument("--mode", choices=("refused", "timeout"), help="connect_fail: how")
     au = sub.add_parser("audit", help="FD-leak audit of every worker")
     au.add_argument("--format", choices=("text", "json", "markdown"), default="text")
@@ -107,6 +110,7 @@ def _inject_args(args: argparse.Namespace) -> dict[str, Any]:
         ("for_s", args.for_),
         ("seed", args.seed),
         ("delay_ms", args.delay_ms),
+        ("timeout_ms", args.timeout_ms),
         ("mode", args.mode),
     ):
         if value is not None:

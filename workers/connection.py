@@ -33,6 +33,8 @@ from typing import Any, Final
 
 import httptools
 
+from workers.stats import INTERIM
+
 CONNECTING: Final = "CONNECTING"
 IDLE: Final = "IDLE"
 RESERVED: Final = "RESERVED"
@@ -78,15 +80,27 @@ ON: Final[dict[str, _Moves]] = {
 }
 
 
+class Unsolicited(Exception):
+    """A response began after the one we were reading was complete (raised from the
+    parser callback, so parsing stops there: those bytes are never counted)."""
+
+
+class BadStatus(Exception):
+    """A final status code outside 100-599: not an HTTP/1.x response."""
+
+
 class Connection:
     """One socket to one target, with the httptools parser reading its responses.
 
     The connection is the parser's protocol object: httptools calls
-    :meth:`on_headers_complete` and :meth:`on_message_complete` on it.
+    :meth:`on_message_begin`, :meth:`on_headers_complete` and
+    :meth:`on_message_complete` on it. Interim responses (1xx other than 101) are
+    skipped and counted in ``slot[INTERIM]``; the final response that follows them
+    is the one that completes the request.
     """
 
     complete: bool
-    head: bytes | None  # the response bytes up to the end of the headers
+    head: bytes | bytearray | None  # the response bytes read before its headers were complete
     head_only: bool
     keep_alive: bool
     status: int
@@ -109,16 +123,18 @@ class Connection:
         "owner",
         "parser",
         "requests",
+        "slot",
         "sock",
         "state",
         "status",
         "target",
     )
 
-    def __init__(self, sock: socket.socket, target: int) -> None:
+    def __init__(self, sock: socket.socket, target: int, slot: Any = None) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.target = target
+        self.slot = slot  # the worker's stats slot: interim responses are counted there
         self.state = CONNECTING
         self.parser = httptools.HttpResponseParser(self)
         self.created = self.last_used = self.expires = 0.0
@@ -148,9 +164,13 @@ class Connection:
         self.keep_alive = True
 
     # httptools callbacks -------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second response to one request: a desync, stop here
+            raise Unsolicited
+
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        if self.head_only:
+        self.status = status = self.parser.get_status_code()
+        if self.head_only and status >= 200:
             self.keep_alive = self.parser.should_keep_alive()
             # A HEAD response has no body whatever Content-Length says, and llhttp
             # cannot be told so: end the message here and start a fresh parser.
@@ -158,14 +178,23 @@ class Connection:
             self.parser = httptools.HttpResponseParser(self)
 
     def on_message_complete(self) -> None:
-        # Read keep-alive here: once feed_data returns, llhttp has reset for the
-        # next message and should_keep_alive() no longer describes this one.
-        self.keep_alive = self.parser.should_keep_alive()
-        self.complete = True
+        status = self.status
+        if 200 <= status < 600:
+            if not self.complete:  # (a HEAD response completed at its headers)
+                # Read keep-alive here: once feed_data returns, llhttp has reset for
+                # the next message and should_keep_alive() no longer describes this one.
+                self.keep_alive = self.parser.should_keep_alive()
+                self.complete = True
+        elif 100 <= status < 200 and status != 101:  # interim: the final response follows
+            self.slot[INTERIM] += 1
+            self.status = 0
+        elif status != 101:  # (101: the parser raises HttpParserUpgrade right after this)
+            raise BadStatus(status)
 
     def __repr__(self) -> str:
         return (
-            f"<Connection fd={self.fd} {self.state} target={self.target} requests={self.requests}>"
+            f"<Connection fd={self.fd} {self.state} target={self.target} "
+            f"requests={self.requests} status={self.status} complete={self.complete}>"
         )
 
 
@@ -201,16 +230,17 @@ def connect_result(sock: socket.socket) -> int:
     return errno.EINPROGRESS if err in _PENDING else err
 
 
-def probe_dead(sock: socket.socket) -> bool:
-    """Zero-wait check of an idle socket: True if it is readable (FIN, RST or
-    unsolicited bytes all mean the connection must not carry a request)."""
+def probe_dead(sock: socket.socket) -> str:
+    """Zero-wait check of an idle socket: '' if it may carry a request, else the
+    eviction reason: ``validation`` (FIN or RST) or ``unsolicited`` (bytes nobody
+    asked for). Either way the connection must not carry a request."""
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        peeked = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
-        return False
+        return ""
     except OSError:
-        return True
-    return True  # b"" (FIN) or a byte nobody asked for
+        return "validation"
+    return "unsolicited" if peeked else "validation"
 
 
 def set_abortive(sock: socket.socket) -> None:

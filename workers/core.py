@@ -42,6 +42,7 @@ from workers.admission import SharedView
 from workers.audit import Registry, audit, inode_of
 from workers.connection import Connection
 from workers.errors import errno_name, oserror_name
+from workers.http import DEFAULT_SUCCESS, parse_statuses, status_table
 from workers.injection import Injector
 from workers.load import Bounds, Client
 from workers.target import Target
@@ -62,6 +63,8 @@ class LoopSettings:
     retry_stale: bool = True
     count_5xx: bool = True  # 5xx responses count as failures toward the breaker
     injected_count_for_breaker: bool = True  # injected failures feed the breaker too
+    max_header_bytes: int = 32768  # a longer header block fails its request
+    success: bytes = status_table(parse_statuses(DEFAULT_SUCCESS))  # by status code: 1 = ok
 
 
 class WorkerCore:
@@ -93,7 +96,13 @@ class WorkerCore:
         for t in self.targets:
             t.breaker_word = shared.brk[t.index]
             t.ok_word = shared.targets[t.index] + shm.T_OK
+            if len(self.targets) > 1:  # each target keeps its own figures too
+                t.own = True
+                t.block = shared.targets[t.index]
+                t.errors, t.hist = t.block + shm.T_ERRORS, t.block + shm.T_HIST
         self.s = shared.slot
+        self.max_head = settings.max_header_bytes
+        self.success = settings.success
         self.rng = rng
         self.watchdog = watchdog
         self.fixed_end = end_at
@@ -132,12 +141,15 @@ class WorkerCore:
         self.stopping = False
         self.stop_requested = False
         self.started_at = self.end_at = self.finished_at = 0.0
+        self.issue_end = 0.0  # when this worker stopped issuing requests
+        self.load_end_times: tuple[float, float] | None = None  # (last ok, last fail) then
 
     def _count_injected(self, kind: str) -> None:
         self.s[st.INJECTED[kind]] += 1
 
-    def _count_error(self, phase: str, name: str) -> None:
-        self.s[st.ERROR[name]] += 1
+    def _count_error(self, phase: str, name: str, sent: bool) -> None:
+        """A request failure by name: ``failed.<name>`` if it was sent, else ``unsent.<name>``."""
+        self.s[(st.FAILED if sent else st.UNSENT)[name]] += 1
         self.s[st.PHASE[phase]] += 1
 
     # Connections ----------------------------------------------------------------
@@ -149,7 +161,7 @@ class WorkerCore:
         except OSError as exc:
             self._connect_error(target, owner, oserror_name(exc))
             return
-        conn = Connection(sock, target.index)
+        conn = Connection(sock, target.index, self.s)
         conn.owner = owner
         addr = target.addr
         if self.injector.any:
@@ -203,9 +215,10 @@ class WorkerCore:
     ) -> None:
         target.pool.connect_failed(self.now)
         if owner is not None:
-            self._fail(owner, "connect", name, injected)
-        else:
-            self._count_error("connect", name)  # a refill failed: no request was lost
+            self._fail(owner, "connect", name, injected, sent=False)
+        else:  # a refill failed: a connection error, no request was lost
+            self.s[st.CONNECT_ERROR[name]] += 1
+            self.s[st.PHASE["connect"]] += 1
 
     def _close(self, conn: Connection, reason: str, refill: bool = True) -> None:
         """Close ``conn`` and forget it; ``reason`` is counted as an eviction ('' = none).
@@ -218,6 +231,8 @@ class WorkerCore:
         """
         if self.conns.get(conn.fd) is not conn:
             return
+        if conn.state is cx.RESERVED and conn.owner is not None:
+            conn.owner.conn = None  # its (delayed) request looks for another connection
         if conn.state is not cx.CLOSED:
             conn.fire("close")
         self.deadlines.disarm(conn)
@@ -305,13 +320,19 @@ class WorkerCore:
         self.paused = paused
         self.keeping = self.one_closed and not paused and not self.stopping
         row = self.shared.wctrl
-        rate = row[shm.C_RATE] / 1000.0
-        if self.schedule is not None and rate and rate != self.schedule.rate:
-            self.schedule.change_rate(rate, self.now)
+        rate = row[shm.C_RATE] / 1000.0  # the total: every worker takes its share (Schedule)
+        n = row[shm.C_WORKERS]
+        sched = self.schedule
+        if (
+            sched is not None
+            and rate
+            and self.index < n
+            and (rate, n) != (sched.rate, sched.stride)
+        ):
+            sched.change_rate(rate, self.now, stride=n, phase=self.index)
         concurrency = row[shm.C_CONCURRENCY]
         if concurrency and concurrency != self.concurrency:
             self._set_concurrency(concurrency)
-        n = row[shm.C_WORKERS]
         if n and n != self.workers_seen:  # the workers were rescaled: take our new share
             self.workers_seen = n
             for target in self.targets:
@@ -371,11 +392,18 @@ class WorkerCore:
                     self.w[at + i] = value
             for name, value in zip(st.GAUGES, totals, strict=False):
                 s[st.GAUGE_INDEX[name]] = value
+        # Whether the pool recovered is a question about the load: the tail of a drain
+        # (requests that time out after the load stopped) does not answer it.
+        last_ok, last_fail = self.load_end_times or (
+            max(t.last_ok for t in self.targets),
+            max(t.last_fail for t in self.targets),
+        )
         times = {
-            "time.last_ok_us": max(t.last_ok for t in self.targets),
-            "time.last_fail_us": max(t.last_fail for t in self.targets),
+            "time.last_ok_us": last_ok,
+            "time.last_fail_us": last_fail,
             "time.started_us": self.started_at,
             "time.end_us": self.end_at,
+            "time.issue_end_us": self.issue_end,
             "time.finished_us": self.finished_at,
         }
         for name, seconds in times.items():
@@ -385,26 +413,6 @@ class WorkerCore:
             self.registry.baseline + len(self.conns) + len(self.dead_ends.sockets)
         )
         s[2] = int(self.clock() * 1_000_000)
-
-    def _begin_drain(self) -> None:
-        """Stop issuing; requests still waiting for a connection are cancelled (counted),
-        busy connections close after their response, the rest when the run ends."""
-        self.stopping = True
-        self.keeping = False
-        for client in self.clients:
-            if client.state in (load.WAITING, load.BACKOFF):
-                self.targets[client.target].pool.cancel_wait(client)
-                self.deadlines.disarm(client)
-                client.state = load.DONE
-                self.in_flight -= 1
-                self.s[st.REQ_CANCELLED] += 1
-            elif client.state is load.PAUSED:
-                self.deadlines.disarm(client)
-                client.state = load.DONE
-        self._publish()  # the pool as the load left it, before shutdown closes it
-        for conn in list(self.conns.values()):
-            if conn.state is cx.BUSY:
-                conn.fire("drain")
 
     def _close_all(self) -> None:
         self.stopping = True  # nothing refills the pool from here on
@@ -423,7 +431,9 @@ class WorkerCore:
         """Reserve ``conn`` for ``client`` and send its request."""
         raise NotImplementedError
 
-    def _fail(self, client: Client, phase: str, name: str, injected: str = "") -> None:
+    def _fail(
+        self, client: Client, phase: str, name: str, injected: str = "", sent: bool = False
+    ) -> None:
         """Count a failed request and let ``client`` go on."""
         raise NotImplementedError
 

@@ -1,13 +1,19 @@
 """Error classes: every failure is named, given a phase and a culprit.
 
-A request can fail in one of six phases, in the order a request meets them:
+A request can fail in one of seven phases, in the order a request meets them:
 
-    pool      no connection could be had (exhausted, wait timed out)
+    pool      no connection could be had (exhausted, wait timed out, cancelled)
     breaker   refused by the circuit breaker before any I/O
     connect   the TCP handshake failed or timed out
     write     sending the request failed
     read      receiving the response failed, timed out, or was malformed
+    status    a complete response whose status is not a success (4xx, 5xx, ...)
     injected  a fault injected on purpose (counted next to the errno it caused)
+
+A request that fails before its last byte is written was never *sent*: it is
+counted under ``unsent.<NAME>``; one that fails after is ``failed.<NAME>``. A
+connect that carried no request (a warm-pool refill) and failed is a connection
+error, ``connect_errors.<NAME>``: no request was lost.
 
 and is blamed on one side: ``local`` (our process or host: EMFILE, EADDRNOTAVAIL,
 an exhausted pool) or ``remote`` (the target or the path to it).
@@ -24,7 +30,7 @@ from __future__ import annotations
 import errno
 from typing import Final
 
-PHASES: Final = ("pool", "breaker", "connect", "write", "read", "injected")
+PHASES: Final = ("pool", "breaker", "connect", "write", "read", "status", "injected")
 
 #: name -> culprit.  The order is the counter order in shared memory: append only.
 ERROR_CLASSES: Final[dict[str, str]] = {
@@ -52,9 +58,16 @@ ERROR_CLASSES: Final[dict[str, str]] = {
     "pool_exhausted": "local",  # exhaustion policy 'fail'
     "pool_timeout": "local",  # exhaustion policy 'wait', and the wait timed out
     "breaker_open": "local",
+    "unexpected_upgrade": "remote",  # 101 Switching Protocols: not HTTP/1.1 any more
+    "header_too_large": "remote",  # the header block passed max_header_bytes
+    "status_4xx": "local",  # the target refused the request we sent
+    "status_5xx": "remote",
+    "status_other": "remote",  # a 1xx-3xx final status that success_statuses excludes
+    "cancelled": "local",  # waiting for a connection when the run stopped
 }
 
 ERROR_NAMES: Final = tuple(ERROR_CLASSES)
+ERROR_INDEX: Final = {name: i for i, name in enumerate(ERROR_NAMES)}
 
 
 def errno_name(code: int) -> str:

@@ -5,12 +5,15 @@ Faults, and the granularity at which each one draws:
 | fault | draws per | effect (performed by the worker loop, with real sockets) |
 |---|---|---|
 | reset | request | after sending, abort the socket with RST (SO_LINGER 0 + close) |
-| timeout | request | stop reading the response, so the real read timeout fires |
+| timeout | request | stop reading the response: a real read timeout fires (``timeout_ms``) |
 | delay | request | hold the request ``delay_ms`` before sending it |
 | connect_fail | connection | connect to a port that refuses (``mode`` refused) or stays silent |
 | half_open | connection | an idle socket stops delivering anything, FIN included |
 | close_idle | connection | an idle socket is shut down behind the pool's back |
 | leak | connection | a socket the pool closes is kept open and forgotten (for the FD audit) |
+
+An injected timeout fires after the fault's ``timeout_ms``, or after the
+configured read timeout when that is 0.
 
 Each fault has its own random stream, seeded from (fault seed, worker index), and
 draws once per decision point.  Every side effect of a fault happens only when
@@ -20,7 +23,7 @@ the draws of another.
 
 Encoding (the supervisor writes, workers read; :data:`FAULT_WORDS` words per entry):
 ``kind code | target + 1 (0 = all) | probability in parts per billion | until_us
-(0 = no end) | seed | param (delay ms, or connect_fail mode)``.  A kind code of 0
+(0 = no end) | seed | param (delay ms, timeout ms, or connect_fail mode)``.  A kind code of 0
 marks a free entry.
 """
 
@@ -39,8 +42,11 @@ FAULT_WORDS: Final = 6
 MAX_FAULTS: Final = 16
 PPB: Final = 1_000_000_000
 
-#: The `--inject-failures` mix: a few percent of requests reset or time out.
-DEFAULT_MIX: Final = (("reset", 0.02), ("timeout", 0.02))
+#: The `--inject-failures` mix, (fault, rate, param): a few percent of requests reset or
+#: time out. The injected timeouts are short (param: ms), so that the run shows
+#: them and keeps going: with the configured read timeout (5 s) every client would
+#: soon be waiting on one, and most seconds would see no request at all.
+DEFAULT_MIX: Final = (("reset", 0.02, 0), ("timeout", 0.02, 50))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +58,7 @@ class Fault:
     target: int | None = None
     until: float = 0.0  # monotonic seconds; 0 = until cleared
     seed: int = 0
-    param: int = 0  # delay: milliseconds; connect_fail: index into CONNECT_MODES
+    param: int = 0  # delay/timeout: milliseconds; connect_fail: index into CONNECT_MODES
 
     def __post_init__(self) -> None:
         if self.kind not in CODE:
@@ -88,6 +94,8 @@ class Fault:
             out["remaining_s"] = round(max(0.0, self.until - now), 3)
         if self.kind == "delay":
             out["delay_ms"] = self.param
+        if self.kind == "timeout":
+            out["timeout_ms"] = self.param or "read_timeout"
         if self.kind == "connect_fail":
             out["mode"] = CONNECT_MODES[self.param]
         return out

@@ -85,9 +85,11 @@ class Bounds:
     requests: int = 0
     duration: float = 0.0
     forever: bool = False
-    rate: float = 0.0  # > 0: open loop at this many requests per second
+    rate: float = 0.0  # > 0: open loop at this many requests per second, all workers together
     ramp: float = 0.0  # seconds to reach full rate (open) or full concurrency (closed)
     max_outstanding: int = 100_000  # open loop: requests in flight or waiting, at most
+    stride: int = 1  # open loop: the workers sharing the rate ...
+    phase: int = 0  # ... and which of them this one is (see Schedule)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -99,36 +101,49 @@ class Bounds:
 
 
 class Schedule:
-    """Open loop: the intended send time of every request, at ``rate`` per second.
+    """Open loop: the intended send time of every request, at ``rate`` per second in total.
 
-    The k-th request since the last rate change is due at ``base + offset(k)``,
-    computed from k, never accumulated, so the schedule does not drift however long
-    the run.  With a ramp, the rate grows linearly from 0 to ``rate`` over ``ramp``
-    seconds: ``n(t) = rate * t**2 / (2 * ramp)`` requests are due by ``t``, so the
-    k-th is due at ``sqrt(2 * ramp * k / rate)``; after the ramp, one every
-    ``1 / rate``.  Latency is measured from these intended times (coordinated
-    omission corrected): a request that waits for a connection waits on the clock.
+    The requests of all workers form one global schedule; worker ``phase`` of
+    ``stride`` takes every ``stride``-th request of it, starting at request
+    ``phase``. Its k-th request is the global request ``j = phase + k * stride``,
+    due at ``base + offset(j)``, computed from j, never accumulated, so the
+    schedule does not drift however long the run. Bounds are then exact: the
+    global requests due before the end number ``ceil(rate * duration)``, and the
+    workers' shares of them sum to exactly that whatever the shares' rounding.
+
+    With a ramp, the rate grows linearly from 0 to ``rate`` over ``ramp`` seconds:
+    ``n(t) = rate * t**2 / (2 * ramp)`` requests are due by ``t``, so request j is
+    due at ``sqrt(2 * ramp * j / rate)``; after the ramp, one every ``1 / rate``.
+    Latency is measured from these intended times (coordinated omission corrected):
+    a request that waits for a connection waits on the clock.
     """
 
-    __slots__ = ("base", "k", "ramp", "rate")
+    __slots__ = ("base", "k", "phase", "ramp", "rate", "stride")
 
-    def __init__(self, rate: float, start: float, ramp: float = 0.0) -> None:
+    def __init__(
+        self, rate: float, start: float, ramp: float = 0.0, stride: int = 1, phase: int = 0
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be > 0")
+        if not 0 <= phase < stride:
+            raise ValueError("phase must be in [0, stride)")
         self.rate = rate
         self.base = start
         self.ramp = ramp
+        self.stride = stride
+        self.phase = phase
         self.k = 0
 
     def due(self, k: int) -> float:
-        """Intended time of request ``k`` (0-based) since the last change."""
+        """Intended time of this worker's request ``k`` (0-based) since the last change."""
+        j = self.phase + k * self.stride
         ramp, rate = self.ramp, self.rate
         if ramp > 0:
             in_ramp = rate * ramp / 2  # requests due during the ramp
-            if k < in_ramp:
-                return self.base + math.sqrt(2 * ramp * k / rate)
-            return self.base + ramp + (k - in_ramp) / rate
-        return self.base + k / rate
+            if j < in_ramp:
+                return self.base + math.sqrt(2 * ramp * j / rate)
+            return self.base + ramp + (j - in_ramp) / rate
+        return self.base + j / rate
 
     def next_at(self) -> float:
         return self.due(self.k)
@@ -139,11 +154,18 @@ class Schedule:
         self.k += 1
         return at
 
-    def change_rate(self, rate: float, now: float) -> None:
-        """From ``now`` on, ``rate`` per second (no ramp; nothing owed from before)."""
+    def change_rate(self, rate: float, now: float, stride: int = 0, phase: int = 0) -> None:
+        """From ``now`` on, ``rate`` per second in total (no ramp; nothing owed from before),
+        shared by ``stride`` workers (0: as before)."""
         if rate <= 0:
             raise ValueError("rate must be > 0")
-        self.rate, self.base, self.ramp, self.k = rate, max(now, self.next_at()), 0.0, 0
+        base = max(now, self.next_at())
+        if stride:
+            self.stride, self.phase = stride, phase
+        self.rate, self.base, self.ramp, self.k = rate, base, 0.0, 0
 
     def __repr__(self) -> str:
-        return f"<Schedule {self.rate:g}/s k={self.k} next={self.next_at():.6f}>"
+        return (
+            f"<Schedule {self.rate:g}/s {self.phase}/{self.stride} k={self.k} "
+            f"next={self.next_at():.6f}>"
+        )

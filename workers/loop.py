@@ -62,8 +62,9 @@ class Worker(Responses):
                 self.end_at = self.fixed_end
             elif self.bounds.duration:
                 self.end_at = self.started_at + self.bounds.duration
-            if self.bounds.rate:
-                self.schedule = load.Schedule(self.bounds.rate, self.started_at, self.bounds.ramp)
+            b = self.bounds
+            if b.rate:
+                self.schedule = load.Schedule(b.rate, self.started_at, b.ramp, b.stride, b.phase)
                 self.waker = make_waker()  # sub-millisecond wakeups for intended send times
                 if self.waker is not None:
                     self.ep.register(self.waker.fd, _IN)
@@ -72,6 +73,7 @@ class Worker(Responses):
             self._publish()
             self._loop(self._finished, drain=True)
             self.finished_at = self.clock()
+            self.issue_end = self.issue_end or self.finished_at  # a request bound ended it
             # After a drain the pool gauges keep the values published when the load
             # stopped (the pool as the load left it); a drain closes what was in flight.
             self._publish(pool_gauges=not self.stopping)
@@ -154,6 +156,7 @@ class Worker(Responses):
                 self._begin_drain()
                 drain_until = now + self.settings.drain_timeout
             if drain_until and now >= drain_until:
+                self._abandon_in_flight()  # the deadline: what is still out is counted, not lost
                 return
 
     def _timeout(self, next_tick: float) -> float:
@@ -188,4 +191,7 @@ class Worker(Responses):
             client.state = load.READY
             self._next(client)
         elif client.state is load.DELAYED:
-            self._send(client, client.conn, draw=False)
+            if client.conn is None:  # its reserved connection closed meanwhile
+                self._acquire(client)
+            else:
+                self._send(client, client.conn, draw=False)

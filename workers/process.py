@@ -1,6 +1,12 @@
 """The worker process: what runs in a child right after the supervisor forks it.
 
-First, hygiene.  The child closes every descriptor it inherited except stdin,
+First, signals. A forked child inherits the supervisor's Python signal handlers
+and, worse, its ``signal.set_wakeup_fd``: CPython writes the number of every
+signal it catches into that descriptor number, which in the child soon belongs
+to a pooled socket, so a SIGTERM would put a byte ``0x0f`` on a target's wire.
+The child drops the wakeup fd and every inherited handler before anything else.
+
+Then, hygiene.  The child closes every descriptor it inherited except stdin,
 stdout and stderr.  That covers the supervisor's selector, its signal wakeup
 pipe, the control socket, the embedded target's pipes and the sentinels of
 sibling workers.  None of them belong to a worker, and the FD audit counts from
@@ -63,8 +69,29 @@ def close_inherited_fds(keep: tuple[int, ...] = (0, 1, 2)) -> None:
                 pass  # the listing's own directory descriptor, already closed
 
 
+def reset_signals() -> None:
+    """Forget what the supervisor installed: no wakeup fd, no Python-level handler,
+    nothing blocked (SIG_IGN dispositions such as Python's SIGPIPE stay)."""
+    signal.set_wakeup_fd(-1)
+    for signum in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # SIGKILL, SIGSTOP and the like
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     """Entry point in the child (``words``: the shared region's word view)."""
+    reset_signals()  # first: the parent's wakeup fd would write into our sockets
+    stop = [False]  # a SIGTERM before the worker exists is kept here
+
+    def on_term(signum: int, frame: Any) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
     close_inherited_fds()
     shared = SharedView(words, plan.layout, plan.shard.index)
     stats.init_slot(shared.slot, os.getpid())
@@ -73,17 +100,11 @@ def worker_main(plan: WorkerPlan, words: memoryview) -> None:
         plan.hosts,
         plan.shard,
         shared,
-        watchdog=_watchdog(plan, words),
+        watchdog=_watchdog(plan, words, stop),
         end_at=plan.end_at,
         forever=plan.forever,
         report=_reporter(plan.run_dir, plan.shard.index) if plan.run_dir else None,
     )
-
-    def on_term(signum: int, frame: Any) -> None:
-        worker.stop_requested = True
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, on_term)
     worker.run()
 
 
@@ -102,11 +123,11 @@ def _reporter(run_dir: str, worker: int) -> Any:
     return write
 
 
-def _watchdog(plan: WorkerPlan, words: memoryview) -> Any:
+def _watchdog(plan: WorkerPlan, words: memoryview, stop: list[bool]) -> Any:
     def check(worker: Worker) -> None:
         if os.getppid() != plan.supervisor_pid:
             os._exit(EXIT_ORPHANED)  # the kernel closes our sockets
-        if words[shm.H_COMMAND] & 0xFF != shm.CMD_RUN:
+        if words[shm.H_COMMAND] & 0xFF != shm.CMD_RUN or stop[0]:
             worker.stop_requested = True
 
     return check

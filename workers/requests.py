@@ -27,6 +27,7 @@ from workers.stats import (
     CONN_REUSED,
     REQ_LATE,
     REQ_SENT,
+    SEND_INTENT,
 )
 
 _IN: Final = select.EPOLLIN
@@ -52,9 +53,12 @@ class Requests(Failures):
         """Open loop: issue every request whose intended time has come."""
         sched = self.schedule
         assert sched is not None
+        end = self.end_at
         while sched.next_at() <= now:
             if self.stopping or self.issued >= self.issue_cap:
                 return
+            if end and sched.next_at() >= end:
+                return  # due at or after the end: not part of this run (the bound is exact)
             intended = sched.take()
             if self.in_flight >= self.max_outstanding:
                 self.s[st.REQ_DROPPED] += 1  # counted, never silently skipped
@@ -107,8 +111,9 @@ class Requests(Failures):
             if act is pl.USE:
                 self._dispatch(client, conn)  # type: ignore[arg-type]
             elif act is pl.PROBE:
-                if cx.probe_dead(conn.sock):  # type: ignore[union-attr]
-                    self._close(conn, "validation")  # type: ignore[arg-type]
+                dead = cx.probe_dead(conn.sock)  # type: ignore[union-attr]
+                if dead:
+                    self._close(conn, dead)  # type: ignore[arg-type]
                     continue
                 self._dispatch(client, conn)  # type: ignore[arg-type]
             elif act is pl.EVICT:
@@ -126,7 +131,7 @@ class Requests(Failures):
                 client.state = load.BACKOFF
                 self.deadlines.arm(client, until)
             else:
-                self._fail(client, "pool", reason)
+                self._fail(client, "pool", reason, sent=False)
             return
 
     def _dispatch(self, client: Client, conn: Connection) -> None:
@@ -161,10 +166,11 @@ class Requests(Failures):
             s[CONN_REUSED] += 1
         self._write(conn, target.request)
         if hit is not None and self.conns.get(conn.fd) is conn:
-            self._inject_after_send(conn, hit[0])
+            self._inject_after_send(conn, *hit)
 
-    def _inject_after_send(self, conn: Connection, kind: str) -> None:
-        """reset: abort with RST now; timeout: stop reading, so the read deadline fires."""
+    def _inject_after_send(self, conn: Connection, kind: str, param: int) -> None:
+        """reset: abort with RST now; timeout: stop reading, so the read deadline fires
+        (after ``param`` ms, or the configured read timeout when it is 0)."""
         self._count_injected(kind)
         conn.injected = kind
         if kind == "reset":
@@ -172,21 +178,36 @@ class Requests(Failures):
             self._conn_failed(conn, "read", "ECONNRESET")
         else:
             self.ep.modify(conn.fd, 0)  # nothing is read from it any more
+            if param:
+                self.deadlines.arm(conn, self.now + param / 1000.0)
 
     def _write(self, conn: Connection, data: bytes) -> None:
+        """Write a request (or a health check); the rest waits for writability.
+
+        ``requests.sending`` is one ahead of ``requests.sent`` for exactly the
+        length of the ``send`` that completes a request: a worker killed in between
+        leaves that one request in doubt (``requests.in_doubt``), never uncounted.
+        """
+        s = self.s
+        counted = conn.state is not CHECKING
+        if counted:
+            s[SEND_INTENT] = s[REQ_SENT] + 1
         try:
             n = conn.sock.send(data)
         except BlockingIOError:
             n = 0
         except OSError as exc:
+            if counted:
+                s[SEND_INTENT] = s[REQ_SENT]
             self._conn_failed(conn, "write", oserror_name(exc))
             return
-        s = self.s
         s[BYTES_OUT] += n
         if n < len(data):
+            if counted:
+                s[SEND_INTENT] = s[REQ_SENT]
             self._write_later(conn, data, n)
-        elif conn.state is not CHECKING:
-            s[REQ_SENT] += 1
+        elif counted:
+            s[REQ_SENT] = s[SEND_INTENT]
         self.deadlines.arm(conn, self.now + self.settings.read_timeout)
 
     def _write_later(self, conn: Connection, data: bytes, n: int) -> None:
@@ -197,21 +218,29 @@ class Requests(Failures):
     def _flush(self, conn: Connection) -> None:
         out = conn.out
         assert out is not None
+        s = self.s
+        counted = conn.state is not CHECKING
+        if counted:
+            s[SEND_INTENT] = s[REQ_SENT] + 1
         try:
             n = conn.sock.send(out)
         except BlockingIOError:
-            return
+            n = 0
         except OSError as exc:
+            if counted:
+                s[SEND_INTENT] = s[REQ_SENT]
             self._conn_failed(conn, "write", oserror_name(exc))
             return
-        self.s[BYTES_OUT] += n
+        s[BYTES_OUT] += n
         if n < len(out):
+            if counted:
+                s[SEND_INTENT] = s[REQ_SENT]
             conn.out = out[n:]
             return
         conn.out = None
         self.ep.modify(conn.fd, _IN)
-        if conn.state is not CHECKING:
-            self.s[REQ_SENT] += 1
+        if counted:
+            s[REQ_SENT] = s[SEND_INTENT]
 
     def _health_check(self, client: Client, conn: Connection) -> None:
         """Send the target's health-check request on ``conn`` before ``client`` uses it."""

@@ -18,10 +18,10 @@ from workers import connection as cx
 from workers import load
 from workers import pool as pl
 from workers.connection import CHECKING, CLOSED, READING, Connection
-from workers.errors import oserror_name
+from workers.errors import ERROR_INDEX, oserror_name
 from workers.histogram import bucket_of
-from workers.http import close_delimited
-from workers.load import SENDING, Client
+from workers.http import close_delimited, final_head
+from workers.load import Client
 from workers.requests import Requests
 from workers.stats import (
     BYTES_IN,
@@ -32,10 +32,11 @@ from workers.stats import (
     LAT2_MAX,
     LAT_MAX,
     LAT_SUM,
+    REQ_FAILED,
     REQ_OK,
     REQ_SENT,
-    REQ_TOTAL,
-    RESP_BASE,
+    SEND_INTENT,
+    STATUS_BASE,
 )
 from workers.target import Target
 
@@ -55,58 +56,106 @@ class Responses(Requests):
             self._read_failed(conn, oserror_name(exc))
             return
         if not data or conn.state not in READING:
-            self._read_ended(conn)
+            self._read_ended(conn, data)
             return
-        self.s[BYTES_IN] += len(data)
-        if not conn.status:  # the header block so far, for close_delimited at EOF
-            conn.head = data if conn.head is None else conn.head + data
+        n = len(data)
+        self.s[BYTES_IN] += n
+        in_head = not conn.status
+        if in_head:  # still in the header block (interim responses included)
+            head = conn.head
+            if head is None:
+                conn.head = data
+            else:  # a header block over several reads grows in place: linear, not quadratic
+                if head.__class__ is bytes:
+                    conn.head = head = bytearray(head)
+                head += data
+                n = len(head)
         try:
             conn.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._conn_failed(conn, "read", "protocol_error")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._parse_failed(conn)
+            return
+        # n: the header bytes so far (with any body bytes of this read): over the limit
+        # only in a rare response, where the exact check runs.
+        if n > self.max_head and in_head and self._head_too_large(conn):
             return
         if conn.complete:
-            self._response_done(conn)
+            if conn.head_only and final_head(conn.head or b"")[1] < len(conn.head or b""):
+                self._response_done(conn, "unsolicited")  # bytes after a HEAD response
+            else:
+                self._response_done(conn)
 
-    def _read_ended(self, conn: Connection) -> None:
+    def _parse_failed(self, conn: Connection) -> None:
+        """httptools stopped: a second response began (desync), a 101, or garbage."""
+        if conn.complete:  # the response was whole; what followed it nobody asked for
+            self._response_done(conn, "unsolicited")
+        elif conn.status == 101:
+            self._conn_failed(conn, "read", "unexpected_upgrade")
+        else:
+            self._conn_failed(conn, "read", "protocol_error")
+
+    def _head_too_large(self, conn: Connection) -> bool:
+        """Fail the request if its header block (interim responses included) passed
+        ``max_header_bytes``; the connection is closed, its rest never read."""
+        head = conn.head or b""
+        _start, end = final_head(head)
+        if (end if end >= 0 else len(head)) <= self.max_head:
+            return False
+        self._conn_failed(conn, "read", "header_too_large")
+        return True
+
+    def _read_ended(self, conn: Connection, data: bytes) -> None:
         """EOF on a connection, or bytes on one that is not waiting for a response."""
-        if conn.state not in READING:
-            self._close(conn, "peer_closed")  # FIN, RST or stray bytes on an idle socket
+        if conn.state not in READING:  # idle (or reserved): FIN, RST or bytes nobody asked for
+            if data and not conn.requests:  # a target that talks first: do not reconnect at once
+                self.targets[conn.target].pool.backoff.failure(self.now)
+            self._close(conn, "unsolicited" if data else "peer_closed")
         elif conn.status and not conn.complete and conn.head and close_delimited(conn.head):
             conn.keep_alive = False
             self._response_done(conn)
         else:
             self._read_failed(conn, "early_eof")
 
-    def _response_done(self, conn: Connection) -> None:
-        """Count a complete response, then keep, check in or close its connection."""
+    def _response_done(self, conn: Connection, evict: str = "") -> None:
+        """Count a complete response, then keep, check in or close its connection
+        (``evict``: close it for this reason whatever the response said)."""
         client: Client = conn.owner
         self.now = now = self.clock()
         conn.deadline = 0.0  # disarmed (see workers.timers: its heap entry dies lazily)
         if conn.state is CHECKING:
-            self._health_done(client, conn)
+            self._health_done(client, conn, evict)
             return
         s = self.s
         conn.requests += 1
-        conn.owner = None
-        client.conn = None
         self.in_flight -= 1
         us = int((now - client.start) * 1_000_000)
-        s[REQ_TOTAL] += 1
-        s[REQ_OK] += 1
         status = conn.status
-        if 100 <= status < 600:
-            s[RESP_BASE + status // 100] += 1
+        s[STATUS_BASE + status] += 1
         s[LAT_SUM] += us
         if us > s[LAT_MAX]:
             s[LAT_MAX] = us
-        s[HIST_BASE + bucket_of(us)] += 1
+        bucket = bucket_of(us)
+        s[HIST_BASE + bucket] += 1
         if self.schedule is not None:  # open loop: also from the actual send (uncorrected)
             raw = int((now - client.sent_at) * 1_000_000)
             s[HIST2_BASE + bucket_of(raw)] += 1
             if raw > s[LAT2_MAX]:
                 s[LAT2_MAX] = raw
         target = self.targets[conn.target]
+        good = self.success[status]
+        if good:
+            s[REQ_OK] += 1
+        else:
+            s[REQ_FAILED] += 1
+            name = (
+                "status_5xx" if status >= 500 else "status_4xx" if status >= 400 else "status_other"
+            )
+            self._count_error("status", name, True)
+        if target.own:  # several targets: this target's own figures too
+            self.w[target.block + (shm.T_RESP_OK if good else shm.T_RESP_FAILED)] += 1
+            self.w[target.hist + bucket] += 1
+            if not good:
+                self.w[target.errors + ERROR_INDEX[name]] += 1
         if status < 500 or not self.settings.count_5xx:
             self.w[target.ok_word] += 1
             target.last_ok = now
@@ -117,8 +166,9 @@ class Responses(Requests):
             if target.pool.backoff.attempt:  # an answer: connecting works again
                 target.pool.backoff.success()
         conn.state = state = _DONE[conn.state]
-        if state is CLOSED:  # it was DRAINING
-            self._close(conn, "")
+        if state is CLOSED or evict:  # it was DRAINING, or must not carry another request
+            conn.owner = client.conn = None
+            self._close(conn, evict)
         elif (
             self.keeping
             and conn.keep_alive
@@ -127,17 +177,18 @@ class Responses(Requests):
             and not self.w[target.breaker_word] & 0xFF
             and target.pool.renew(conn, now)
         ):
-            # Closed loop, one target: the client keeps the connection it just used and
-            # its next request goes out once this wakeup's responses are all read.
+            # Closed loop, one target: the client keeps the connection it just used (the
+            # pair stays linked, client.conn and conn.owner) and its next request goes
+            # out once this wakeup's responses are all read.
             conn.state = _CHECKOUT[state]
             self.issued += 1
             self.in_flight += 1
             client.retried = False
             client.trial = 0
-            client.conn = conn
             self.renewed.append(client)
             return
         else:
+            conn.owner = client.conn = None
             self._checkin(target, conn)
         if self.schedule is None:
             self._next(client)  # closed loop: the next request at once
@@ -155,7 +206,8 @@ class Responses(Requests):
         request's latency is measured from its own send, not from when it was queued.
 
         This is :meth:`_send` for the one-target closed loop without per-request faults,
-        with the counters of a complete write added once for the whole burst.
+        with the reuse and byte counters added once for the whole burst; ``requests.sent``
+        is stored after each send, so a SIGKILL cannot take a sent request out of it.
         """
         queued, self.renewed = self.renewed, []
         clock = self.clock
@@ -164,38 +216,45 @@ class Responses(Requests):
                 client.start = clock()
                 self._send(client, client.conn)
             return
-        target = self.targets[0]
-        data, head_only = target.request, target.head_only
+        data = self.targets[0].request
         size = len(data)
         deadline = self.now + self.settings.read_timeout
         arm = self.deadlines.arm
+        s = self.s
+        sent = s[REQ_SENT]
         whole = 0
         for client in queued:
-            conn = client.conn
-            client.state = SENDING
-            conn.owner = client
-            conn.reset_response(head_only)
+            conn = client.conn  # still linked both ways, the client still SENDING
+            conn.complete = False  # reset_response, inline (head_only has not changed,
+            conn.status = 0  # and keep_alive is read from each response)
+            conn.head = None
             conn.state = _SEND[conn.state]
             client.start = clock()
+            # `sending` one ahead of `sent` for the length of the send: a worker killed
+            # in between leaves the request in doubt, never silently uncounted.
+            s[SEND_INTENT] = sent + 1
             try:
                 n = conn.sock.send(data)
             except BlockingIOError:
                 n = 0
             except OSError as exc:
+                s[SEND_INTENT] = sent
                 self._conn_failed(conn, "write", oserror_name(exc))
+                sent = s[REQ_SENT]  # the failure path may have sent a request itself
                 continue
             if n == size:
+                sent += 1
+                s[REQ_SENT] = sent
                 whole += 1
             else:
-                self.s[BYTES_OUT] += n
+                s[SEND_INTENT] = sent
+                s[BYTES_OUT] += n
                 self._write_later(conn, data, n)
             if conn.heap_when and deadline >= conn.heap_when:
                 conn.deadline = deadline  # its earlier heap entry re-arms it (timers: lazy)
             else:
                 arm(conn, deadline)
-        s = self.s
         s[CONN_REUSED] += len(queued)
-        s[REQ_SENT] += whole
         s[BYTES_OUT] += whole * size
 
     def _target_recovered(self, target: Target, client: Client) -> None:
@@ -216,10 +275,10 @@ class Responses(Requests):
         elif act is pl.CLOSE:
             self._close(conn, reason)
 
-    def _health_done(self, client: Client, conn: Connection) -> None:
-        if 200 <= conn.status < 400 and conn.keep_alive:
+    def _health_done(self, client: Client, conn: Connection, evict: str) -> None:
+        if 200 <= conn.status < 400 and conn.keep_alive and not evict:
             conn.fire("done")
             self._send(client, conn)
             return
-        self._close(conn, "health_check", refill=False)
+        self._close(conn, evict or "health_check", refill=False)
         self._reconnect(client)  # at most one failed check per request: then a fresh socket

@@ -9,6 +9,7 @@ alignment; ``W`` = 8 bytes)::
     2                         heartbeat: monotonic microseconds of the last publish
     3                         generation: bumped by the writer when it (re)starts
     HEADER .. +N_COUNTERS     counters, in COUNTERS order (monotonic, never reset)
+    .. +STATUS_WORDS          one counter per final status code (monotonic)
     .. +N_GAUGES              gauges, in GAUGES order (last published value)
     .. +histogram.BUCKETS     latency histogram: from the intended send time
     .. +histogram.BUCKETS     open loop only: latency from the actual send (uncorrected)
@@ -35,25 +36,31 @@ HEADER: Final = 4
 EVICT_REASONS: Final = (
     "idle_timeout",  # idle longer than idle_timeout_ms
     "max_age",  # older than max_age_ms
-    "validation",  # checkout probe found FIN/RST/unsolicited bytes
+    "validation",  # checkout probe found FIN/RST
     "health_check",  # active health check failed
-    "peer_closed",  # FIN/RST/bytes while idle, seen by the event loop
+    "peer_closed",  # FIN/RST while idle, seen by the event loop
     "server_close",  # response said Connection: close (or HTTP/1.0)
     "error",  # a request on it failed
     "resized",  # the pool was made smaller at runtime
+    "unsolicited",  # bytes nobody asked for: while idle, or after the end of a response
 )
 
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+STATUS_WORDS: Final = 600  # one counter per final status code, indexed by the code (0-99 unused)
 
+#: Every request the load issues ends in exactly one outcome (``poolsvc.ledger``):
+#: sent = ok + failed + lost + abandoned; every outcome together is requests.total.
 COUNTERS: Final[tuple[str, ...]] = (
-    "requests.total",  # finished requests: ok + failed
-    "requests.ok",  # a complete response arrived (any status)
-    "requests.failed",
-    "requests.sent",  # request bytes fully written (re-sends included)
-    "requests.cancelled",  # issued, still waiting for a connection when the run stopped
+    "requests.sent",  # its last byte was written (a stale socket's try is taken back)
+    "requests.ok",  # sent, and a final response with a success status came
+    "requests.failed",  # sent, then a failure status or an error ended it
+    "requests.unsent",  # ended before its last byte was written: never reached the target
+    "requests.abandoned",  # sent, still unanswered at the drain deadline
+    "requests.lost",  # sent, in flight in a worker that died (the supervisor counts it)
+    "requests.in_doubt",  # of the lost: a worker died inside their send() (see the ledger)
     "requests.late",  # open loop: sent more than 1 ms after the intended time
-    "requests.dropped",  # open loop: never issued (over max_outstanding); not in total
-    *(f"responses.{c}" for c in STATUS_CLASSES),
+    "requests.dropped",  # open loop: never issued (over max_outstanding)
+    "responses.interim",  # 1xx before a final response (100 Continue, 103): skipped
     "connections.created",  # handshakes that completed with SO_ERROR == 0
     "connections.attempted",  # connect() calls
     "connections.reused",  # requests sent on a connection that had served before
@@ -63,10 +70,12 @@ COUNTERS: Final[tuple[str, ...]] = (
     "retries.stale_reuse",  # re-sent once on a fresh connection, not a failure
     "bytes.in",
     "bytes.out",
-    "latency.sum_us",
+    "latency.sum_us",  # of every final response, whatever its status
     "latency.max_us",
     "latency_uncorrected.max_us",  # open loop: from the actual send
-    *(f"errors.{n}" for n in ERROR_NAMES),
+    *(f"failed.{n}" for n in ERROR_NAMES),  # sent requests that failed, by name
+    *(f"unsent.{n}" for n in ERROR_NAMES),  # requests that never left, by name
+    *(f"connect_errors.{n}" for n in ERROR_NAMES),  # connects that carried no request
     *(f"errors.phase.{p}" for p in PHASES),
     *(f"injected.{k}" for k in KINDS),  # faults that hit (next to the errno they caused)
 )
@@ -80,7 +89,9 @@ GAUGES: Final = (
     "time.last_fail_us",  # monotonic us of the last failed request
     "time.started_us",  # monotonic us when the load started (after warm-up)
     "time.end_us",  # monotonic us when the duration bound ends (0 = none)
+    "time.issue_end_us",  # monotonic us when this worker stopped issuing (0 = still issuing)
     "time.finished_us",  # monotonic us when the worker finished (0 = still running)
+    "requests.sending",  # requests.sent + 1 while a send() is under way, else requests.sent
     "fds.baseline",  # descriptors before the first connection (stdio, epoll)
     "fds.expected",  # what the registry accounts for: baseline + connections + infrastructure
     "fds.now",  # descriptors the kernel counted at the last audit
@@ -90,7 +101,8 @@ GAUGES: Final = (
 )
 
 INDEX: Final = {name: HEADER + i for i, name in enumerate(COUNTERS)}
-GAUGE_BASE: Final = HEADER + len(COUNTERS)
+STATUS_BASE: Final = HEADER + len(COUNTERS)  # + the status code
+GAUGE_BASE: Final = STATUS_BASE + STATUS_WORDS
 GAUGE_INDEX: Final = {name: GAUGE_BASE + i for i, name in enumerate(GAUGES)}
 HIST_BASE: Final = GAUGE_BASE + len(GAUGES)
 HIST2_BASE: Final = HIST_BASE + histogram.BUCKETS
@@ -98,15 +110,16 @@ SLOT_WORDS: Final = HIST2_BASE + histogram.BUCKETS
 SLOT_BYTES: Final = SLOT_WORDS * 8
 
 # Hot-path indices, resolved once at import.
-REQ_TOTAL: Final = INDEX["requests.total"]
+REQ_SENT: Final = INDEX["requests.sent"]
 REQ_OK: Final = INDEX["requests.ok"]
 REQ_FAILED: Final = INDEX["requests.failed"]
-REQ_SENT: Final = INDEX["requests.sent"]
-REQ_CANCELLED: Final = INDEX["requests.cancelled"]
+REQ_UNSENT: Final = INDEX["requests.unsent"]
+REQ_ABANDONED: Final = INDEX["requests.abandoned"]
 REQ_LATE: Final = INDEX["requests.late"]
 REQ_DROPPED: Final = INDEX["requests.dropped"]
+SEND_INTENT: Final = GAUGE_INDEX["requests.sending"]
+INTERIM: Final = INDEX["responses.interim"]
 LAT2_MAX: Final = INDEX["latency_uncorrected.max_us"]
-RESP_BASE: Final = INDEX["responses.1xx"] - 1  # + status // 100
 CONN_CREATED: Final = INDEX["connections.created"]
 CONN_ATTEMPTED: Final = INDEX["connections.attempted"]
 CONN_REUSED: Final = INDEX["connections.reused"]
@@ -118,9 +131,21 @@ BYTES_OUT: Final = INDEX["bytes.out"]
 LAT_SUM: Final = INDEX["latency.sum_us"]
 LAT_MAX: Final = INDEX["latency.max_us"]
 EVICT: Final = {r: INDEX[f"connections.evicted.{r}"] for r in EVICT_REASONS}
-ERROR: Final = {n: INDEX[f"errors.{n}"] for n in ERROR_NAMES}
+FAILED: Final = {n: INDEX[f"failed.{n}"] for n in ERROR_NAMES}
+UNSENT: Final = {n: INDEX[f"unsent.{n}"] for n in ERROR_NAMES}
+CONNECT_ERROR: Final = {n: INDEX[f"connect_errors.{n}"] for n in ERROR_NAMES}
 PHASE: Final = {p: INDEX[f"errors.phase.{p}"] for p in PHASES}
 INJECTED: Final = {k: INDEX[f"injected.{k}"] for k in KINDS}
+MAXED: Final = frozenset({LAT_MAX, LAT2_MAX})  # merged with max, not summed
+
+#: Figures derived from the stored counters when a snapshot is decoded (kept for the
+#: report's stable names): see :meth:`Snapshot.derive`.
+DERIVED: Final = (
+    "requests.total",  # ok + failed + unsent + abandoned + lost: every outcome
+    "requests.cancelled",  # = unsent.cancelled
+    *(f"responses.{c}" for c in STATUS_CLASSES),
+    *(f"errors.{n}" for n in ERROR_NAMES),  # failed + unsent, by name
+)
 
 
 def init_slot(words: memoryview, pid: int) -> None:
@@ -131,47 +156,88 @@ def init_slot(words: memoryview, pid: int) -> None:
 
 
 class Snapshot:
-    """Decoded, summed copy of one or more slots; plain data, safe to keep."""
+    """Decoded, summed copy of one or more slots; plain data, safe to keep.
 
-    __slots__ = ("counters", "gauges", "hist", "hist2")
+    ``counters`` holds the stored counters and the :data:`DERIVED` figures;
+    ``statuses`` maps each final status code seen to its count.
+    """
+
+    __slots__ = ("counters", "gauges", "hist", "hist2", "statuses")
 
     def __init__(self) -> None:
-        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.counters = dict.fromkeys((*COUNTERS, *DERIVED), 0)
         self.gauges = dict.fromkeys(GAUGES, 0)
         self.hist = [0] * histogram.BUCKETS
         self.hist2 = [0] * histogram.BUCKETS
+        self.statuses: dict[int, int] = {}
 
     @classmethod
     def of(cls, slots: Sequence[memoryview]) -> Snapshot:
         """Sum ``slots`` (each a 'Q' view of SLOT_WORDS words).  ``latency.max_us`` and
         the ``time.*`` gauges are maxed (``time.started_us``: the earliest non-zero)."""
         snap = cls()
+        counters, gauges, statuses = snap.counters, snap.gauges, snap.statuses
         for words in slots:
             copy = words.tolist()  # one copy, then decode without touching shared memory
             for name in COUNTERS:
-                value = copy[INDEX[name]]
-                if name.endswith(".max_us"):
-                    snap.counters[name] = max(snap.counters[name], value)
+                at = INDEX[name]
+                if at in MAXED:
+                    counters[name] = max(counters[name], copy[at])
                 else:
-                    snap.counters[name] += value
+                    counters[name] += copy[at]
+            for code, n in enumerate(copy[STATUS_BASE:GAUGE_BASE]):
+                if n:
+                    statuses[code] = statuses.get(code, 0) + n
             for name in GAUGES:
                 value = copy[GAUGE_INDEX[name]]
-                if name == "audit.seq":
+                if name in ("audit.seq", "requests.sending"):
                     continue  # per worker only: a sum means nothing
                 if name == "time.started_us":  # the earliest start of any slot
-                    old = snap.gauges[name]
-                    snap.gauges[name] = min(old, value) if old and value else old or value
+                    old = gauges[name]
+                    gauges[name] = min(old, value) if old and value else old or value
                 elif name.startswith("time."):  # the latest event of any slot
-                    snap.gauges[name] = max(snap.gauges[name], value)
+                    gauges[name] = max(gauges[name], value)
                 else:
-                    snap.gauges[name] += value
+                    gauges[name] += value
             histogram.merge_into(snap.hist, copy[HIST_BASE : HIST_BASE + histogram.BUCKETS])
             histogram.merge_into(snap.hist2, copy[HIST2_BASE : HIST2_BASE + histogram.BUCKETS])
+        snap.derive()
         return snap
 
+    def derive(self) -> None:
+        """Fill in the :data:`DERIVED` figures from the stored counters."""
+        c = self.counters
+        c["requests.total"] = sum(
+            c[f"requests.{k}"] for k in ("ok", "failed", "unsent", "abandoned", "lost")
+        )
+        c["requests.cancelled"] = c["unsent.cancelled"]
+        for cls in STATUS_CLASSES:
+            c[f"responses.{cls}"] = 0
+        for code, n in self.statuses.items():
+            if 100 <= code < 600:
+                c[f"responses.{STATUS_CLASSES[code // 100 - 1]}"] += n
+        for name in ERROR_NAMES:
+            c[f"errors.{name}"] = c[f"failed.{name}"] + c[f"unsent.{name}"]
+
+    def _named(self, prefix: str) -> dict[str, int]:
+        c = self.counters
+        return {n: v for n in ERROR_NAMES if (v := c[f"{prefix}.{n}"])}
+
     def errors(self) -> dict[str, int]:
-        """Non-zero error counters by name."""
-        return {n: v for n in ERROR_NAMES if (v := self.counters[f"errors.{n}"])}
+        """Non-zero request failures by name, sent or not (``errors.<NAME>``)."""
+        return self._named("errors")
+
+    def failures(self) -> dict[str, int]:
+        """Sent requests that failed, by name."""
+        return self._named("failed")
+
+    def unsent(self) -> dict[str, int]:
+        """Requests that never reached the target, by name."""
+        return self._named("unsent")
+
+    def connect_errors(self) -> dict[str, int]:
+        """Connects that carried no request and failed, by name."""
+        return self._named("connect_errors")
 
     def latency(self) -> dict[str, int]:
         """Percentiles and max in microseconds (from the intended send time)."""
@@ -186,6 +252,7 @@ class Snapshot:
     def __repr__(self) -> str:
         c = self.counters
         return (
-            f"<Snapshot requests={c['requests.total']} ok={c['requests.ok']} "
-            f"failed={c['requests.failed']} created={c['connections.created']}>"
+            f"<Snapshot sent={c['requests.sent']} ok={c['requests.ok']} "
+            f"failed={c['requests.failed']} unsent={c['requests.unsent']} "
+            f"lost={c['requests.lost']} abandoned={c['requests.abandoned']}>"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,10 +29,36 @@ class TargetSpec:
     keep_alive: bool = True
     health_method: str = "HEAD"
     health_path: str = "/health"
+    user_agent: str = ""  # sent unless the headers hold a User-Agent
 
     @property
     def name(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+_LABEL = re.compile(r"\A(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def check_host(host: str) -> str:
+    """``host`` as a resolvable name or IP literal (brackets around IPv6 dropped);
+    raises ValueError, with a hint, for a URL, a host:port or anything else."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if bare != host and ip.version != 6:
+            raise ValueError(f"{host!r}: only IPv6 addresses go in brackets")
+        return bare
+    if "://" in host or "/" in host:
+        raise ValueError(f"{host!r} is a URL: give the host name alone, and --port/--path")
+    if ":" in host:
+        raise ValueError(f"{host!r} carries a port: give it as port (--port)")
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"{host!r} is not a host name or IP address")
+    return host
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple[Any, ...]]:
@@ -45,18 +73,22 @@ class Target:
 
     __slots__ = (
         "addr",
+        "block",
         "breaker_word",
         "consec",
         "consec_gen",
+        "errors",
         "family",
         "head_only",
         "health_head_only",
         "health_request",
+        "hist",
         "idempotent",
         "index",
         "last_fail",
         "last_ok",
         "ok_word",
+        "own",
         "pool",
         "request",
         "spec",
@@ -68,12 +100,22 @@ class Target:
         self.spec = spec
         self.family, self.addr = resolve(spec.host, spec.port)
         hh = host_header(spec.host, spec.port)
+        ua = spec.user_agent
         self.request = build_request(
-            spec.method, spec.path, hh, spec.headers, spec.body, spec.keep_alive
+            spec.method, spec.path, hh, spec.headers, spec.body, spec.keep_alive, ua
         )
         self.head_only = spec.method == "HEAD"
         self.idempotent = spec.method in IDEMPOTENT
-        self.health_request = build_request(spec.health_method, spec.health_path, hh)
+        # The health check goes to the same virtual host as the requests.
+        host = {k: v for k, v in spec.headers.items() if k.lower() == "host"}
+        self.health_request = build_request(
+            spec.health_method,
+            spec.health_path,
+            hh,
+            host,
+            user_agent=ua,
+            keys=("health_check_method", "health_check_path", "headers"),
+        )
         self.health_head_only = spec.health_method == "HEAD"
         self.pool = pool
         self.last_ok = self.last_fail = 0.0
@@ -83,6 +125,10 @@ class Target:
         # Indexes into the shared words, set by the worker that owns this target:
         # its breaker's state word and its own `ok` counter (read on every request).
         self.breaker_word = self.ok_word = 0
+        # Several targets: ``own`` is set and each keeps its own figures (outcomes,
+        # errors by name, latency histogram) in its block at these indexes.
+        self.own = False
+        self.block = self.errors = self.hist = 0
 
     def __repr__(self) -> str:
         return f"<Target {self.index} {self.spec.name} {self.pool!r}>"

@@ -6,15 +6,17 @@ corrected latency: a measurement artifact blamed on the target. A timerfd set to
 the intended time (CLOCK_MONOTONIC, absolute, nanoseconds) and registered in the
 same epoll wakes the loop at that moment.
 
-Python 3.11 has no ``os.timerfd_*``, so the three calls go through ctypes. Where
-that is unavailable, :func:`make_waker` returns None and the loop falls back to
+Python 3.11 has no ``os.timerfd_*``, so the three calls go through ctypes, looked
+up in the symbols already loaded into the process (``CDLL(None)``: libc is there).
+Not ``ctypes.util.find_library``: it starts a subprocess, and a worker must not
+(its SIGCHLD, and anything it inherits, is not the worker's business). Where the
+calls are unavailable, :func:`make_waker` returns None and the loop falls back to
 millisecond timeouts.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import time
 from typing import Final
@@ -68,7 +70,7 @@ class Waker:
 
 def make_waker() -> Waker | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols, libc among them
         return Waker(libc)
     except (OSError, AttributeError):
         return None

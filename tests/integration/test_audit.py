@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_control import Service
+from tests.conftest import Service
 from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration

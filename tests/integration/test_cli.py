@@ -221,7 +221,8 @@ EMFILE_SCRIPT = """
 import json, sys
 from tests.conftest import run
 snap = run(sys.argv[1], int(sys.argv[2]), pool_size=40, concurrency=4, duration_s=0.5)
-print(json.dumps({"errors": snap.errors(), "ok": snap.counters["requests.ok"]}))
+errors = {**snap.errors(), **snap.connect_errors()}
+print(json.dumps({"errors": errors, "ok": snap.counters["requests.ok"]}))
 """
 
 

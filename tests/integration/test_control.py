@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,77 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable
+from poolsvc.client import CommandRefused, ControlClient
 from poolsvc.control import MAX_LINE
+from tests.conftest import Service
 from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
-
-
-class Service:
-    """`poolsvc serve` as a subprocess with its control socket in a temp dir."""
-
-    def __init__(self, target: TargetServer, directory: Path, *extra: str) -> None:
-        directory.chmod(0o700)
-        self.path = directory / "control.sock"
-        self.target = target
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "poolsvc",
-                "serve",
-                "--host",
-                target.host,
-                "--port",
-                str(target.port),
-                "--control",
-                str(self.path),
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with ControlClient(self.path) as c:
-                    if c.call("status")["totals"]["requests.total"] > 0:
-                        return
-            except (ServiceUnavailable, CommandRefused):
-                pass
-            time.sleep(0.05)
-        self.close()
-        raise RuntimeError(f"the service did not come up: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-
-    def call(self, cmd: str, **args: Any) -> Any:
-        with ControlClient(self.path) as c:
-            return c.call(cmd, **args)
-
-    def poolctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tools.poolctl", "--control", str(self.path), *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-
-    def requests(self) -> int:
-        return int(self.call("status")["totals"]["requests.total"])
-
-    def wait_exit(self, timeout: float = 20) -> tuple[int, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.communicate()
 
 
 @pytest.fixture

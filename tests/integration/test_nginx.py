@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Background, Nginx, fd_count, make, run
+from tests.conftest import Background, Nginx, Service, fd_count, make, run, run_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.nginx]
 
@@ -59,3 +63,59 @@ def test_nginx_restart_recovers_without_fd_leak(nginx: Nginx) -> None:
     assert g["connections.idle"] + g["connections.active"] == 6
     assert snap.latency()["max"] < 1_000_000
     assert fd_count() == fds
+
+
+# Nothing on the wire but our requests ------------------------------------------------------
+LOG_LINE = re.compile(r'^\S+ - \S+ \[[^\]]+\] "(?P<request>[^"]*)" (?P<status>\d{3}) ')
+
+
+def access_log(server: Nginx) -> list[tuple[str, str]]:
+    """(request line, status) of every line nginx logged, its status probes excluded."""
+    rows = []
+    for line in (server.dir / "access.log").read_text(errors="replace").splitlines():
+        m = LOG_LINE.match(line)
+        assert m, f"unparsable access log line: {line!r}"
+        if "/nginx_status" not in m["request"]:
+            rows.append((m["request"], m["status"]))
+    return rows
+
+
+@pytest.fixture
+def logged_nginx(tmp_path: Path) -> Iterator[Nginx]:
+    (tmp_path / "nginx").mkdir()
+    server = Nginx(tmp_path / "nginx", access_log=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_signals_never_put_a_byte_on_a_target_socket(logged_nginx: Nginx, tmp_path: Path) -> None:
+    # The supervisor's SIGTERM/SIGCHLD handling must not follow the workers: an inherited
+    # signal wakeup fd would write the signal number into whatever socket now has its
+    # number ("\x0fGET / HTTP/1.1" -> 400), and the timerfd lookup must not fork.
+    (tmp_path / "svc").mkdir()
+    svc = Service(logged_nginx, tmp_path / "svc", "--workers", "3", "--size", "9")
+    try:
+        assert svc.poolctl("workers", "1").returncode == 0  # a scale-down: SIGTERM to two
+        time.sleep(0.5)
+        svc.proc.send_signal(signal.SIGTERM)  # a drain: SIGTERM to the rest
+        code, _ = svc.wait_exit()
+        assert code == 0
+    finally:
+        svc.close()
+    doc = run_json(
+        "--host",
+        logged_nginx.host,
+        "--port",
+        str(logged_nginx.port),
+        "--workers",
+        "2",
+        "--rate",
+        "300",
+        "--duration",
+        "1",
+    )
+    assert doc["metrics"]["requests.sent"] == 300
+    rows = access_log(logged_nginx)
+    assert len(rows) > 300
+    assert {r for r in rows} == {("GET / HTTP/1.1", "200")}, [r for r in rows if r[1] != "200"][:5]

@@ -65,7 +65,9 @@ def test_request_lifecycle_and_repr(conn: cx.Connection) -> None:
     for event in ("connected", "checkout", "send", "done"):
         conn.fire(event)
     assert conn.state == cx.IDLE
-    assert repr(conn) == f"<Connection fd={conn.fd} IDLE target=0 requests=0>"
+    assert (
+        repr(conn) == f"<Connection fd={conn.fd} IDLE target=0 requests=0 status=0 complete=False>"
+    )
 
 
 def test_parser_callbacks_head_and_keepalive(conn: cx.Connection) -> None:

@@ -3,7 +3,7 @@
 import pytest
 
 from poolsvc import config, plan, shm
-from workers import stats
+from workers import histogram, stats
 from workers.admission import REFUSE, SharedView
 from workers.errors import ConfigError
 
@@ -13,7 +13,10 @@ def test_layout_regions_do_not_overlap_and_slots_are_page_aligned() -> None:
     assert lay.breaker(1) + lay.brk_words <= lay.slot(0)
     for w in range(3):
         assert lay.slot(w) * 8 % 4096 == 0
-        assert lay.slot(w) + stats.SLOT_WORDS + 2 * shm.TGT_WORDS <= lay.slot(w + 1)
+        assert lay.slot(w) + stats.SLOT_WORDS + 2 * lay.tgt_words <= lay.slot(w + 1)
+    # several targets: each block holds its own errors and histogram
+    assert lay.tgt_words == shm.T_HIST + histogram.BUCKETS
+    assert shm.Layout(workers=1, targets=1).tgt_words == shm.TGT_FIXED
     assert lay.retired == lay.slot(3)
     assert lay.total_words == lay.retired + lay.slot_words
 
@@ -32,7 +35,8 @@ def test_fold_keeps_totals_and_zeroes_the_slot() -> None:
     for worker, n in ((0, 5), (1, 7)):
         slot = region.slot(worker)
         stats.init_slot(slot, 100 + worker)
-        slot[stats.REQ_TOTAL] = n
+        slot[stats.REQ_OK] = n
+        slot[stats.STATUS_BASE + 200] = n
         slot[stats.LAT_MAX] = 1000 * n
         slot[stats.HIST_BASE + 3] = n
         slot[stats.GAUGE_INDEX["connections.idle"]] = 2
@@ -44,7 +48,8 @@ def test_fold_keeps_totals_and_zeroes_the_slot() -> None:
     assert after.hist == before.hist
     assert after.counters["latency.max_us"] == 7000
     assert after.gauges["connections.idle"] == 2  # the folded worker's gauges are gone
-    assert region.slot(0)[stats.REQ_TOTAL] == 0 and region.slot(0)[3] == 1  # generation kept
+    assert region.slot(0)[stats.REQ_OK] == 0 and region.slot(0)[3] == 1  # generation kept
+    assert after.statuses == {200: 12} and after.counters["responses.2xx"] == 12
     assert region.retired_target_words(0)[shm.T_OK] == 5
 
 
@@ -83,5 +88,9 @@ def test_split_sums_exactly() -> None:
 
 def test_worker_count_defaults_and_limits() -> None:
     assert plan.worker_count(config.build({"pool_size": 1}, {})) == 1
+    # a request bound smaller than the worker count: a worker with none would be unbounded
+    assert plan.worker_count(config.build({"pool_size": 8, "requests": 1}, {})) == 1
+    with pytest.raises(ConfigError, match=r"workers \(2\) exceeds requests \(1\)"):
+        plan.worker_count(config.build({"pool_size": 8, "workers": 2, "requests": 1}, {}))
     with pytest.raises(ConfigError, match=r"workers \(4\) exceeds pool_size \(2\)"):
         plan.worker_count(config.build({"pool_size": 2, "workers": 4}, {}))
