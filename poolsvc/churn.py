@@ -69,17 +69,17 @@ def _figures(o: Outcome) -> dict[str, float]:
     c = o.snap.counters
     lat = o.snap.latency()
     elapsed = o.info.elapsed_s or 1.0
-    total = c["requests.total"] or 1
+    sent = c["requests.sent"] or 1
     return {
-        "requests/s": c["requests.total"] / elapsed,
+        "requests/s": c["requests.sent"] / (o.info.load_s or 1.0),
         "p50 latency (ms)": lat["p50"] / 1000,
         "p99 latency (ms)": lat["p99"] / 1000,
         "handshakes/s": c["connections.created"] / elapsed,
         "TIME_WAIT (max, both sides)": max(o.time_wait, default=0),
         "TIME_WAIT (mean)": sum(o.time_wait) / len(o.time_wait) if o.time_wait else 0,
-        "EADDRNOTAVAIL errors": c["errors.EADDRNOTAVAIL"],
-        "failed requests": c["requests.failed"],
-        "CPU per request (us)": o.cpu_s / total * 1e6,
+        "EADDRNOTAVAIL errors": c["errors.EADDRNOTAVAIL"] + c["connect_errors.EADDRNOTAVAIL"],
+        "failed requests": c["requests.failed"] + c["requests.unsent"],
+        "CPU per request (us)": o.cpu_s / sent * 1e6,
     }
 
 

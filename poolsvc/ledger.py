@@ -16,13 +16,13 @@ poolsvc prints is built from these (``workers.stats.COUNTERS``)::
 - ``lost``: sent, in flight in a worker that died (SIGKILL, crash). The worker
   cannot count these; the supervisor derives them from the dead worker's slot
   when it folds it: ``sent - ok - failed - abandoned``.
-- ``in_doubt``: the worker died inside the ``send`` that completes a request. A
-  SIGKILL that lands inside the system call lets it finish, one that lands in the
-  few instructions before it does not, and no process can tell which happened.
-  The worker keeps ``requests.sending`` one ahead of ``requests.sent`` for exactly
-  that long, so the supervisor knows, and counts the request as sent (and lost),
-  the likely case. At most one per death: the target's own count is within
-  ``[sent - in_doubt, sent]``.
+- ``in_doubt``: the worker died while sending. A request is counted sent just
+  before the ``send`` that writes its last byte (and taken back if that fails),
+  with ``requests.sending`` set meanwhile. A SIGKILL that lands inside the system
+  call lets it finish, one that lands in the few instructions before it does not,
+  and no process can tell which happened: the last request counted is kept as
+  sent (and lost), the likely case, and marked in doubt. At most one per death:
+  the target's own count is within ``[sent - in_doubt, sent]``.
 
 A dead worker's requests that were issued but never sent (waiting for a
 connection, say) are not outcomes: they never left, and a replacement worker
@@ -62,12 +62,10 @@ def fold_dead(region: shm.Region, worker: int) -> Dead:
     had in flight (``lost``, ``in_doubt``). Call once, after the worker was reaped:
     the supervisor is then the slot's only writer."""
     slot = region.slot(worker)
-    in_doubt = 1 if slot[stats.SEND_INTENT] == slot[_SENT] + 1 else 0
-    sent = slot[_SENT] + in_doubt  # the slot's writer is gone: its words are ours now
-    lost = max(0, sent - slot[_OK] - slot[_FAILED] - slot[_ABANDONED])
+    in_doubt = 1 if slot[stats.SENDING_FLAG] else 0
+    lost = max(0, slot[_SENT] - slot[_OK] - slot[_FAILED] - slot[_ABANDONED])
     ready = bool(slot[stats.GAUGE_INDEX["time.started_us"]])
-    slot[_SENT] = sent
-    slot[_LOST] += lost
+    slot[_LOST] += lost  # the slot's writer is gone: its words are ours now
     slot[_IN_DOUBT] += in_doubt
     snap = stats.Snapshot.of([slot])
     region.fold(worker)

@@ -141,6 +141,7 @@ def service_status(svc: Supervisor) -> dict[str, Any]:
     snap = svc.snapshot()
     last = svc.intervals.latest()
     totals = report.metrics(snap, svc.run_info())
+    figures = per_target(svc, snap)
     targets = []
     for t, brk in enumerate(breaker_status(svc)):
         live_blocks = [svc.region.target_words(h.index, t) for h in svc.live()]
@@ -150,16 +151,15 @@ def service_status(svc: Supervisor) -> dict[str, Any]:
         }
         own = svc.target_intervals[t].latest() if len(svc.names) > 1 else last
         mine = target_snapshot(svc, t) if len(svc.names) > 1 else snap
-        figures = per_target(svc)[t]
         targets.append(
             {
                 "name": brk["target"],
                 "breaker": brk,
                 "pool": pool,
-                "ok": figures["ok"],
-                "failed": figures["failed"],
-                "unsent": figures["unsent"],
-                "refused": figures["refused"],
+                "ok": figures[t]["ok"],
+                "failed": figures[t]["failed"],
+                "unsent": figures[t]["unsent"],
+                "refused": figures[t]["refused"],
                 "rps": round(own.rps, 1) if own else 0.0,
                 "p50_ms": own.p50_us / 1000 if own else None,
                 "p99_ms": own.p99_us / 1000 if own else None,
@@ -261,11 +261,11 @@ def per_worker(svc: Supervisor) -> list[dict[str, Any]]:
     return rows
 
 
-def per_target(svc: Supervisor) -> list[dict[str, Any]]:
+def per_target(svc: Supervisor, snap: Snapshot | None = None) -> list[dict[str, Any]]:
     """Each target's outcome counts over every worker (retired ones included), and
-    what its breaker did."""
+    what its breaker did (``snap``: the run's snapshot, if the caller has one)."""
     out = []
-    whole = svc.snapshot().counters if len(svc.names) == 1 else None
+    whole = (snap or svc.snapshot()).counters if len(svc.names) == 1 else None
     for t, name in enumerate(svc.names):
         blocks = [svc.region.target_words(h.index, t) for h in svc.handles]
         blocks.append(svc.region.retired_target_words(t))

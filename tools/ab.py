@@ -4,7 +4,7 @@
 
 The base revision is checked out into a temporary worktree. Both run the same
 command (one worker, 50 connections, closed loop) against the same nginx pinned
-to core 0, the generator pinned to core 1, in interleaved rounds (A B, A B, ...),
+to core 0, the generator pinned to core 1, in interleaved rounds (A B, B A, ...),
 and each run is measured as in ``make bench``'s steady-state section: the
 worker's own user and kernel CPU per request, requests counted by nginx,
 start-up excluded (:func:`tools.bench.steady`). The table shows the medians and
@@ -46,9 +46,10 @@ def ab(base: str, rounds: int, seconds: float) -> str:
     runs: dict[str, list[Steady]] = {"this tree": [], base: []}
     with worktree(base) as old, nginx() as ng:
         cmd = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
-        for _ in range(rounds):
-            runs["this tree"].append(steady(ng, cmd, seconds))
-            runs[base].append(steady(ng, cmd, seconds, cwd=old))
+        for i in range(rounds):
+            order = [("this tree", ROOT), (base, old)]
+            for name, cwd in order if i % 2 == 0 else order[::-1]:  # A B, B A, ...
+                runs[name].append(steady(ng, cmd, seconds, cwd=cwd))
     lines = [
         "| code | user per request | kernel per request | total | req/s | rounds |",
         "|---|---|---|---|---|---|",

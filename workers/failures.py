@@ -76,7 +76,6 @@ class Failures(WorkerCore):
         elif stale:
             s = self.s
             if sent:  # the socket was dead: the target never took this try (take it back)
-                s[st.SEND_INTENT] -= 1
                 s[st.REQ_SENT] -= 1
             s[st.STALE_REUSE] += 1
             client.retried = True

@@ -69,13 +69,14 @@ def close_inherited_fds(keep: tuple[int, ...] = (0, 1, 2)) -> None:
                 pass  # the listing's own directory descriptor, already closed
 
 
-def reset_signals() -> None:
-    """Forget what the supervisor installed: no wakeup fd, no Python-level handler,
-    nothing blocked (SIG_IGN dispositions such as Python's SIGPIPE stay)."""
+def reset_signals(keep: tuple[int, ...]) -> None:
+    """Forget what the supervisor installed: no wakeup fd, no Python-level handler
+    but those of ``keep`` (the worker's own, already installed), nothing blocked.
+    SIG_IGN dispositions, such as Python's SIGPIPE, stay."""
     signal.set_wakeup_fd(-1)
     for signum in signal.valid_signals():
         try:
-            if callable(signal.getsignal(signum)):
+            if signum not in keep and callable(signal.getsignal(signum)):
                 signal.signal(signum, signal.SIG_DFL)
         except (OSError, ValueError):
             pass  # SIGKILL, SIGSTOP and the like
@@ -84,14 +85,18 @@ def reset_signals() -> None:
 
 def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     """Entry point in the child (``words``: the shared region's word view)."""
-    reset_signals()  # first: the parent's wakeup fd would write into our sockets
     stop = [False]  # a SIGTERM before the worker exists is kept here
 
     def on_term(signum: int, frame: Any) -> None:
         stop[0] = True
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Our own handlers first, so that a SIGTERM (a drain, a scale-down) at any moment
+    # after the fork is recorded, never fatal; until set_wakeup_fd(-1) below, a signal
+    # still writes its number into the supervisor's wakeup socket, which is not ours
+    # to use but is still open here, and harmless.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reset_signals(keep=(signal.SIGTERM,))  # before a socket of ours can get that fd number
     close_inherited_fds()
     shared = SharedView(words, plan.layout, plan.shard.index)
     stats.init_slot(shared.slot, os.getpid())

@@ -27,7 +27,7 @@ from workers.stats import (
     CONN_REUSED,
     REQ_LATE,
     REQ_SENT,
-    SEND_INTENT,
+    SENDING_FLAG,
 )
 
 _IN: Final = select.EPOLLIN
@@ -184,30 +184,33 @@ class Requests(Failures):
     def _write(self, conn: Connection, data: bytes) -> None:
         """Write a request (or a health check); the rest waits for writability.
 
-        ``requests.sending`` is one ahead of ``requests.sent`` for exactly the
-        length of the ``send`` that completes a request: a worker killed in between
-        leaves that one request in doubt (``requests.in_doubt``), never uncounted.
+        A request is counted sent *before* the ``send`` that writes its last byte,
+        and taken back if that ``send`` fails or writes part of it; ``requests.sending``
+        is 1 meanwhile. A worker killed right then leaves that one request counted
+        and in doubt (``requests.in_doubt``), never uncounted (``poolsvc.ledger``).
         """
         s = self.s
         counted = conn.state is not CHECKING
         if counted:
-            s[SEND_INTENT] = s[REQ_SENT] + 1
+            s[SENDING_FLAG] = 1
+            s[REQ_SENT] += 1
         try:
             n = conn.sock.send(data)
         except BlockingIOError:
             n = 0
         except OSError as exc:
             if counted:
-                s[SEND_INTENT] = s[REQ_SENT]
+                s[REQ_SENT] -= 1
+                s[SENDING_FLAG] = 0
             self._conn_failed(conn, "write", oserror_name(exc))
             return
+        if counted:
+            if n < len(data):
+                s[REQ_SENT] -= 1
+            s[SENDING_FLAG] = 0
         s[BYTES_OUT] += n
         if n < len(data):
-            if counted:
-                s[SEND_INTENT] = s[REQ_SENT]
             self._write_later(conn, data, n)
-        elif counted:
-            s[REQ_SENT] = s[SEND_INTENT]
         self.deadlines.arm(conn, self.now + self.settings.read_timeout)
 
     def _write_later(self, conn: Connection, data: bytes, n: int) -> None:
@@ -216,31 +219,35 @@ class Requests(Failures):
         self.ep.modify(conn.fd, _IN | _OUT)
 
     def _flush(self, conn: Connection) -> None:
+        """The socket is writable: send the rest of a partly written request (counted
+        sent as in :meth:`_write`)."""
         out = conn.out
         assert out is not None
         s = self.s
         counted = conn.state is not CHECKING
         if counted:
-            s[SEND_INTENT] = s[REQ_SENT] + 1
+            s[SENDING_FLAG] = 1
+            s[REQ_SENT] += 1
         try:
             n = conn.sock.send(out)
         except BlockingIOError:
             n = 0
         except OSError as exc:
             if counted:
-                s[SEND_INTENT] = s[REQ_SENT]
+                s[REQ_SENT] -= 1
+                s[SENDING_FLAG] = 0
             self._conn_failed(conn, "write", oserror_name(exc))
             return
         s[BYTES_OUT] += n
         if n < len(out):
-            if counted:
-                s[SEND_INTENT] = s[REQ_SENT]
             conn.out = out[n:]
-            return
-        conn.out = None
-        self.ep.modify(conn.fd, _IN)
+            if counted:
+                s[REQ_SENT] -= 1
+        else:
+            conn.out = None
+            self.ep.modify(conn.fd, _IN)
         if counted:
-            s[REQ_SENT] = s[SEND_INTENT]
+            s[SENDING_FLAG] = 0
 
     def _health_check(self, client: Client, conn: Connection) -> None:
         """Send the target's health-check request on ``conn`` before ``client`` uses it."""

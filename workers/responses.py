@@ -35,7 +35,7 @@ from workers.stats import (
     REQ_FAILED,
     REQ_OK,
     REQ_SENT,
-    SEND_INTENT,
+    SENDING_FLAG,
     STATUS_BASE,
 )
 from workers.target import Target
@@ -223,6 +223,10 @@ class Responses(Requests):
         s = self.s
         sent = s[REQ_SENT]
         whole = 0
+        # Each request is counted sent before its send (taken back if the send fails or
+        # is partial), with `sending` set for the whole burst: a worker killed inside
+        # the burst leaves at most its last counted request in doubt (poolsvc.ledger).
+        s[SENDING_FLAG] = 1
         for client in queued:
             conn = client.conn  # still linked both ways, the client still SENDING
             conn.complete = False  # reset_response, inline (head_only has not changed,
@@ -230,30 +234,30 @@ class Responses(Requests):
             conn.head = None
             conn.state = _SEND[conn.state]
             client.start = clock()
-            # `sending` one ahead of `sent` for the length of the send: a worker killed
-            # in between leaves the request in doubt, never silently uncounted.
-            s[SEND_INTENT] = sent + 1
+            sent += 1
+            s[REQ_SENT] = sent
             try:
                 n = conn.sock.send(data)
             except BlockingIOError:
                 n = 0
             except OSError as exc:
-                s[SEND_INTENT] = sent
+                s[REQ_SENT] = sent - 1
                 self._conn_failed(conn, "write", oserror_name(exc))
                 sent = s[REQ_SENT]  # the failure path may have sent a request itself
+                s[SENDING_FLAG] = 1
                 continue
             if n == size:
-                sent += 1
-                s[REQ_SENT] = sent
                 whole += 1
             else:
-                s[SEND_INTENT] = sent
+                sent -= 1
+                s[REQ_SENT] = sent
                 s[BYTES_OUT] += n
                 self._write_later(conn, data, n)
             if conn.heap_when and deadline >= conn.heap_when:
                 conn.deadline = deadline  # its earlier heap entry re-arms it (timers: lazy)
             else:
                 arm(conn, deadline)
+        s[SENDING_FLAG] = 0
         s[CONN_REUSED] += len(queued)
         s[BYTES_OUT] += whole * size
 

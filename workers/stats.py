@@ -91,7 +91,7 @@ GAUGES: Final = (
     "time.end_us",  # monotonic us when the duration bound ends (0 = none)
     "time.issue_end_us",  # monotonic us when this worker stopped issuing (0 = still issuing)
     "time.finished_us",  # monotonic us when the worker finished (0 = still running)
-    "requests.sending",  # requests.sent + 1 while a send() is under way, else requests.sent
+    "requests.sending",  # 1 while sends that complete requests are under way (the ledger)
     "fds.baseline",  # descriptors before the first connection (stdio, epoll)
     "fds.expected",  # what the registry accounts for: baseline + connections + infrastructure
     "fds.now",  # descriptors the kernel counted at the last audit
@@ -117,7 +117,7 @@ REQ_UNSENT: Final = INDEX["requests.unsent"]
 REQ_ABANDONED: Final = INDEX["requests.abandoned"]
 REQ_LATE: Final = INDEX["requests.late"]
 REQ_DROPPED: Final = INDEX["requests.dropped"]
-SEND_INTENT: Final = GAUGE_INDEX["requests.sending"]
+SENDING_FLAG: Final = GAUGE_INDEX["requests.sending"]
 INTERIM: Final = INDEX["responses.interim"]
 LAT2_MAX: Final = INDEX["latency_uncorrected.max_us"]
 CONN_CREATED: Final = INDEX["connections.created"]
