@@ -204,8 +204,8 @@ def text(snap: Snapshot, info: RunInfo) -> str:
         )
     if c["requests.in_doubt"]:
         lines.append(
-            f"[pool] in doubt: {c['requests.in_doubt']} of the lost (a worker died inside "
-            "their send(): counted sent, though the target may lack them)"
+            f"[pool] in doubt: {c['requests.in_doubt']} of the lost (a worker died while "
+            "sending them: counted sent, though the target may lack them)"
         )
     if len(info.per_target) > 1:
         for t in info.per_target:

@@ -189,6 +189,11 @@ class Service:
                 self.proc.communicate()
 
 
+def address(server: Any) -> list[str]:
+    """``--host H --port P`` of a server (the embedded target, nginx, a hostile one)."""
+    return ["--host", server.host, "--port", str(server.port)]
+
+
 def run_json(*args: str) -> dict[str, Any]:
     """`poolsvc run ARGS --json` as a subprocess; its JSON report (the run must succeed)."""
     proc = subprocess.run(

@@ -206,8 +206,8 @@ class Responses(Requests):
         request's latency is measured from its own send, not from when it was queued.
 
         This is :meth:`_send` for the one-target closed loop without per-request faults,
-        with the reuse and byte counters added once for the whole burst; ``requests.sent``
-        is stored after each send, so a SIGKILL cannot take a sent request out of it.
+        with the reuse and byte counters added once for the whole burst. ``requests.sent``
+        is stored for each request, before its send (see :meth:`_write`).
         """
         queued, self.renewed = self.renewed, []
         clock = self.clock

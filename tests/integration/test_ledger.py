@@ -14,7 +14,15 @@ import pytest
 
 from poolsvc import ledger
 from poolsvc.supervisor import RUNNING
-from tests.conftest import POOLSVC, Background, in_background, make, run_json, supervisor
+from tests.conftest import (
+    POOLSVC,
+    Background,
+    address,
+    in_background,
+    make,
+    run_json,
+    supervisor,
+)
 from tools.target import TargetServer
 from workers import stats
 
@@ -138,10 +146,7 @@ def test_request_bounds_are_exact_however_they_split(
 ) -> None:
     wanted = min(workers, requests)
     doc = run_json(
-        "--host",
-        target.host,
-        "--port",
-        str(target.port),
+        *address(target),
         "--size",
         "6",
         "--requests",
@@ -154,10 +159,7 @@ def test_request_bounds_are_exact_however_they_split(
 
 def test_open_loop_sends_exactly_rate_times_duration(target: TargetServer) -> None:
     doc = run_json(
-        "--host",
-        target.host,
-        "--port",
-        str(target.port),
+        *address(target),
         "--workers",
         "3",
         "--size",
@@ -174,10 +176,7 @@ def test_open_loop_sends_exactly_rate_times_duration(target: TargetServer) -> No
 
 def test_instant_local_refusals_are_not_requests_per_second(target: TargetServer) -> None:
     doc = run_json(
-        "--host",
-        target.host,
-        "--port",
-        str(target.port),
+        *address(target),
         "--workers",
         "1",
         "--size",
@@ -199,10 +198,7 @@ def test_instant_local_refusals_are_not_requests_per_second(target: TargetServer
 def test_requests_per_second_are_over_the_load_not_the_drain(target: TargetServer) -> None:
     target.set(delay_ms=400)
     doc = run_json(
-        "--host",
-        target.host,
-        "--port",
-        str(target.port),
+        *address(target),
         "--workers",
         "1",
         "--size",
@@ -244,10 +240,7 @@ def test_connection_errors_are_kept_apart_from_request_failures(target: TargetSe
 def test_timeline_rows_add_up_to_the_run(target: TargetServer, tmp_path: Path) -> None:
     timeline = tmp_path / "t.ndjson"
     doc = run_json(
-        "--host",
-        target.host,
-        "--port",
-        str(target.port),
+        *address(target),
         "--duration",
         "2.5",
         "--timeline",
@@ -269,10 +262,7 @@ def test_the_text_report_names_every_outcome(target: TargetServer, tmp_path: Pat
         [
             *POOLSVC,
             "run",
-            "--host",
-            target.host,
-            "--port",
-            str(target.port),
+            *address(target),
             "--workers",
             "1",
             "--size",
