@@ -153,6 +153,7 @@ def merge(
             "half_open_suspects": len(r["half_open_suspects"]),
             "stuck_connecting": len(r["stuck_connecting"]),
             "cost_ms": r["cost_ms"],
+            "incomplete": r.get("incomplete", "") or "-",
         }
         for r in workers
     ]
@@ -160,10 +161,13 @@ def merge(
         k: sum(row[k] for row in summary)
         for k in ("leaked", "close_wait", "half_open_suspects", "stuck_connecting")
     }
+    incomplete = {r["worker"]: r["incomplete"] for r in workers if r.get("incomplete")}
+    incomplete.update({w: "did not answer in time" for w in run.missing})
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "duration_ms": round((now - run.started) * 1000, 1),
-        "verdict": "LEAK" if totals["leaked"] else "clean",
+        "verdict": verdict(totals["leaked"], incomplete),
+        "incomplete": {str(w): why for w, why in sorted(incomplete.items())},
         "totals": totals,
         "time_wait": time_wait_toward(targets),
         "summary": summary,
@@ -171,6 +175,12 @@ def merge(
         "not_answering": run.missing,
         "history": {str(w): [list(x) for x in h] for w, h in watch.history.items()},
     }
+
+
+def verdict(leaked: int, incomplete: dict[int, str]) -> str:
+    """LEAK when a leak was found; ``incomplete`` when some audit could not run (that is
+    never reported clean); else clean."""
+    return "LEAK" if leaked else "incomplete" if incomplete else "clean"
 
 
 def render(report: dict[str, Any], fmt: str) -> str:
@@ -184,8 +194,12 @@ def render(report: dict[str, Any], fmt: str) -> str:
         f"close_wait={report['totals']['close_wait']} "
         f"half_open_suspects={report['totals']['half_open_suspects']} "
         f"stuck_connecting={report['totals']['stuck_connecting']}  "
-        f"time_wait={report['time_wait']}  took {report['duration_ms']} ms"
+        f"took {report['duration_ms']} ms"
     )
+    tw = " ".join(f"{target}={n}" for target, n in report["time_wait"].items()) or "-"
+    out.append(f"time_wait toward each target: {tw}")
+    for worker, why in report.get("incomplete", {}).items():
+        out.append(f"audit incomplete: worker {worker}: {why}")
     out.append("")
     cols = [
         "worker",
@@ -200,6 +214,7 @@ def render(report: dict[str, Any], fmt: str) -> str:
         "half_open_suspects",
         "stuck_connecting",
         "cost_ms",
+        "incomplete",
     ]
     out += _table(cols, [[row[c] for c in cols] for row in report["summary"]], md)
     for r in report["workers"]:
@@ -225,8 +240,17 @@ def _table(cols: list[str], rows: list[list[Any]], md: bool) -> list[str]:
     return [fmt.format(*cols)] + [fmt.format(*(str(v) for v in row)) for row in rows]
 
 
+def final_incomplete(final: list[dict[str, Any]]) -> dict[int, str]:
+    """Workers whose final audit could not run, and why."""
+    return {r["worker"]: r["incomplete"] for r in final if r.get("incomplete")}
+
+
 def verdict_line(final: list[dict[str, Any]]) -> str:
     """The one-line verdict printed after a run, from each worker's final audit."""
+    missing = final_incomplete(final)
+    if missing:
+        why = "; ".join(f"worker {w}: {reason}" for w, reason in sorted(missing.items()))
+        return f"[audit] incomplete: {why} (no verdict: a leak is not ruled out)"
     base = sum(r["fds_baseline"] for r in final)
     now = sum(r["fds_now"] for r in final)
     leaked = sum(len(r["leaked"]) for r in final)

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from poolsvc import config, plan
 from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
-from poolsvc.ctlserver import prepare_dir
+from poolsvc.ctlserver import claim, prepare_dir
 from poolsvc.runner import EXIT_USAGE, run
 from workers.errors import ConfigError
 from workers.injection import parse_duration
@@ -178,15 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"poolsvc: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     path = None
-    if serving:
-        path = resolve_path(control)
-        try:
-            prepare_dir(path.parent, private=control is None and ENV not in os.environ)
+    if serving or control:
+        path = resolve_path(control) if serving else Path(control)
+        try:  # before any load: a path we may not use is a usage error, never a loss
+            prepare_dir(path.parent, create=control is None and ENV not in os.environ)
+            claim(path)
         except OSError as exc:
-            print(f"poolsvc: error: {exc}", file=sys.stderr)
+            print(f"poolsvc: error: control socket: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    elif control:
-        path = Path(control)
     try:
         if command == "churn":
             return churn(cfg, as_json=as_json)

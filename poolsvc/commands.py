@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from poolsvc import prometheus, report, status
-from poolsvc.control import ControlError, arg, optional
+from poolsvc.control import COMMANDS, ControlError, arg, optional
 from poolsvc.faults import fault_from_args
+from workers.injection import KINDS
 
 if TYPE_CHECKING:
     from poolsvc.supervisor import Supervisor
@@ -73,13 +74,21 @@ def cmd_workers(svc: Supervisor, args: dict[str, Any]) -> Any:
 
 
 def cmd_inject(svc: Supervisor, args: dict[str, Any]) -> Any:
+    if "action" not in args and args:
+        raise ControlError("bad_request", "give action: set, clear or list")
     action = arg(args, "action", str, "list")
+    extra = set(args) - {"action"} - ({"fault"} if action == "clear" else set())
     if action == "set":
         svc.board.set(fault_from_args(args, svc.clock(), svc.seed))
-    elif action == "clear":
+    elif action in ("clear", "list"):
+        if extra:
+            raise ControlError("bad_request", f"inject {action} takes no {sorted(extra)[0]!r}")
         kind = optional(args, "fault", str)
-        svc.board.clear(kind)
-    elif action != "list":
+        if kind is not None and kind not in KINDS:
+            raise ControlError("bad_request", f"unknown fault {kind!r}; faults: {', '.join(KINDS)}")
+        if action == "clear":
+            svc.board.clear(kind)
+    else:
         raise ControlError("bad_request", f"action must be set, clear or list, not {action!r}")
     return svc.board.describe()
 
@@ -113,6 +122,9 @@ HANDLERS: dict[str, Handler] = {
     "drain": cmd_drain,
     "stop": cmd_stop,
 }
+
+
+assert set(HANDLERS) == set(COMMANDS), "every command of the protocol has one handler"
 
 
 def dispatch(svc: Supervisor, cmd: str, args: dict[str, Any]) -> Any:

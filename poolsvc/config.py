@@ -314,8 +314,9 @@ def _validate_targets(cfg: Config) -> None:
         weight = entry.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
             raise ConfigError(f"targets[{i}].weight must be an integer from 1 to 1000")
-        if not isinstance(entry.get("name", ""), str):
-            raise ConfigError(f"targets[{i}].name must be a string")
+        name = entry.get("name", "")
+        if not isinstance(name, str) or not name.isprintable() or len(name) > 100:
+            raise ConfigError(f"targets[{i}].name must be printable text of 100 characters at most")
         try:
             one = target_config(cfg, i)
             _validate(one)

@@ -10,6 +10,11 @@ Wire format, one JSON object per line each way (UTF-8, ``\\n``-terminated)::
 must be an object.  A request line longer than :data:`MAX_LINE` bytes is refused
 with ``too_large`` and discarded up to its newline; the connection stays usable.
 Error codes are a closed table (:data:`ERROR_CODES`), so scripts can branch on them.
+
+Requests are strict: a key that is not ``id``, ``cmd`` or ``args``, or an argument
+the command does not take (:data:`COMMANDS`), is a ``bad_request`` that names it
+(and says ``args.<key>`` when an argument was put at the top level). Nothing
+unknown is ever ignored: a typo must not turn into a silent no-op.
 """
 
 from __future__ import annotations
@@ -30,6 +35,23 @@ ERROR_CODES: Final = {
     "conflict": "the command does not apply in the current state",
     "internal": "the command failed inside the service",
 }
+
+
+#: Every command, and the arguments (in ``args``) it takes: nothing else is accepted.
+COMMANDS: Final[dict[str, frozenset[str]]] = {
+    "status": frozenset(),
+    "metrics": frozenset({"format"}),
+    "breaker": frozenset({"action", "target"}),
+    "load": frozenset({"concurrency", "pause", "resume", "rate"}),
+    "workers": frozenset({"count"}),
+    "inject": frozenset(
+        {"action", "fault", "rate", "target", "for_s", "seed", "delay_ms", "timeout_ms", "mode"}
+    ),
+    "audit": frozenset({"last"}),
+    "drain": frozenset(),
+    "stop": frozenset(),
+}
+REQUEST_KEYS: Final = frozenset({"id", "cmd", "args"})
 
 
 class ControlError(Exception):
@@ -56,9 +78,20 @@ def decode(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     cmd = doc.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise ControlError("bad_request", "cmd must be a non-empty string")
+    takes = COMMANDS.get(cmd)
+    if takes is None:
+        raise ControlError(
+            "unknown_command", f"unknown command {cmd!r}; try: {', '.join(COMMANDS)}"
+        )
+    for key in sorted(set(doc) - REQUEST_KEYS, key=str):
+        hint = f"; did you mean args.{key}?" if key in takes else ""
+        raise ControlError("bad_request", f"unknown key {key!r} in the request{hint}")
     args = doc.get("args", {})
     if not isinstance(args, dict):
         raise ControlError("bad_request", "args must be an object")
+    for key in sorted(set(args) - takes, key=str):
+        accepted = ", ".join(sorted(takes)) or "no arguments"
+        raise ControlError("bad_request", f"{cmd} takes no argument {key!r} (it takes: {accepted})")
     return ident, cmd, args
 
 

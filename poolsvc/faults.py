@@ -89,6 +89,13 @@ def fault_from_args(args: dict[str, Any], now: float, default_seed: int) -> Faul
     ):
         raise ControlError("bad_request", "for_s must be a positive number")
     seed = arg(args, "seed", int, default_seed)
+    for key, kinds in (
+        ("delay_ms", ("delay",)),
+        ("timeout_ms", ("timeout",)),
+        ("mode", ("connect_fail",)),
+    ):
+        if key in args and kind not in kinds:
+            raise ControlError("bad_request", f"{key} applies to {kinds[0]}, not to {kind}")
     mode = arg(args, "mode", str, "refused")
     if mode not in CONNECT_MODES:
         raise ControlError("bad_request", f"mode must be one of {', '.join(CONNECT_MODES)}")

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from poolsvc import files
 from poolsvc.config import Config
 from poolsvc.status import Interval
 
@@ -68,30 +69,34 @@ class Progress:
 
 
 class Timeline:
-    """Per-second records to a file (nothing when ``path`` is None); a context manager."""
+    """Per-second records to a file (nothing when ``path`` is None); a context manager.
+
+    The rows go to a private temporary file next to ``path`` as they come, and it
+    is renamed to ``path`` when the run ends, however it ends (``poolsvc.files``).
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.file: IO[str] | None = None
+        self.out: files.Replacement | None = None
         self.csv: Any = None
 
     def __enter__(self) -> Timeline:
         if self.path:
-            self.file = open(self.path, "w", newline="")
+            self.out = files.Replacement(self.path)
             if self.path.endswith(".csv"):
-                self.csv = csv.writer(self.file)
+                self.csv = csv.writer(self.out.file)
                 self.csv.writerow(FIELDS)
         return self
 
     def write(self, interval: Interval) -> None:
-        if self.file is None:
+        if self.out is None:
             return
         row = interval.as_dict()
         if self.csv is not None:
             self.csv.writerow([row[k] for k in FIELDS])
         else:
-            self.file.write(orjson.dumps(row).decode() + "\n")
-        self.file.flush()
+            self.out.file.write(orjson.dumps(row).decode() + "\n")
+        self.out.file.flush()
 
     def __exit__(
         self,
@@ -99,5 +104,5 @@ class Timeline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.file is not None:
-            self.file.close()
+        if self.out is not None:
+            self.out.commit()  # what was recorded is true, even of a run that failed

@@ -14,6 +14,12 @@ from workers.stats import EVICT_REASONS, STATUS_CLASSES, Snapshot
 RESULTS = ("ok", "failed", "unsent", "lost", "abandoned", "in_doubt")
 
 
+def label(value: object) -> str:
+    """A label value escaped as the text exposition format requires: backslash, double
+    quote and newline (a target's name is the user's, and may hold any of them)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _line(out: list[str], name: str, kind: str, help_text: str) -> None:
     out.append(f"# HELP {name} {help_text}")
     out.append(f"# TYPE {name} {kind}")
@@ -85,7 +91,7 @@ def exposition(snap: Snapshot, breakers: list[dict[str, Any]]) -> str:
     _line(out, "poolsvc_breaker_state", "gauge", "Breaker state: 0 closed, 1 open, 2 half-open.")
     codes = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}
     for b in breakers:
-        out.append(f'poolsvc_breaker_state{{target="{b["target"]}"}} {codes[b["state"]]}')
+        out.append(f'poolsvc_breaker_state{{target="{label(b["target"])}"}} {codes[b["state"]]}')
     _latency(out, snap)
     return "\n".join(out) + "\n"
 

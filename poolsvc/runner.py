@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from poolsvc import audit, config, plan, status
+from poolsvc import audit, config, files, plan, status
 from poolsvc.config import Config
 from poolsvc.progress import Progress, Timeline
 from poolsvc.report import RunInfo, as_json, text
@@ -88,6 +88,13 @@ def execute(
             live.clear()
             print(line, file=out, flush=True)
 
+    try:  # every output path, before any load: exit 2 now, not a traceback later
+        for key in ("timeline", "audit_report"):
+            if getattr(cfg, key):
+                files.check_output(getattr(cfg, key), key)
+    except ConfigError as exc:
+        print(f"poolsvc: error: {exc}", file=err)
+        return EXIT_USAGE
     cpu_before = _cpu()
     with contextlib.ExitStack() as stack:
         embedded = cfg.host is None and cfg.targets is None
@@ -168,6 +175,7 @@ def run(
         return result
     final = result.final_audits
     leaked = sum(len(r["leaked"]) for r in final)
+    unknown = audit.final_incomplete(final)  # an audit that could not run is never clean
     if as_json_doc:
         out.write(as_json(result.snap, result.info, audit_final=final).decode())
     else:
@@ -181,6 +189,6 @@ def run(
                     f"{row['age_s']}s): registry: {row['registry']}\n"
                 )
     out.flush()
-    if result.code == EXIT_OK and leaked and cfg.fail_on_leak:
+    if result.code == EXIT_OK and (leaked or unknown) and cfg.fail_on_leak:
         return EXIT_LEAK
     return result.code

@@ -34,7 +34,6 @@ import selectors
 import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from typing import Any, Final
 import multiprocess
 import orjson
 
-from poolsvc import audit, commands, config, ledger, plan, shm, status
+from poolsvc import audit, commands, config, files, ledger, plan, shm, status
 from poolsvc.breakers import BreakerDesk
 from poolsvc.config import Config
 from poolsvc.control import ControlError
@@ -132,7 +131,7 @@ class Supervisor:
             self.region, plan.breaker_settings(cfg), self.names, seed, emit, now
         )
         self.board = FaultBoard(self.region, emit, clock, config.faults(cfg, seed))
-        self.run_dir = tempfile.mkdtemp(prefix="poolsvc-run-")  # 0700: audit reports
+        self.run_dir = ""  # audit reports: a private directory, made when the run starts
         self.watch = audit.FdWatch()
         self.audit_run: audit.AuditRun | None = None
         self.last_audit: dict[str, Any] | None = None
@@ -164,6 +163,7 @@ class Supervisor:
     def run(self) -> int:
         old = self._install_signals()
         try:
+            self.run_dir = files.run_dir()
             for handle in self.handles:
                 self._spawn(handle)
             while any(h.state != DONE for h in self.handles):
@@ -179,7 +179,8 @@ class Supervisor:
             return self.exit_code
         finally:
             self._kill_all()
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            if self.run_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
             self._restore_signals(old)
             if self.control is not None:
                 self.control.close()
@@ -580,10 +581,7 @@ class Supervisor:
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
     fmt = "markdown" if path.endswith(".md") else "json" if path.endswith(".json") else "text"
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(audit.render(report, fmt))
-    tmp.replace(target)
+    files.write_text(path, audit.render(report, fmt))  # never through a predictable name
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -161,7 +161,7 @@ class Service:
         raise RuntimeError(f"the service did not come up: {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
 
     def call(self, cmd: str, **args: Any) -> Any:
-        with ControlClient(self.path) as c:
+        with ControlClient(self.path, timeout=30) as c:  # a loaded CI machine is slow
             return c.call(cmd, **args)
 
     def poolctl(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,16 +11,18 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
 
+from poolsvc import files
 from poolsvc.audit import render
 from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable, resolve_path
+from workers.errors import ConfigError
 from workers.injection import KINDS, parse_duration
 
 EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_LEAK = 0, 2, 3, 4, 5
+TIMEOUT, AUDIT_TIMEOUT = 5.0, 60.0  # seconds: connect, and each reply (an audit takes longer)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,11 +33,17 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="poolctl", description="control a running poolsvc service")
     p.add_argument("--control", help="control socket (default: $POOLSVC_CONTROL or the service's)")
+    p.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help="give up after this long: connect, and each reply (default 5; audit 60)",
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     st = sub.add_parser("status", help="targets, breakers, pool, rates, workers")
     st.add_argument("--json", action="store_true", help="the raw JSON document")
-    st.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
-    st.add_argument("--count", type=int, default=0, help="with --watch: stop after N refreshes")
+    st.add_argument("--watch", type=_positive, metavar="SECONDS", help="refresh every SECONDS")
+    st.add_argument("--count", type=_count, help="with --watch: stop after N refreshes")
     me = sub.add_parser("metrics", help="metrics as text, json or prometheus")
     me.add_argument("--format", choices=("text", "json", "prometheus"), default="text")
     br = sub.add_parser("breaker", help="show, force open/closed, or reset a breaker")
@@ -50,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     wo = sub.add_parser("workers", help="show workers, or scale to N")
     wo.add_argument("count", nargs="?", type=int)
     inj = sub.add_parser("inject", help="inject faults: FAULT --rate R | list | clear [FAULT]")
-    inj.add_argument("fault", help=f"one of {', '.join(KINDS)}, or list, or clear")
-    inj.add_argument("which", nargs="?", help="with clear: only this fault")
+    inj.add_argument("fault", choices=[*KINDS, "list", "clear"], help="a fault, or list, or clear")
+    inj.add_argument("which", nargs="?", choices=KINDS, help="with clear: only this fault")
     inj.add_argument("--rate", type=float, help="probability per request/connection (0-1)")
     inj.add_argument("--target", type=int, help="target index (default: all)")
     inj.add_argument("--for", dest="for_", type=_duration, help="clear itself after: 10s, 500ms")
@@ -90,6 +98,26 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return cmd, {}
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -125,22 +153,32 @@ def _usage(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "status" and args.count is not None and args.watch is None:
+        return _usage("--count goes with --watch")
+    if args.command == "inject" and args.which and args.fault != "clear":
+        return _usage(f"inject {args.fault} takes no second fault name")
+    if args.command == "audit" and args.out:
+        try:
+            files.check_output(args.out, "--out")
+        except ConfigError as exc:
+            return _usage(str(exc))
     path = resolve_path(args.control)
+    timeout = args.timeout or (AUDIT_TIMEOUT if args.command == "audit" else TIMEOUT)
     try:
-        with ControlClient(path) as client:
+        with ControlClient(path, timeout=timeout) as client:
             if args.command == "status" and args.watch is not None:
                 return _watch(client, args)
             cmd, cmd_args = _request(args)
             data = client.call(cmd, **cmd_args)
     except ServiceUnavailable as exc:
-        print(f"poolctl: {exc}; is `poolsvc serve` running?", file=sys.stderr)
+        print(f"poolctl: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except CommandRefused as exc:
         print(f"poolctl: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     _print(args, data)
-    if args.command == "audit" and data.get("verdict") == "LEAK":
-        return EXIT_LEAK
+    if args.command == "audit" and data.get("verdict") != "clean":
+        return EXIT_LEAK  # a leak, or an audit that could not rule one out
     return EXIT_OK
 
 
@@ -148,7 +186,7 @@ def _print(args: argparse.Namespace, data: Any) -> None:
     if args.command == "audit":
         text = render(data, args.format)
         if args.out:
-            Path(args.out).write_text(text)
+            files.write_text(args.out, text)  # through a private temporary file
         else:
             sys.stdout.write(text)
     elif args.command == "status" and not args.json:
@@ -171,7 +209,7 @@ def _watch(client: ControlClient, args: argparse.Namespace) -> int:
             shown += 1
             if args.count and shown >= args.count:
                 return EXIT_OK
-            time.sleep(max(0.05, args.watch))
+            time.sleep(args.watch)
     except KeyboardInterrupt:
         return EXIT_OK
 

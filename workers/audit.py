@@ -33,10 +33,12 @@ time, so the load never stops everywhere at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -77,6 +79,40 @@ class Registry:
         self.tombstones.append(
             Tombstone(inode, conn.fd, conn.target, conn.created, now, reason, conn.requests)
         )
+
+
+class Reserve:
+    """One spare descriptor (``/dev/null``), handed back for the length of an audit:
+    a worker that ran out of descriptors (EMFILE, the ``leak`` fault) can still
+    list its own and write its report. It is counted in the baseline."""
+
+    def __init__(self) -> None:
+        self.fd = self._open()
+
+    @staticmethod
+    def _open() -> int:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return -1
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            yield
+        finally:
+            self.fd = self._open()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __repr__(self) -> str:
+        return f"<Reserve fd={self.fd}>"
 
 
 def count_fds() -> int:
@@ -189,6 +225,29 @@ def audit(
         "half_open_suspects": suspects,
         "stuck_connecting": stuck,
         "cost_ms": round((time.perf_counter() - started) * 1000, 3),
+        "incomplete": "",
+    }
+
+
+def incomplete(registry: Registry, registered: int, reason: str) -> dict[str, Any]:
+    """The report of an audit that could not run: it says why, and never says clean."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {
+        "pid": os.getpid(),
+        "fds_now": -1,
+        "fds_baseline": registry.baseline,
+        "fds_expected": -1,
+        "fd_limit": soft,
+        "fd_headroom": -1,
+        "sockets": -1,
+        "registered": registered,
+        "by_state": {},
+        "leaked": [],
+        "close_wait": [],
+        "half_open_suspects": [],
+        "stuck_connecting": [],
+        "cost_ms": 0.0,
+        "incomplete": reason,
     }
 
 

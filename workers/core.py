@@ -34,12 +34,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import psutil
+
 from poolsvc import shm
 from workers import connection as cx
 from workers import load
 from workers import stats as st
 from workers.admission import SharedView
-from workers.audit import Registry, audit, inode_of
+from workers.audit import Registry, Reserve, audit, incomplete, inode_of
 from workers.connection import Connection
 from workers.errors import errno_name, oserror_name
 from workers.http import DEFAULT_SUCCESS, parse_statuses, status_table
@@ -134,6 +136,7 @@ class WorkerCore:
         self.dead_ends = cx.DeadEnds()
         self.leaked: list[Any] = []  # sockets kept open by the `leak` fault, on purpose
         self._sync_faults(self.now)
+        self.reserve = Reserve()  # before the baseline: it is part of it
         self.registry = Registry()
         self.registry.take_baseline()
         self.report = report  # where audit reports go (the worker process writes files)
@@ -360,25 +363,46 @@ class WorkerCore:
         if not self.ep.closed:
             infra.add(self.ep.fileno())
         names = [t.spec.name for t in self.targets]
-        rep = audit(
-            self.conns,
-            infra,
-            len(self.dead_ends.sockets),
-            self.registry,
-            names,
-            self.clock(),
-            self.settings.connect_timeout,
-        )
+
+        def look() -> dict[str, Any]:
+            args = (self.conns, infra, len(self.dead_ends.sockets), self.registry, names)
+            return audit(*args, self.clock(), self.settings.connect_timeout)
+
+        rep: dict[str, Any]
+        try:
+            rep = self._with_room(look)
+        except (OSError, psutil.Error) as exc:  # the audit must never take its worker down
+            why = oserror_name(exc) if isinstance(exc, OSError) else type(exc).__name__
+            rep = incomplete(self.registry, len(self.conns), why)
         rep["worker"] = self.index
         rep["label"] = label
         s = self.s
-        s[st.GAUGE_INDEX["fds.now"]] = rep["fds_now"]
+        s[st.GAUGE_INDEX["fds.now"]] = max(rep["fds_now"], 0)
         s[st.GAUGE_INDEX["audit.leaked"]] = len(rep["leaked"])
         s[st.GAUGE_INDEX["audit.close_wait"]] = len(rep["close_wait"])
-        if self.report is not None:
-            self.report(label, rep)
+        report = self.report
+        if report is not None:
+            try:
+                self._with_room(lambda: report(label, rep))
+            except OSError:
+                return rep  # no report: the supervisor says this worker did not answer
         s[st.GAUGE_INDEX["audit.seq"]] = self.audits  # last: the report is in place
         return rep
+
+    def _with_room(self, act: Callable[[], Any]) -> Any:
+        """``act()``; out of descriptors, again with the spare one handed back meanwhile
+        (a report made then counts the spare as open: it is, but for the audit)."""
+        try:
+            return act()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        with self.reserve.released():
+            result = act()
+        if isinstance(result, dict) and result.get("fds_now", -1) >= 0:
+            result["fds_now"] += 1
+            result["spare_used"] = True
+        return result
 
     def _publish(self, pool_gauges: bool = True) -> None:
         """Write gauges and the heartbeat (plain stores: readers may see them any time)."""

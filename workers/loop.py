@@ -86,6 +86,7 @@ class Worker(Responses):
             if self.report is not None:  # every socket closed: the count must be the baseline
                 self.run_audit("final")
             self.ep.close()
+            self.reserve.close()
 
     def _start_clients(self) -> None:
         """Closed loop: every client now, or (with a ramp) one after another over it."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from poolsvc import shm
+from poolsvc import files, shm
 from poolsvc.config import Config
 from poolsvc.plan import Shard, make_worker
 from workers import stats
@@ -119,11 +119,8 @@ def report_path(run_dir: str, worker: int, label: str) -> Path:
 
 def _reporter(run_dir: str, worker: int) -> Any:
     def write(label: str, report: dict[str, Any]) -> None:
-        # Write then rename: the supervisor never reads half a report.
-        path = report_path(run_dir, worker, label)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(report))
-        tmp.replace(path)
+        # Through a temporary file, then renamed: the supervisor never reads half a report.
+        files.write_bytes(report_path(run_dir, worker, label), orjson.dumps(report))
 
     return write
 

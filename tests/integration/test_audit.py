@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Service
+from tests.conftest import Service, address
 from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
@@ -216,3 +216,40 @@ def test_preflight_refuses_clearly_when_it_cannot(target: TargetServer) -> None:
     )
     assert proc.returncode == 2
     assert "RLIMIT_NOFILE is 64" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_audit_out_of_descriptors_still_runs_and_never_says_clean(
+    target: TargetServer, tmp_path: Path
+) -> None:
+    # Every connection the pool closes is leaked on purpose, until the worker runs out
+    # of descriptors (EMFILE). The audits must not crash the worker (a spare descriptor
+    # is handed back for them), must find the leak, and --fail-on-leak must exit 5.
+    cfg = tmp_path / "leak.json"
+    cfg.write_text('{"inject_failures": [{"fault": "leak", "rate": 1.0}]}')
+    proc = subprocess.run(
+        [
+            *POOLSVC,
+            "run",
+            *address(target),
+            "--workers",
+            "1",
+            "--size",
+            "4",
+            "--duration",
+            "2",
+            "--max-requests-per-conn",
+            "3",
+            "--fail-on-leak",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit(48, 48),
+    )
+    assert proc.returncode == 5, proc.stdout[-800:] + proc.stderr
+    assert "Traceback" not in proc.stderr and "restarting" not in proc.stdout  # no crash
+    assert "errors.EMFILE" in proc.stdout or "connect_errors.EMFILE" in proc.stdout
+    verdict = next(x for x in proc.stdout.splitlines() if x.startswith("[audit] "))
+    assert "leaked=0" not in verdict, verdict

@@ -223,12 +223,13 @@ def test_sigterm_under_load_drains_cleanly(target: TargetServer) -> None:
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) == 2
         for child in children:
-            # stdio + its epoll + its 5 pooled sockets: nothing inherited from the
-            # supervisor (wakeup pipe, target pipes, sibling pipes) survived the fork
+            # stdio + its audit's spare descriptor + its epoll + its 5 pooled sockets:
+            # nothing inherited from the supervisor (wakeup pipe, target pipes, sibling
+            # pipes) survived the fork
             fd_dir = f"/proc/{child.pid}/fd"
             fds = [fd for fd in os.listdir(fd_dir) if int(fd) > 2]
             kinds = sorted(os.readlink(f"{fd_dir}/{fd}").split(":")[0] for fd in fds)
-            assert kinds == ["anon_inode"] + ["socket"] * 5, kinds
+            assert kinds == ["/dev/null", "anon_inode"] + ["socket"] * 5, kinds
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
