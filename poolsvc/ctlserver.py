@@ -37,6 +37,7 @@ if it is a socket of ours that nothing answers on any more (:func:`claim`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import socket
@@ -440,13 +441,14 @@ class ControlServer:
 
 
 def _answers(path: Path) -> bool:
-    """True if something accepts connections on ``path``."""
+    """True if a listener is there: it accepts, or its queue is full (a service that is
+    stopped or busy is still a service). Only a refused connect means it is gone."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
         probe.connect(str(path))
         return True
-    except OSError:
-        return False
+    except OSError as exc:
+        return exc.errno not in (errno.ECONNREFUSED, errno.ENOENT)
     finally:
         probe.close()

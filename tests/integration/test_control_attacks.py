@@ -461,3 +461,34 @@ def test_a_bracketed_ipv6_host_is_accepted() -> None:
         )
     assert proc.returncode == 0, proc.stderr  # not "cannot resolve", not a usage error
     assert f"target [::1]:{port}" in proc.stdout and "failed.read_timeout=1" in proc.stdout
+
+
+def test_the_socket_of_a_stopped_service_with_a_full_queue_is_not_stale(tmp_path: Path) -> None:
+    # A connect that finds the accept queue full (EAGAIN) means a listener is there,
+    # merely stopped or busy: its socket must not be taken for a stale one and removed.
+    from poolsvc.ctlserver import claim
+
+    path = tmp_path / "c.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            f = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            f.setblocking(False)
+            try:
+                f.connect(str(path))
+            except BlockingIOError:
+                f.close()
+                break
+            fillers.append(f)
+        with pytest.raises(OSError, match="already listening"):
+            claim(path)
+        assert path.exists()
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
+    claim(path)  # now nothing listens: a stale socket of ours, removed
+    assert not path.exists()
