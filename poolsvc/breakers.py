@@ -18,8 +18,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from poolsvc import shm
 from poolsvc.breaker import CLOSED, HALF_OPEN, OPEN, STATE_CODE, Breaker, BreakerSettings
+from workers import shm
 
 _FOREVER_US = 2**62  # open_until for a breaker forced open
 
@@ -94,7 +94,7 @@ class BreakerDesk:
             row[shm.B_OPEN_UNTIL] = int(breaker.open_until * 1e6)
         row[shm.B_TRIPS] = breaker.total_trips
         row[shm.B_CHANGED] = int(now * 1e6)
-        row[shm.B_STATE] = (breaker.generation << 8) | STATE_CODE[breaker.state]  # last
+        row[shm.B_STATE] = shm.breaker_word(breaker.generation, STATE_CODE[breaker.state])  # last
 
     def action(self, t: int, what: str, now: float) -> None:
         """Operator action on target ``t``: ``open``, ``close`` or ``reset``."""

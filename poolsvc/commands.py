@@ -85,7 +85,9 @@ def cmd_inject(svc: Supervisor, args: dict[str, Any]) -> Any:
             raise ControlError("bad_request", f"inject {action} takes no {sorted(extra)[0]!r}")
         kind = optional(args, "fault", str)
         if kind is not None and kind not in KINDS:
-            raise ControlError("bad_request", f"unknown fault {kind!r}; faults: {', '.join(KINDS)}")
+            raise ControlError(
+                "bad_request", f"fault must be one of {', '.join(KINDS)}, not {kind!r}"
+            )
         if action == "clear":
             svc.board.clear(kind)
     else:

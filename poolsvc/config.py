@@ -20,7 +20,7 @@ import orjson
 
 from workers.errors import ConfigError
 from workers.http import DEFAULT_SUCCESS, RequestError, build_request, parse_statuses
-from workers.injection import CONNECT_MODES, DEFAULT_MIX, Fault
+from workers.injection import DEFAULT_MIX, Fault, parse_fault
 from workers.target import TargetSpec, check_host
 
 
@@ -221,13 +221,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(str(exc)) from None
 
 
-_FAULT_KEYS = {"fault", "rate", "target", "for_s", "seed", "delay_ms", "timeout_ms", "mode"}
-
-
 def faults(cfg: Config, seed: int) -> list[Fault]:
     """The faults ``inject_failures`` asks for: ``true`` is the default mix (a few
-    percent of requests reset or time out), a list gives each fault (at start, so
-    ``for_s`` counts from now)."""
+    percent of requests reset or time out), a list gives each fault (parsed by
+    :func:`workers.injection.parse_fault`, as a control request is; ``for_s``
+    counts from now)."""
     value = cfg.inject_failures
     if value is False:
         return []
@@ -235,41 +233,13 @@ def faults(cfg: Config, seed: int) -> list[Fault]:
         return [Fault(kind, rate, seed=seed, param=param) for kind, rate, param in DEFAULT_MIX]
     out = []
     for i, item in enumerate(value):
-        if not isinstance(item, dict) or not set(item) <= _FAULT_KEYS or "fault" not in item:
-            raise ConfigError(
-                f"inject_failures[{i}] must be an object with keys from "
-                f"{sorted(_FAULT_KEYS)} including 'fault'"
-            )
+        if not isinstance(item, dict):
+            raise ConfigError(f"inject_failures[{i}] must be an object")
         try:
-            out.append(_fault(item, seed))
-        except (ValueError, TypeError) as exc:
+            out.append(parse_fault(item, time.monotonic(), seed))
+        except ValueError as exc:
             raise ConfigError(f"inject_failures[{i}]: {exc}") from None
     return out
-
-
-def fault_param(kind: str, delay_ms: Any, timeout_ms: Any, mode: str) -> int:
-    """A fault's parameter word: delay ms, timeout ms (0: the read timeout), connect mode."""
-    if kind == "delay":
-        return int(delay_ms)
-    if kind == "timeout":
-        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms < 0:
-            raise ValueError("timeout_ms must be an integer >= 0")
-        return timeout_ms
-    return CONNECT_MODES.index(mode)
-
-
-def _fault(item: dict[str, Any], seed: int) -> Fault:
-    mode = item.get("mode", "refused")
-    if mode not in CONNECT_MODES:
-        raise ValueError(f"mode must be one of {', '.join(CONNECT_MODES)}")
-    kind = item["fault"]
-    param = fault_param(kind, item.get("delay_ms", 100), item.get("timeout_ms", 0), mode)
-    rate = item.get("rate", 0.05)
-    if isinstance(rate, bool) or not isinstance(rate, int | float):
-        raise ValueError("rate must be a number")
-    until = time.monotonic() + float(item["for_s"]) if item.get("for_s") else 0.0
-    target = item.get("target")
-    return Fault(kind, float(rate), target, until, int(item.get("seed", seed)), param)
 
 
 #: keys a target entry may set for itself; everything else comes from the top level

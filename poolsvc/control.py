@@ -64,8 +64,11 @@ class ControlError(Exception):
         self.message = message
 
 
-def decode(line: bytes) -> tuple[Any, str, dict[str, Any]]:
-    """Parse one request line into (id, cmd, args); raises ControlError."""
+def decode(
+    line: bytes, commands: dict[str, frozenset[str]] = COMMANDS
+) -> tuple[Any, str, dict[str, Any]]:
+    """Parse one request line into (id, cmd, args), checked against ``commands`` (the
+    service's by default); raises ControlError."""
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -78,10 +81,10 @@ def decode(line: bytes) -> tuple[Any, str, dict[str, Any]]:
     cmd = doc.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise ControlError("bad_request", "cmd must be a non-empty string")
-    takes = COMMANDS.get(cmd)
+    takes = commands.get(cmd)
     if takes is None:
         raise ControlError(
-            "unknown_command", f"unknown command {cmd!r}; try: {', '.join(COMMANDS)}"
+            "unknown_command", f"unknown command {cmd!r}; try: {', '.join(commands)}"
         )
     for key in sorted(set(doc) - REQUEST_KEYS, key=str):
         hint = f"; did you mean args.{key}?" if key in takes else ""

@@ -1,7 +1,7 @@
 """The supervisor's fault board: the injected faults in force, written to shared memory.
 
 The supervisor is the only writer of the fault table (seqlock in
-:meth:`poolsvc.shm.Region.write_faults`); workers pick a new table up within one
+:meth:`workers.shm.Region.write_faults`); workers pick a new table up within one
 tick.  Setting a fault of a kind that is already in force for the same target
 replaces it.  A fault given a duration clears itself; the board removes it from
 the table and says so.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from poolsvc import shm
 from poolsvc.control import ControlError
-from workers.injection import CONNECT_MODES, MAX_FAULTS, Fault
+from workers import shm
+from workers.injection import MAX_FAULTS, Fault, parse_fault
 
 
 class FaultBoard:
@@ -74,35 +74,9 @@ class FaultBoard:
 
 
 def fault_from_args(args: dict[str, Any], now: float, default_seed: int) -> Fault:
-    """A Fault from control/poolctl arguments (raises ControlError on bad values)."""
-    from poolsvc.config import fault_param
-    from poolsvc.control import arg
-
-    kind = arg(args, "fault", str)
-    rate = float(arg(args, "rate", (int, float)))
-    target = args.get("target")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, int)):
-        raise ControlError("bad_request", "target must be an integer or null")
-    duration = args.get("for_s")
-    if duration is not None and (
-        isinstance(duration, bool) or not isinstance(duration, int | float) or duration <= 0
-    ):
-        raise ControlError("bad_request", "for_s must be a positive number")
-    seed = arg(args, "seed", int, default_seed)
-    for key, kinds in (
-        ("delay_ms", ("delay",)),
-        ("timeout_ms", ("timeout",)),
-        ("mode", ("connect_fail",)),
-    ):
-        if key in args and kind not in kinds:
-            raise ControlError("bad_request", f"{key} applies to {kinds[0]}, not to {kind}")
-    mode = arg(args, "mode", str, "refused")
-    if mode not in CONNECT_MODES:
-        raise ControlError("bad_request", f"mode must be one of {', '.join(CONNECT_MODES)}")
+    """A Fault from an ``inject set`` request's arguments (raises ControlError on bad
+    values): the same parser as the config's ``inject_failures`` entries."""
     try:
-        param = fault_param(
-            kind, arg(args, "delay_ms", int, 100), arg(args, "timeout_ms", int, 0), mode
-        )
-        return Fault(kind, rate, target, now + duration if duration else 0.0, seed, param)
+        return parse_fault({k: v for k, v in args.items() if k != "action"}, now, default_seed)
     except ValueError as exc:
         raise ControlError("bad_request", str(exc)) from None

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from poolsvc import shm
-from workers import stats
+from workers import shm, stats
 
 _SENT, _OK, _FAILED, _ABANDONED = (
     stats.INDEX[f"requests.{k}"] for k in ("sent", "ok", "failed", "abandoned")

@@ -1,4 +1,4 @@
-"""From a validated Config to the pieces a worker runs: shards, settings, the Worker.
+"""From a validated Config to what each worker runs: shards, then one WorkerSpec each.
 
 Pool size, kept-open minimum, concurrency and the request bound are split across
 workers as evenly as integers allow (the first ``total % n`` workers get one more),
@@ -8,22 +8,18 @@ so their sums are exactly what was asked for.
 from __future__ import annotations
 
 import os
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from poolsvc import __version__
 from poolsvc.breaker import BreakerSettings
 from poolsvc.config import Config, target_configs, target_spec, target_weights
 from workers.admission import SharedView
-from workers.backoff import Backoff
 from workers.errors import ConfigError
 from workers.http import parse_statuses, status_table
 from workers.load import Bounds, split
 from workers.loop import LoopSettings, Worker
-from workers.pool import Pool, PoolSettings
-from workers.target import Target
+from workers.pool import PoolSettings
+from workers.spec import TargetPlan, WorkerSpec, build_worker
 
 USER_AGENT = f"poolsvc/{__version__}"
 
@@ -123,32 +119,26 @@ def pool_settings(cfg: Config, size: int, minimum: int) -> PoolSettings:
     )
 
 
-def make_worker(
-    cfg: Config,
-    hosts: list[tuple[str, int]],
-    shard: Shard,
-    shared: SharedView,
-    watchdog: Callable[[Worker], None] | None = None,
-    end_at: float = 0.0,
-    forever: bool = False,
-    report: Callable[[str, dict[str, Any]], None] | None = None,
-) -> Worker:
-    """The Worker for ``shard`` of ``cfg``, whose targets are at ``hosts`` (resolved by the
-    caller: the embedded target's address is only known at run time)."""
-    rng = random.Random(shard.seed)
-    targets = []
-    for t, (tc, (host, port)) in enumerate(zip(target_configs(cfg), hosts, strict=True)):
-        backoff = Backoff(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, rng)
-        size, minimum = shard.pools[t]
-        spec = target_spec(tc, host, port, USER_AGENT)
-        target = Target(t, spec, Pool(pool_settings(tc, size, minimum), backoff))
-        target.total = (tc.pool_size, tc.effective_pool_min)
-        targets.append(target)
-    duration = 0.0 if forever else float(cfg.duration_s)
+def worker_spec(
+    cfg: Config, hosts: list[tuple[str, int]], shard: Shard, forever: bool = False
+) -> WorkerSpec:
+    """What the worker of ``shard`` runs: ``cfg`` resolved for it, its targets at ``hosts``
+    (addresses known at run time: the embedded target's port is the kernel's choice)."""
+    targets = tuple(
+        TargetPlan(
+            target_spec(tc, host, port, USER_AGENT),
+            pool_settings(tc, *shard.pools[t]),
+            (tc.pool_size, tc.effective_pool_min),
+            weight,
+        )
+        for t, (tc, (host, port), weight) in enumerate(
+            zip(target_configs(cfg), hosts, target_weights(cfg), strict=True)
+        )
+    )
     bounds = Bounds(
         shard.concurrency,
         0 if forever else shard.requests,
-        duration,
+        0.0 if forever else float(cfg.duration_s),
         forever,
         rate=shard.rate,
         ramp=float(cfg.ramp_s),
@@ -165,14 +155,13 @@ def make_worker(
         max_header_bytes=cfg.max_header_bytes,
         success=status_table(parse_statuses(cfg.success_statuses)),
     )
-    return Worker(
-        targets,
-        bounds,
-        settings,
-        shared,
-        rng,
-        watchdog=watchdog,
-        end_at=end_at,
-        report=report,
-        weights=target_weights(cfg),
-    )
+    backoff = (cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0)
+    return WorkerSpec(shard.index, targets, bounds, settings, backoff, shard.seed)
+
+
+def make_worker(
+    cfg: Config, hosts: list[tuple[str, int]], shard: Shard, shared: SharedView
+) -> Worker:
+    """An in-process Worker for ``shard`` of ``cfg`` (tests and tools; the supervisor
+    forks workers from :func:`worker_spec` instead)."""
+    return build_worker(worker_spec(cfg, hosts, shard), shared)

@@ -99,7 +99,7 @@ def execute(
     with contextlib.ExitStack() as stack:
         embedded = cfg.host is None and cfg.targets is None
         if embedded:
-            from tools.target import TargetServer  # the dev/test server, only when asked for
+            from poolsvc.target import TargetServer  # only when asked for
 
             server = stack.enter_context(TargetServer())
             hosts = [(server.host, server.port)]

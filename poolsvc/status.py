@@ -18,10 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from poolsvc import shm
-from workers import histogram
+from workers import histogram, shm
 from workers.errors import ERROR_NAMES
-from workers.stats import INDEX, Snapshot
+from workers.stats import HEARTBEAT, INDEX, Snapshot
 
 if TYPE_CHECKING:
     from poolsvc.supervisor import Supervisor
@@ -198,7 +197,7 @@ def worker_status(svc: Supervisor) -> list[dict[str, Any]]:
     out = []
     for h in svc.handles:
         slot = svc.region.slot(h.index)
-        beat = slot[2]
+        beat = slot[HEARTBEAT]
         out.append(
             {
                 "index": h.index,

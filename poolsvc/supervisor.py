@@ -43,7 +43,7 @@ from typing import Any, Final
 import multiprocess
 import orjson
 
-from poolsvc import audit, commands, config, files, ledger, plan, shm, status
+from poolsvc import audit, commands, config, files, ledger, plan, status
 from poolsvc.breakers import BreakerDesk
 from poolsvc.config import Config
 from poolsvc.control import ControlError
@@ -52,9 +52,9 @@ from poolsvc.faults import FaultBoard
 from poolsvc.plan import Shard
 from poolsvc.report import RunInfo
 from poolsvc.status import Interval, Intervals
-from workers import stats
+from workers import shm, stats
 from workers.load import split
-from workers.process import WorkerPlan, report_path, worker_main
+from workers.process import WorkerPlan, worker_main
 
 TICK: Final = 0.005
 REAP_POLL: Final = 0.1
@@ -234,14 +234,11 @@ class Supervisor:
             h.shard, requests=remaining, seed=h.shard.seed + 1000 * len(h.pids)
         )
         wp = WorkerPlan(
-            self.cfg,
-            self.hosts,
-            shard,
+            plan.worker_spec(self.cfg, self.hosts, shard, self.forever),
             self.layout,
             os.getpid(),
             h.end_at,
-            self.forever,
-            self.run_dir,
+            self._reporter(h.index),
         )
         row = self.region.wctrl_row(h.index)
         row[shm.C_CONCURRENCY] = h.shard.concurrency
@@ -253,6 +250,16 @@ class Supervisor:
         proc.start()
         h.proc, h.state, h.started = proc, RUNNING, self.clock()
         h.pids.append(proc.pid)
+
+    def _reporter(self, worker: int) -> Callable[[str, dict[str, Any]], None]:
+        """How worker ``worker`` hands over an audit report: a file in the run's private
+        directory, written through a temporary one (the supervisor never reads half)."""
+        run_dir = self.run_dir
+
+        def write(label: str, report: dict[str, Any]) -> None:
+            files.write_bytes(report_path(run_dir, worker, label), orjson.dumps(report))
+
+        return write
 
     def _reap_exited(self) -> None:
         """Reap every worker that has exited (non-blocking)."""
@@ -577,6 +584,11 @@ class Supervisor:
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.handles} {self.desk} stopping={self.stopping}>"
+
+
+def report_path(run_dir: str, worker: int, label: str) -> Path:
+    """Where worker ``worker`` puts its audit report ``label`` (in the run's private dir)."""
+    return Path(run_dir) / f"audit-w{worker}-{label}.json"
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:

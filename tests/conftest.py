@@ -25,8 +25,8 @@ import pytest
 from poolsvc import config, plan
 from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable
 from poolsvc.supervisor import Supervisor
+from poolsvc.target import TargetServer
 from tools.nginx import Nginx
-from tools.target import TargetServer
 from workers import stats
 from workers.admission import SharedView
 from workers.loop import Worker
@@ -166,7 +166,7 @@ class Service:
 
     def poolctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tools.poolctl", "--control", str(self.path), *args],
+            [sys.executable, "-m", "poolsvc.poolctl", "--control", str(self.path), *args],
             capture_output=True,
             text=True,
             timeout=30,

@@ -1,1 +1,1 @@
-"""Developer tools for poolsvc: the embedded misbehaving target server (tools.target)."""
+"""Development tools for poolsvc (not installed): benchmarks, chaos scenarios, nginx."""

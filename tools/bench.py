@@ -55,8 +55,8 @@ from typing import Any
 
 import psutil
 
+from poolsvc.target import TargetServer
 from tools.nginx import Nginx
-from tools.target import TargetServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -378,7 +378,7 @@ def status_cost(rounds: int, seconds: float) -> str:
         os.chmod(d, 0o700)
         sock = str(Path(d) / "c.sock")
         cmd = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
-        watch = [PY, "-m", "tools.poolctl", "--control", sock, "status", "--watch", "0.2"]
+        watch = [PY, "-m", "poolsvc.poolctl", "--control", sock, "status", "--watch", "0.2"]
         watch += ["--count", str(int(seconds * 5) + 5)]
         for _ in range(rounds):
             runs["without status reads"].append(steady(ng, [*cmd, "--control", sock], seconds))

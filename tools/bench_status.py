@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from poolsvc.client import ControlClient, ServiceUnavailable
+from poolsvc.target import TargetServer
 from tools.nginx import Nginx
-from tools.target import TargetServer
 
 
 @contextlib.contextmanager

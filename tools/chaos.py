@@ -45,8 +45,8 @@ from typing import Any
 import psutil
 
 from poolsvc.client import ControlClient, ServiceUnavailable
+from poolsvc.target import TargetServer
 from tools.nginx import Nginx
-from tools.target import TargetServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

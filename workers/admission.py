@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from poolsvc import shm
-from poolsvc.shm import Layout, tag, tagged_count
-from workers import injection, stats
+from workers import injection, shm, stats
 from workers.injection import Fault
+from workers.shm import Layout, tag, tagged_count
 
 REFUSE: Final = 0  # admit() result; a positive result is a trial generation, -1 = admit
 
@@ -73,12 +72,12 @@ class SharedView:
     def admit(self, target: int, state_word: int) -> int:
         """Called when the breaker word is not CLOSED: -1 admit, 0 refuse, g > 0 admit as
         a trial of generation g."""
-        code = state_word & 0xFF
+        code = shm.breaker_code(state_word)
         if code == 0:
             return -1
         if code == 1:
             return REFUSE
-        generation = state_word >> 8
+        generation = shm.breaker_generation(state_word)
         w = self.words
         granted = tagged_count(w[self.brk[target] + shm.BRK_FIXED + self.worker], generation)
         used_at = self.targets[target] + shm.T_TRIAL_USED

@@ -36,9 +36,8 @@ from typing import Any, Final
 
 import psutil
 
-from poolsvc import shm
 from workers import connection as cx
-from workers import load
+from workers import load, shm
 from workers import stats as st
 from workers.admission import SharedView
 from workers.audit import Registry, Reserve, audit, incomplete, inode_of
@@ -436,7 +435,7 @@ class WorkerCore:
         s[st.GAUGE_INDEX["fds.expected"]] = (
             self.registry.baseline + len(self.conns) + len(self.dead_ends.sockets)
         )
-        s[2] = int(self.clock() * 1_000_000)
+        s[st.HEARTBEAT] = int(self.clock() * 1_000_000)
 
     def _close_all(self) -> None:
         self.stopping = True  # nothing refills the pool from here on

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from poolsvc import shm
 from workers import connection as cx
-from workers import load
+from workers import load, shm
 from workers import stats as st
 from workers.connection import CHECKING, Connection
 from workers.core import WorkerCore
@@ -119,7 +118,7 @@ class Failures(WorkerCore):
         if self.schedule is not None:
             self._recycle(client)  # open loop: the schedule paces, nothing to park
             return
-        if any(not self.w[b] & 0xFF for b in self.shared.brk):
+        if any(not shm.breaker_code(self.w[b]) for b in self.shared.brk):
             self._recycle(client)  # another target is up: the next request may go there
             return
         wait = self.shared.open_until_us(t) / 1e6 - self.now
@@ -145,7 +144,7 @@ class Failures(WorkerCore):
         w[tb + shm.T_FAILED] += 1
         # The streak is tagged with the breaker generation it belongs to: after the
         # breaker changes state, failures from before no longer count.
-        generation = w[target.breaker_word] >> 8
+        generation = shm.breaker_generation(w[target.breaker_word])
         if generation != target.consec_gen:
             target.consec_gen = generation
             target.consec = 0

@@ -30,8 +30,9 @@ marks a free entry.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 KINDS: Final = ("reset", "timeout", "delay", "connect_fail", "half_open", "close_idle", "leak")
 PER_REQUEST: Final = frozenset({"reset", "timeout", "delay"})
@@ -153,6 +154,60 @@ class Injector:
 
     def __repr__(self) -> str:
         return f"<Injector {[f'{f.kind}@{f.rate:g}' for f in self.faults]}>"
+
+
+#: The keys a fault is given by (a config entry, a control request), and the fault
+#: kinds each parameter applies to.
+FAULT_KEYS: Final = frozenset(
+    {"fault", "rate", "target", "for_s", "seed", "delay_ms", "timeout_ms", "mode"}
+)
+_PARAMS: Final = {"delay_ms": "delay", "timeout_ms": "timeout", "mode": "connect_fail"}
+
+
+def _number(item: Mapping[str, Any], key: str, integer: bool, low: float, default: Any) -> Any:
+    if key not in item:
+        return default
+    value = item[key]
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok:
+        raise ValueError(f"{key} must be {'an integer' if integer else 'a number'}")
+    if value < low:
+        raise ValueError(f"{key} must be >= {low:g}")
+    return value
+
+
+def parse_fault(item: Mapping[str, Any], now: float, seed: int) -> Fault:
+    """The one parser of a fault given as a mapping (``inject_failures`` entries and
+    ``inject set`` requests alike); raises ValueError naming the key at fault.
+    ``for_s`` counts from ``now``; ``seed`` is the default seed."""
+    unknown = sorted(set(item) - FAULT_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown key {unknown[0]!r}; a fault takes {', '.join(sorted(FAULT_KEYS))}"
+        )
+    kind = item.get("fault")
+    if not isinstance(kind, str) or kind not in CODE:
+        raise ValueError(f"fault must be one of {', '.join(KINDS)}, not {kind!r}")
+    for key, applies in _PARAMS.items():
+        if key in item and kind != applies:
+            raise ValueError(f"{key} applies to {applies}, not to {kind}")
+    if "rate" not in item:
+        raise ValueError("rate is missing (a probability from 0 to 1)")
+    rate = float(_number(item, "rate", False, 0.0, None))
+    target = _number(item, "target", True, 0, None)
+    for_s = _number(item, "for_s", False, 0.0, None)
+    if for_s is not None and for_s <= 0:
+        raise ValueError("for_s must be > 0")
+    mode = item.get("mode", "refused")
+    if mode not in CONNECT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(CONNECT_MODES)}")
+    param = {
+        "delay": _number(item, "delay_ms", True, 1, 100),
+        "timeout": _number(item, "timeout_ms", True, 0, 0),
+        "connect_fail": CONNECT_MODES.index(mode),
+    }.get(kind, 0)
+    until = now + float(for_s) if for_s else 0.0
+    return Fault(kind, rate, target, until, int(_number(item, "seed", True, 0, seed)), int(param))
 
 
 def parse_duration(text: str) -> float:

@@ -28,18 +28,14 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from poolsvc import files, shm
-from poolsvc.config import Config
-from poolsvc.plan import Shard, make_worker
-from workers import stats
+from workers import shm, stats
 from workers.admission import SharedView
 from workers.loop import Worker
+from workers.spec import WorkerSpec, build_worker
 
 EXIT_ORPHANED = 70  # the supervisor died; nothing is left to report to
 
@@ -48,14 +44,11 @@ EXIT_ORPHANED = 70  # the supervisor died; nothing is left to report to
 class WorkerPlan:
     """Everything a worker process needs, inherited through fork (never pickled)."""
 
-    cfg: Config
-    hosts: list[tuple[str, int]]  # each target's address, in config order
-    shard: Shard
+    spec: WorkerSpec  # what to run, resolved by the control plane
     layout: shm.Layout
     supervisor_pid: int
     end_at: float = 0.0  # for a replacement: when the run ends (monotonic), else 0
-    forever: bool = False  # a service: no duration or count bound
-    run_dir: str = ""  # where audit reports go (private to the supervisor's user)
+    report: Callable[[str, dict[str, Any]], None] | None = None  # where audit reports go
 
 
 def close_inherited_fds(keep: tuple[int, ...] = (0, 1, 2)) -> None:
@@ -98,38 +91,23 @@ def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     reset_signals(keep=(signal.SIGTERM,))  # before a socket of ours can get that fd number
     close_inherited_fds()
-    shared = SharedView(words, plan.layout, plan.shard.index)
+    shared = SharedView(words, plan.layout, plan.spec.index)
     stats.init_slot(shared.slot, os.getpid())
-    worker = make_worker(
-        plan.cfg,
-        plan.hosts,
-        plan.shard,
+    worker = build_worker(
+        plan.spec,
         shared,
         watchdog=_watchdog(plan, words, stop),
         end_at=plan.end_at,
-        forever=plan.forever,
-        report=_reporter(plan.run_dir, plan.shard.index) if plan.run_dir else None,
+        report=plan.report,
     )
     worker.run()
-
-
-def report_path(run_dir: str, worker: int, label: str) -> Path:
-    return Path(run_dir) / f"audit-w{worker}-{label}.json"
-
-
-def _reporter(run_dir: str, worker: int) -> Any:
-    def write(label: str, report: dict[str, Any]) -> None:
-        # Through a temporary file, then renamed: the supervisor never reads half a report.
-        files.write_bytes(report_path(run_dir, worker, label), orjson.dumps(report))
-
-    return write
 
 
 def _watchdog(plan: WorkerPlan, words: memoryview, stop: list[bool]) -> Any:
     def check(worker: Worker) -> None:
         if os.getppid() != plan.supervisor_pid:
             os._exit(EXIT_ORPHANED)  # the kernel closes our sockets
-        if words[shm.H_COMMAND] & 0xFF != shm.CMD_RUN or stop[0]:
+        if shm.command_code(words[shm.H_COMMAND]) != shm.CMD_RUN or stop[0]:
             worker.stop_requested = True
 
     return check

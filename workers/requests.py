@@ -22,6 +22,7 @@ from workers.core import TICK
 from workers.errors import oserror_name
 from workers.failures import Failures
 from workers.load import SENDING, Client
+from workers.shm import CODE_MASK
 from workers.stats import (
     BYTES_OUT,
     CONN_REUSED,
@@ -80,7 +81,7 @@ class Requests(Failures):
         client.retried = False
         client.target = t = self._pick_target()
         state = self.w[self.targets[t].breaker_word]
-        if state & 0xFF:  # the breaker is not CLOSED: the slow path decides
+        if state & CODE_MASK:  # not CLOSED: the slow path decides (shm.breaker_code, inline)
             verdict = self.shared.admit(t, state)
             if verdict == REFUSE:
                 self._refuse(client)

@@ -13,9 +13,8 @@ from typing import Final
 
 import httptools
 
-from poolsvc import shm
 from workers import connection as cx
-from workers import load
+from workers import load, shm
 from workers import pool as pl
 from workers.connection import CHECKING, CLOSED, READING, Connection
 from workers.errors import ERROR_INDEX, oserror_name
@@ -23,6 +22,7 @@ from workers.histogram import bucket_of
 from workers.http import close_delimited, final_head
 from workers.load import Client
 from workers.requests import Requests
+from workers.shm import CODE_MASK
 from workers.stats import (
     BYTES_IN,
     BYTES_OUT,
@@ -174,7 +174,7 @@ class Responses(Requests):
             and conn.keep_alive
             and not client.retire
             and self.issued < self.issue_cap
-            and not self.w[target.breaker_word] & 0xFF
+            and not self.w[target.breaker_word] & CODE_MASK  # CLOSED (inline breaker_code)
             and target.pool.renew(conn, now)
         ):
             # Closed loop, one target: the client keeps the connection it just used (the

@@ -32,6 +32,7 @@ from workers.injection import KINDS
 
 MAGIC: Final = 0x706F6F6C73766331
 HEADER: Final = 4
+WRITER_PID, HEARTBEAT, GENERATION = 1, 2, 3  # the header words after MAGIC
 
 EVICT_REASONS: Final = (
     "idle_timeout",  # idle longer than idle_timeout_ms
@@ -151,8 +152,8 @@ DERIVED: Final = (
 def init_slot(words: memoryview, pid: int) -> None:
     """Claim ``words`` for writer ``pid``; keeps the counters (a restarted writer adds to them)."""
     words[0] = MAGIC
-    words[1] = pid
-    words[3] += 1
+    words[WRITER_PID] = pid
+    words[GENERATION] += 1
 
 
 class Snapshot:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from poolsvc.target import TargetServer
 from tests.conftest import Service, address
-from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
 

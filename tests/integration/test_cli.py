@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from poolsvc.target import TargetServer
 from tools.nginx import free_port
-from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from poolsvc import control
 from poolsvc.control import ControlError
+from poolsvc.target import TargetServer
 from tests.conftest import POOLSVC, Service, address
-from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching uid needs root")
@@ -32,7 +32,7 @@ NOBODY = 65534
 
 def poolctl(path: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tools.poolctl", "--control", str(path), *args],
+        [sys.executable, "-m", "poolsvc.poolctl", "--control", str(path), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from poolsvc.target import TargetServer
 from tests.conftest import Background, fd_count, make, run
 from tools.nginx import free_port
-from tools.target import TargetServer
 from workers.connection import DEADLINE, connect_blocking
 
 pytestmark = pytest.mark.integration

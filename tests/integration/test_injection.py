@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from poolsvc import config, shm
+from poolsvc import config
 from poolsvc.supervisor import Supervisor
+from poolsvc.target import TargetServer
 from tests.conftest import Background, fd_count, make
 from tools.nginx import Nginx
-from tools.target import TargetServer
-from workers import stats
+from workers import shm, stats
 from workers.injection import Fault
 from workers.loop import Worker
 

@@ -14,6 +14,7 @@ import pytest
 
 from poolsvc import ledger
 from poolsvc.supervisor import RUNNING
+from poolsvc.target import TargetServer
 from tests.conftest import (
     POOLSVC,
     Background,
@@ -23,7 +24,6 @@ from tests.conftest import (
     run_json,
     supervisor,
 )
-from tools.target import TargetServer
 from workers import stats
 
 pytestmark = pytest.mark.integration

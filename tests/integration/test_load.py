@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from poolsvc.target import TargetServer
 from tests.conftest import Service, run_json
 from tools.nginx import Nginx
-from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
 

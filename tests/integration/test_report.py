@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from poolsvc.target import TargetServer
 from tests.conftest import POOLSVC, Service
 from tests.hostile import Hostile
-from tools.target import TargetServer
 
 pytestmark = pytest.mark.integration
 

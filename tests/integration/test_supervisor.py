@@ -15,11 +15,11 @@ from typing import Any
 import psutil
 import pytest
 
-from poolsvc import shm, status
+from poolsvc import status
 from poolsvc.supervisor import EXIT_BOOT_FAILURE
+from poolsvc.target import TargetServer
 from tests.conftest import Nginx, in_background, run_json, supervisor
-from tools.target import TargetServer
-from workers import stats
+from workers import shm, stats
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Integration tests for tools.target: a real subprocess, real loopback sockets.
+"""Integration tests for the embedded target: a real subprocess, real loopback sockets.
 
 Every test asserts the kernel-visible effect (bytes on the wire, EOF, ECONNRESET,
 ECONNREFUSED, elapsed time) rather than trusting the server's own account.
@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import pytest
 
-from tools.target import TargetServer
+from poolsvc.target import TargetServer
 
 ROOT = Path(__file__).resolve().parents[2]
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -271,8 +271,10 @@ def test_malformed_control_requests_get_errors(target: TargetServer) -> None:
         with c.makefile("rb") as f:
             replies = [json.loads(f.readline()) for _ in range(len(bad) + 1)]
     assert [r["ok"] for r in replies] == [False] * len(bad) + [True]
-    assert all(r["error"] for r in replies[:-1])
-    assert replies[-1]["mode"]["hang"] is False  # the bad set changed nothing
+    assert all(r["error"]["code"] and r["error"]["message"] for r in replies[:-1])
+    # the product's protocol: a misplaced argument is named, not ignored
+    assert "did you mean args.hang?" in replies[3]["error"]["message"]
+    assert replies[-1]["data"]["mode"]["hang"] is False  # the bad set changed nothing
     with pytest.raises(RuntimeError, match="delay_ms"):
         target.set(delay_ms=-1)
     with connect(target) as s:
@@ -283,7 +285,7 @@ def test_malformed_control_requests_get_errors(target: TargetServer) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "localhost"])
 def test_non_loopback_host_exits_2(host: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.target", "--host", host],
+        [sys.executable, "-m", "poolsvc.target", "--host", host],
         cwd=ROOT,
         capture_output=True,
         timeout=10,

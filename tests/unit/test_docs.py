@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from poolsvc import config
+from workers import injection, shm, stats
 from workers.errors import ERROR_NAMES
 from workers.stats import COUNTERS, EVICT_REASONS
 
@@ -40,3 +41,39 @@ def test_architecture_lists_every_error_name_and_eviction_reason() -> None:
     assert set(re.findall(r"^\| `(\w+)` \|", errors, re.M)) == set(ERROR_NAMES)
     evictions = _section(doc, "### Eviction reasons")
     assert set(re.findall(r"^\| `(\w+)` \|", evictions, re.M)) == set(EVICT_REASONS)
+
+
+def _named_words(section: str) -> dict[str, int]:
+    return {name: int(word) for word, name in re.findall(r"^\| (\d+) \| `(\w+)` \|", section, re.M)}
+
+
+def test_architecture_layout_tables_match_the_module_of_record() -> None:
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    layout = _section(doc, "## Shared region byte layout")
+    words = _named_words(layout)
+    for prefix in ("H_", "C_", "T_"):
+        in_code = {
+            n: v for n, v in vars(shm).items() if n.startswith(prefix) and isinstance(v, int)
+        }
+        in_doc = {n: v for n, v in words.items() if n.startswith(prefix)}
+        assert in_doc == in_code, prefix
+    # region sizes: the formulas in the table, evaluated for one layout, against its offsets
+    lay = shm.Layout(workers=3, targets=2)
+    values = {"W": lay.workers, "T": lay.targets, "slot_words": lay.slot_words}
+    sizes = dict(re.findall(r"^\| ([A-Z]+) \| ([^|]+) \| (?:supervisor|worker w) \|", layout, re.M))
+    times = "\u00d7"  # the tables write products with a multiplication sign
+    formula = {k: eval(v.replace(times, "*"), {}, values) for k, v in sizes.items()}
+    assert formula["HEADER"] == shm.HEADER_WORDS == lay.breaker(0)
+    assert formula["BREAKERS"] == lay.wctrl(0) - lay.breaker(0)
+    assert formula["WCTRL"] == lay.faults - lay.wctrl(0)
+    assert formula["FAULTS"] == injection.MAX_FAULTS * injection.FAULT_WORDS
+    assert lay.faults + formula["FAULTS"] <= lay.slot(0) and lay.slot(0) % 512 == 0
+    assert formula["SLOTS"] == lay.retired - lay.slot(0)
+    assert formula["RETIRED"] == lay.total_words - lay.retired
+    slot = _section(doc, "### Stats slot")
+    header = dict(re.findall(r"^\| (\d) \| `(\w+)`", slot, re.M))
+    assert {n: int(w) for w, n in header.items()} == {
+        "WRITER_PID": stats.WRITER_PID,
+        "HEARTBEAT": stats.HEARTBEAT,
+        "GENERATION": stats.GENERATION,
+    }

@@ -2,7 +2,7 @@
 
 import pytest
 
-from poolsvc import shm
+from workers import shm
 from workers.admission import SharedView
 from workers.injection import Fault, Injector, parse_duration
 

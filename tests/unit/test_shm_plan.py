@@ -2,8 +2,8 @@
 
 import pytest
 
-from poolsvc import config, plan, shm
-from workers import histogram, stats
+from poolsvc import config, plan
+from workers import histogram, shm, stats
 from workers.admission import REFUSE, SharedView
 from workers.errors import ConfigError
 
@@ -63,16 +63,16 @@ def test_admission_closed_open_and_half_open_permits() -> None:
     region = shm.Region(shm.Layout(2, 1), pid=1)
     views = [SharedView(region.words, region.layout, w) for w in range(2)]
     row = region.breaker_row(0)
-    row[shm.B_STATE] = (5 << 8) | 1  # OPEN, generation 5
+    row[shm.B_STATE] = shm.breaker_word(5, 1)  # OPEN, generation 5
     assert views[0].admit(0, row[shm.B_STATE]) == REFUSE
     row[shm.BRK_FIXED + 1] = shm.tag(6, 2)  # worker 1 holds 2 permits of generation 6
-    row[shm.B_STATE] = (6 << 8) | 2  # HALF_OPEN
+    row[shm.B_STATE] = shm.breaker_word(6, 2)  # HALF_OPEN
     state = row[shm.B_STATE]
     assert views[0].admit(0, state) == REFUSE  # no permit for worker 0
     assert [views[1].admit(0, state) for _ in range(3)] == [6, 6, REFUSE]
     views[1].trial_result(0, 6, ok=True)
     assert shm.tagged_count(region.target_words(1, 0)[shm.T_TRIAL_OK], 6) == 1
-    row[shm.B_STATE] = 7 << 8  # CLOSED
+    row[shm.B_STATE] = shm.breaker_word(7, 0)  # CLOSED
     assert views[0].admit(0, row[shm.B_STATE]) == -1
 
 

@@ -24,8 +24,11 @@ A connection that was hung stays hung after ``hang`` is cleared: its request is
 never answered and later bytes on it are discarded.  New requests on other
 connections are answered normally.
 
-``TargetServer`` runs this module as a subprocess (``python -m tools.target``)
-and talks to its control port; stdout carries exactly one ``LISTEN`` line.
+``TargetServer`` (:mod:`poolsvc.target.process`) runs this module as a
+subprocess (``python -m poolsvc.target``) and talks to its control port, in the
+product's control protocol (:mod:`poolsvc.control`: one JSON request per line,
+``{"id", "cmd", "args"}``; strict, with this server's own table of commands);
+stdout carries exactly one ``LISTEN`` line.
 """
 
 from __future__ import annotations
@@ -33,178 +36,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import functools
 import ipaddress
-import json
 import os
-import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
-from collections.abc import Callable
-from http import HTTPStatus
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-Framing = Literal["length", "chunked", "close", "none"]
+from poolsvc.control import ControlError, decode, reply_error, reply_ok
+from poolsvc.target.http import (
+    BadRequest,
+    Counters,
+    Modes,
+    Reply,
+    Request,
+    chunked,
+    head,
+    parse_request,
+    route,
+)
 
-MAX_BODY = 10 * 1024 * 1024  # /bytes/N and friends: N is capped here
-MAX_HEAD = 64 * 1024  # a request head longer than this gets 431
-MAX_DELAY_MS = 600_000
-_ALPHABET = b"abcdefghijklmnopqrstuvwxyz"  # non-uniform body so truncation shows
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _RST_LINGER = struct.pack("ii", 1, 0)  # l_onoff=1, l_linger=0: close() sends RST
-_ROOT = Path(__file__).resolve().parent.parent
 
-
-@dataclasses.dataclass
-class Modes:
-    """Current misbehaviour; the defaults are 'behave normally'."""
-
-    hang: bool = False
-    reset: bool = False
-    delay_ms: int = 0
-    close_after_response: bool = False
-    idle_close_ms: int | None = None
-    http10: bool = False
-
-
-@dataclasses.dataclass
-class Counters:
-    requests: int = 0  # fully received and parsed
-    responses: int = 0  # handed to the transport in full
-    connections: int = 0  # accepted in total
-    open: int = 0  # currently open
-    resets: int = 0  # aborted with RST by the reset mode
-
-
-class Request(NamedTuple):
-    method: bytes
-    target: bytes
-    v10: bool  # the client spoke HTTP/1.0
-    keep_alive: bool
-
-
-class Reply(NamedTuple):
-    status: int
-    body: bytes
-    framing: Framing = "length"
-    delay_ms: int = 0
-    close: bool = False  # /close: Connection: close
-    http10: bool = False  # /http10: answer as an HTTP/1.0 server
-
-
-class BadRequest(Exception):
-    """Unparseable request; the connection is answered with `status` and closed."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-def _body(n: int) -> bytes:
-    return (_ALPHABET * (n // len(_ALPHABET) + 1))[:n]
-
-
-def _status(n: int) -> Reply:
-    if not 200 <= n <= 599:
-        return Reply(400, b"bad status\n")
-    if n in (204, 304):  # these must not carry a body nor, here, a Content-Length
-        return Reply(n, b"", "none")
-    return Reply(n, b"%d\n" % n)
-
-
-def _sized(framing: Framing) -> Callable[[int], Reply]:
-    def make(n: int) -> Reply:
-        return Reply(200, _body(n), framing) if n <= MAX_BODY else Reply(400, b"too big\n")
-
-    return make
-
-
-def _delay(ms: int) -> Reply:
-    return Reply(200, b"ok\n", delay_ms=ms) if ms <= MAX_DELAY_MS else Reply(400, b"too long\n")
-
-
-_OK = Reply(200, b"ok\n")
-_PARAM_ROUTES: dict[bytes, Callable[[int], Reply]] = {
-    b"status": _status,
-    b"bytes": _sized("length"),
-    b"chunked": _sized("chunked"),
-    b"close-delimited": _sized("close"),
-    b"delay": _delay,
+#: The target's control commands and the arguments each takes.
+COMMANDS: dict[str, frozenset[str]] = {
+    "stats": frozenset(),
+    "set": frozenset(f.name for f in dataclasses.fields(Modes)),
+    "clear": frozenset(),
+    "reset_counters": frozenset(),
+    "restart": frozenset({"down_ms"}),
+    "stop_listening": frozenset(),
+    "start_listening": frozenset(),
 }
-
-
-def route(target: bytes) -> Reply:
-    """Map a request target to its reply; unknown paths (and /health) get 200 ok."""
-    name, _, arg = target.partition(b"?")[0][1:].partition(b"/")
-    if not arg and name in (b"http10", b"close"):
-        return Reply(200, b"ok\n", close=name == b"close", http10=name == b"http10")
-    make = _PARAM_ROUTES.get(name)
-    if make is None:
-        return _OK
-    if not arg.isdigit():
-        return Reply(400, b"bad argument\n")
-    return make(int(arg))
-
-
-@functools.lru_cache(maxsize=512)
-def _head(v10: bool, status: int, framing: Framing, length: int, connection: bytes) -> bytes:
-    """Response head; cached because the same few heads repeat in benchmarks."""
-    version = b"HTTP/1.0" if v10 else b"HTTP/1.1"
-    parts = [b"%s %d %s\r\n" % (version, status, _REASONS.get(status, b"Unknown"))]
-    parts.append(b"Server: poolsvc-target\r\n")
-    if framing != "none":
-        parts.append(b"Content-Type: text/plain\r\n")
-    if framing == "length":
-        parts.append(b"Content-Length: %d\r\n" % length)
-    elif framing == "chunked":
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    if connection:
-        parts.append(b"Connection: %s\r\n" % connection)
-    return b"".join(parts) + b"\r\n"
-
-
-def _chunked(body: bytes) -> bytes:
-    step = max(1, -(-len(body) // 3))  # a few chunks, so clients must reassemble
-    pieces = (body[i : i + step] for i in range(0, len(body), step))
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
-
-
-def parse_request(buf: bytearray) -> tuple[Request, int] | None:
-    """Parse one request at the start of `buf`: (request, bytes consumed incl. body).
-
-    Returns None while incomplete; raises BadRequest on malformed input.
-    """
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        if len(buf) > MAX_HEAD:
-            raise BadRequest(431)
-        return None
-    lines = bytes(buf[:end]).split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise BadRequest(400)
-    v10 = parts[2] == b"HTTP/1.0"
-    length, keep_alive = 0, not v10
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if not sep:
-            raise BadRequest(400)
-        if name == b"content-length":
-            if not value.isdigit():
-                raise BadRequest(400)
-            length = int(value)
-        elif name == b"connection":
-            keep_alive = (keep_alive or b"keep-alive" in value) and b"close" not in value
-        elif name == b"transfer-encoding":
-            raise BadRequest(501)  # chunked request bodies are not supported
-    total = end + 4 + length
-    return (Request(parts[0], parts[1], v10, keep_alive), total) if len(buf) >= total else None
 
 
 class DataConnection(asyncio.Protocol):
@@ -326,9 +190,9 @@ class DataConnection(asyncio.Protocol):
             close = framing == "close"
         payload = b"" if req.method == b"HEAD" else reply.body
         if framing == "chunked" and req.method != b"HEAD":
-            payload = _chunked(payload)  # even an empty body needs its last-chunk
-        head = _head(v10, reply.status, framing, len(reply.body), connection)
-        self._transport.write(head + payload)
+            payload = chunked(payload)  # even an empty body needs its last-chunk
+        start = head(v10, reply.status, framing, len(reply.body), connection)
+        self._transport.write(start + payload)
         self._t.counters.responses += 1
         self._idle_since = self._loop.time()
         if close:
@@ -400,19 +264,17 @@ class Target:
         except OSError as exc:  # somebody took the port meanwhile: report, stay down
             print(f"target: re-listen on port {self.port} failed: {exc}", file=sys.stderr)
 
-    async def command(self, line: bytes) -> dict[str, Any]:
-        """Execute one control line; never raises for bad input, returns the reply."""
+    async def command(self, line: bytes) -> bytes:
+        """Execute one control line; never raises for bad input, returns the reply line."""
+        ident: Any = None
         try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("request must be a JSON object")
-            handler = getattr(self, f"_cmd_{req.pop('cmd', None)}", None)
-            if handler is None:
-                raise ValueError("unknown or missing cmd")
-            result: dict[str, Any] = await handler(**req)
+            ident, cmd, args = decode(line, COMMANDS)
+            result: dict[str, Any] = await getattr(self, f"_cmd_{cmd}")(**args)
+        except ControlError as exc:
+            return reply_error(ident, exc.code, exc.message)
         except (ValueError, TypeError, OSError) as exc:
-            return {"ok": False, "error": str(exc) or type(exc).__name__}
-        return {"ok": True, **result}
+            return reply_error(ident, "bad_request", str(exc) or type(exc).__name__)
+        return reply_ok(ident, result)
 
     async def _cmd_stats(self) -> dict[str, Any]:
         mode = dataclasses.asdict(self.modes)
@@ -459,12 +321,12 @@ class Target:
                 try:
                     line = await reader.readline()
                 except ValueError:  # over the stream limit; the stream skips past it
-                    reply: dict[str, Any] = {"ok": False, "error": "line too long"}
+                    reply = reply_error(None, "too_large", "line too long")
                 else:
                     if not line:
                         break
                     reply = await self.command(line)
-                writer.write(json.dumps(reply).encode() + b"\n")
+                writer.write(reply)
                 await writer.drain()
         except ConnectionError:
             pass
@@ -527,7 +389,7 @@ async def serve(host: str, port: int, control_port: int, parent: int = 0) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.target", description=__doc__.split("\n")[0]
+        prog="python -m poolsvc.target", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -543,108 +405,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-class TargetServer:
-    """Runs the target as a subprocess; context manager (start on enter, stop on exit)."""
-
-    control_timeout = 10.0  # seconds; restart may wait ~1 s for connections to close
-
-    def __init__(self, host: str = "127.0.0.1", *, python: str = sys.executable) -> None:
-        if not is_loopback(host):
-            raise ValueError(f"target host must be a loopback IP address, not {host!r}")
-        self.host, self._python = host, python
-        self.port = self.control_port = self.pid = 0
-        self.returncode: int | None = None  # exit status once stopped
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 10.0) -> TargetServer:
-        """Spawn the server and wait for its LISTEN line; RuntimeError if it does not come."""
-        if self._proc is not None:
-            raise RuntimeError("target already started")
-        pythonpath = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
-        self._proc = subprocess.Popen(
-            [self._python, "-m", "tools.target", "--host", self.host, "--parent", str(os.getpid())],
-            cwd=_ROOT,
-            env={**os.environ, "PYTHONPATH": pythonpath},
-            stdout=subprocess.PIPE,
-            start_new_session=False,
-        )
-        self.pid = self._proc.pid
-        try:
-            self.port, self.control_port = self._read_listen_line(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _read_listen_line(self, timeout: float) -> tuple[int, int]:
-        proc = self._proc
-        assert proc is not None
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        line = proc.stdout.readline() if ready else b""  # one flushed write: no partial line
-        parts = line.split()
-        if len(parts) != 3 or parts[0] != b"LISTEN":
-            raise RuntimeError(f"target did not start (exit status {proc.poll()}, got {line!r})")
-        return int(parts[1]), int(parts[2])
-
-    def control(self, cmd: str, **args: Any) -> dict[str, Any]:
-        """One command over a fresh control connection; RuntimeError on ok=false."""
-        if self._proc is None:
-            raise RuntimeError("target not started")
-        line = json.dumps({"cmd": cmd, **args}).encode() + b"\n"
-        address = (self.host, self.control_port)
-        with socket.create_connection(address, timeout=self.control_timeout) as sock:
-            sock.sendall(line)
-            with sock.makefile("rb") as stream:
-                raw = stream.readline()
-        if not raw:
-            raise RuntimeError(f"target {cmd}: control connection closed without a reply")
-        reply: dict[str, Any] = json.loads(raw)
-        if not reply.get("ok"):
-            raise RuntimeError(f"target {cmd}: {reply.get('error')}")
-        return reply
-
-    def stats(self) -> dict[str, Any]:
-        return self.control("stats")
-
-    def set(self, **modes: Any) -> dict[str, Any]:
-        return self.control("set", **modes)
-
-    def clear(self) -> dict[str, Any]:
-        return self.control("clear")
-
-    def restart(self, down_ms: int = 0) -> dict[str, Any]:
-        return self.control("restart", down_ms=down_ms)
-
-    def stop(self) -> None:
-        """SIGTERM, wait up to 5 s, then SIGKILL; always reaps. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self.returncode = proc.returncode
-
-    def __enter__(self) -> TargetServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -53,6 +53,7 @@ from workers.errors import ERROR_NAMES
 MAGIC: Final = 0x706F6F6C73766332
 VERSION: Final = 1
 HEADER_WORDS: Final = 16
+H_MAGIC, H_VERSION, H_WORKERS, H_TARGETS, H_PID = 0, 1, 2, 3, 4
 H_COMMAND: Final = 5
 H_INJECT_GEN: Final = 6
 H_PAUSED: Final = 7
@@ -73,6 +74,37 @@ T_HIST: Final = T_ERRORS + len(ERROR_NAMES)  # ... and the latency histogram
 T_MONOTONIC: Final = (T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_RESP_OK, T_RESP_FAILED, T_UNSENT)
 
 _PAGE_WORDS: Final = 4096 // 8
+
+
+# The encodings of the words, here alone: everything else reads them through these.
+CODE_MASK: Final = 0xFF  # the low byte of a command or breaker state word (hot path: inline)
+
+
+def command_word(seq: int, cmd: int) -> int:
+    return (seq << 8) | cmd
+
+
+def command_code(word: int) -> int:
+    """CMD_RUN, CMD_DRAIN or CMD_STOP."""
+    return word & CODE_MASK
+
+
+def command_seq(word: int) -> int:
+    return word >> 8
+
+
+def breaker_word(generation: int, code: int) -> int:
+    """A breaker's state word: its generation and its state code (0 CLOSED, 1 OPEN, 2
+    HALF_OPEN); a worker that sees any non-zero code takes the slow path."""
+    return (generation << 8) | code
+
+
+def breaker_code(word: int) -> int:
+    return word & CODE_MASK
+
+
+def breaker_generation(word: int) -> int:
+    return word >> 8
 
 
 def tag(generation: int, count: int) -> int:
@@ -159,7 +191,8 @@ class Region:
         self._map = mmap.mmap(-1, layout.total_words * 8, flags=mmap.MAP_SHARED)
         self.words = memoryview(self._map).cast("Q")
         w = self.words
-        w[0], w[1], w[2], w[3], w[4] = MAGIC, VERSION, layout.workers, layout.targets, pid
+        w[H_MAGIC], w[H_VERSION], w[H_PID] = MAGIC, VERSION, pid
+        w[H_WORKERS], w[H_TARGETS] = layout.workers, layout.targets
 
     def slot(self, worker: int) -> memoryview:
         """Worker ``worker``'s stats slot (the first stats.SLOT_WORDS words of its slot)."""
@@ -192,11 +225,10 @@ class Region:
     def command(self) -> tuple[int, int]:
         """(sequence, command) last written by the supervisor."""
         word = self.words[H_COMMAND]
-        return word >> 8, word & 0xFF
+        return command_seq(word), command_code(word)
 
     def send_command(self, cmd: int) -> None:
-        seq = (self.words[H_COMMAND] >> 8) + 1
-        self.words[H_COMMAND] = (seq << 8) | cmd
+        self.words[H_COMMAND] = command_word(command_seq(self.words[H_COMMAND]) + 1, cmd)
 
     def fold(self, worker: int) -> None:
         """Add worker ``worker``'s monotonic counts into RETIRED, then zero its slot.

@@ -1,0 +1,5 @@
+import sys
+
+from poolsvc.target.server import main
+
+sys.exit(main())

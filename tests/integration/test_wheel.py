@@ -1,0 +1,63 @@
+"""The product is what the wheel installs: `poolsvc` and `workers`, nothing of the checkout.
+
+The wheel is built, installed into a fresh virtual environment outside the
+checkout, and run from `/`, where nothing of the checkout can be imported by
+accident: the embedded target and `poolctl` must come from the wheel itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_wheel_holds_the_product_and_runs_on_its_own(tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    [wheel] = out.glob("poolsvc-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"poolsvc", "workers"}
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    run = subprocess.run(
+        [str(venv / "bin" / "poolsvc"), "run", "--duration", "1", "--workers", "1"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "(embedded target)" in run.stdout and "requests sent" in run.stdout
+    ctl = subprocess.run(
+        [str(venv / "bin" / "poolctl"), "--help"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ctl.returncode == 0 and "control a running poolsvc service" in ctl.stdout
