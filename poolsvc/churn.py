@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from poolsvc.config import Config
+from poolsvc.keys import Config
 from poolsvc.runner import Outcome, execute
 
 DEFAULT_RATE = 1000.0

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,9 +19,9 @@ from poolsvc import config, plan
 from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import claim, prepare_dir
+from poolsvc.keys import Config, flag_type
 from poolsvc.runner import EXIT_USAGE, run
 from workers.errors import ConfigError
-from workers.injection import parse_duration
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,98 +48,40 @@ def _headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def _duration(value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _typed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse: a type is named by argparse itself ("invalid int value");
+    a parser's own reason (``--ramp 10x``: the unit) is kept as the message."""
+    if isinstance(parse, type):
+        return parse
 
+    def typed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-#: flag -> (config key, type, help)
-_RUN_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--host": ("host", str, "target host (omit host and port to use the embedded target)"),
-    "--port": ("port", int, "target port"),
-    "--workers": ("workers", int, "worker processes (default: one per CPU)"),
-    "--size": ("pool_size", int, "max pooled connections, split across workers (default 10)"),
-    "--min-size": ("pool_min", int, "connections kept open (default: --size, a warm pool)"),
-    "--concurrency": ("concurrency", int, "requests in flight (default: --size)"),
-    "--duration": ("duration_s", float, "seconds of load (default 10)"),
-    "--requests": ("requests", int, "stop after this many requests"),
-    "--seed": ("seed", int, "random seed (jitter); printed as run.seed"),
-    "--method": ("method", str, "HTTP method (default GET)"),
-    "--path": ("path", str, "request path (default /)"),
-    "--connect-timeout-ms": ("connect_timeout_ms", int, "default 1000"),
-    "--read-timeout-ms": ("read_timeout_ms", int, "default 5000"),
-    "--idle-timeout-ms": ("idle_timeout_ms", int, "evict idle connections (default 30000)"),
-    "--max-age-ms": ("max_age_ms", int, "retire connections this old (0 = never)"),
-    "--validate-after-ms": ("validate_after_ms", int, "probe idle connections (default 100)"),
-    "--health-check-after-ms": ("health_check_after_ms", int, "0 = off"),
-    "--health-check-path": ("health_check_path", str, "default /health"),
-    "--exhaustion": ("exhaustion", str, "pool full: 'wait' (default) or 'fail'"),
-    "--pool-wait-ms": ("pool_wait_timeout_ms", int, "wait policy timeout (default 1000)"),
-    "--backoff-base-ms": ("backoff_base_ms", int, "reconnect backoff start (default 50)"),
-    "--backoff-cap-ms": ("backoff_cap_ms", int, "reconnect backoff ceiling (default 5000)"),
-    "--breaker-consecutive": ("breaker_consecutive_failures", int, "trip after N failures (5)"),
-    "--breaker-open-ms": ("breaker_open_ms", int, "first open period (default 5000)"),
-    "--breaker-open-max-ms": ("breaker_open_max_ms", int, "open period cap (default 60000)"),
-    "--breaker-trials": ("breaker_half_open_trials", int, "half-open trials, all workers (1)"),
-    "--rate": ("rate", float, "open loop: requests per second in total (default: closed)"),
-    "--ramp": ("ramp_s", _duration, "reach full rate/concurrency over this long (e.g. 10s)"),
-    "--max-requests-per-conn": ("max_requests_per_conn", int, "retire a connection after N"),
-    "--timeline": ("timeline", str, "per-second figures to FILE (NDJSON; CSV if .csv)"),
-    "--audit-every": ("audit_every_s", float, "full FD audit every N seconds (0 = on demand)"),
-    "--audit-report": ("audit_report", str, "write each periodic audit to FILE (.json/.md/.txt)"),
-    "--success-status": (
-        "success_statuses",
-        str,
-        "final statuses that count as ok, e.g. 2xx,304 (default 2xx,3xx)",
-    ),
-    "--max-header-bytes": ("max_header_bytes", int, "longest response header block (32768)"),
-}
+    return typed
 
 
 def _add_run_options(p: argparse.ArgumentParser, serving: bool) -> None:
-    """The options `run` and `serve` share (`serve` has no bounds: it runs until stopped)."""
-    for flag, (key, kind, help_text) in _RUN_FLAGS.items():
-        if not (serving and key in ("duration_s", "requests")):
-            p.add_argument(flag, dest=key, type=kind, help=help_text)
-    p.add_argument(
-        "--header",
-        dest="headers",
-        type=_header,
-        action="append",
-        help="extra request header NAME:VALUE (repeatable)",
-    )
-    p.add_argument(
-        "--no-keepalive",
-        dest="keep_alive",
-        action="store_const",
-        const=False,
-        help="send Connection: close on every request",
-    )
-    p.add_argument(
-        "--no-breaker",
-        dest="breaker",
-        action="store_const",
-        const=False,
-        help="no circuit breaker: every request is sent, whatever the target does",
-    )
-    p.add_argument(
-        "--inject-failures",
-        dest="inject_failures",
-        action="store_const",
-        const=True,
-        help="inject a default mix of faults: 2%% of requests reset, 2%% time out",
-    )
+    """The options `run` and `serve` share, one per key of the table that has a flag
+    (:mod:`poolsvc.keys`); `serve` has no bounds (it runs until stopped)."""
+    for f in fields(Config):
+        meta = f.metadata
+        if not meta["flag"] or (serving and (meta["bound"] or meta["run_only"])):
+            continue
+        shown = _shown(f)
+        # argparse formats help with %: a literal one is written twice
+        text = (meta["help"] + (f" (default {shown})" if shown else "")).replace("%", "%%")
+        if meta["const"] is not None:
+            p.add_argument(
+                meta["flag"], dest=f.name, action="store_const", const=meta["const"], help=text
+            )
+        elif f.name == "headers":
+            p.add_argument(meta["flag"], dest=f.name, type=_header, action="append", help=text)
+        else:
+            p.add_argument(meta["flag"], dest=f.name, type=_typed(flag_type(f.name)), help=text)
     p.add_argument("--config", help="JSON config file; flags override it")
-    if not serving:
-        p.add_argument(
-            "--fail-on-leak",
-            dest="fail_on_leak",
-            action="store_const",
-            const=True,
-            help="exit 5 when the final FD audit finds a leaked socket",
-        )
     if serving:
         p.add_argument(
             "--control",
@@ -147,6 +90,13 @@ def _add_run_options(p: argparse.ArgumentParser, serving: bool) -> None:
     else:
         p.add_argument("--json", action="store_true", help="print one JSON document")
         p.add_argument("--control", help="also serve the control socket at this path")
+
+
+def _shown(f: Any) -> str:
+    """A flag's default for its help text ('' when the flag sets a constant)."""
+    if f.metadata["const"] is not None:
+        return ""
+    return str(f.metadata["shown"] or f.default).replace("`", "")
 
 
 def _parser() -> argparse.ArgumentParser:

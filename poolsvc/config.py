@@ -1,9 +1,10 @@
-"""Run configuration: one flat table of keys, from a JSON file and/or the command line.
+"""Run configuration: checked and merged from a JSON file and the command line.
 
-Every key has a type, a range and a default in :data:`KEYS`; a file may hold any
-subset, command-line flags override it, and anything unknown or out of range is
-a :class:`ConfigError` whose message fits on one line (the CLI exits 2 with it).
-Times are in milliseconds in the file (``*_ms``) except ``duration_s``.
+The keys, their types, ranges and defaults are one table, :mod:`poolsvc.keys`. A
+file may hold any subset, command-line flags override it, and anything unknown or
+out of range is a :class:`ConfigError` whose message fits on one line and names
+the key (the CLI exits 2 with it). Times are in milliseconds in the file
+(``*_ms``) except ``duration_s``.
 """
 
 from __future__ import annotations
@@ -12,134 +13,16 @@ import dataclasses
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from poolsvc.keys import KEYS, Config
 from workers.errors import ConfigError
-from workers.http import DEFAULT_SUCCESS, RequestError, build_request, parse_statuses
+from workers.http import RequestError, build_request, parse_statuses
 from workers.injection import DEFAULT_MIX, Fault, parse_fault
 from workers.target import TargetSpec, check_host
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A validated run configuration (see :data:`KEYS` for the meaning of each field)."""
-
-    host: str | None = None  # None: start the embedded target server
-    port: int | None = None
-    method: str = "GET"
-    path: str = "/"
-    headers: dict[str, str] | None = None
-    body: str = ""
-    keep_alive: bool = True
-    pool_size: int = 10
-    pool_min: int | None = None  # None: same as pool_size (a warm pool)
-    concurrency: int | None = None  # None: same as pool_size
-    duration_s: float = 10.0
-    requests: int = 0
-    seed: int | None = None
-    connect_timeout_ms: int = 1000
-    read_timeout_ms: int = 5000
-    idle_timeout_ms: int = 30000
-    max_age_ms: int = 0
-    max_requests_per_conn: int = 0
-    validate_after_ms: int = 100
-    health_check_after_ms: int = 0
-    health_check_method: str = "HEAD"
-    health_check_path: str = "/health"
-    exhaustion: str = "wait"
-    pool_wait_timeout_ms: int = 1000
-    backoff_base_ms: int = 50
-    backoff_cap_ms: int = 5000
-    retry_stale: bool = True
-    drain_timeout_ms: int = 5000
-    inject_failures: bool | list[Any] = False
-    workers: int | None = None  # None: one per CPU (at most pool_size and concurrency)
-    inject_counts_toward_breaker: bool = True
-    audit_every_s: float = 0.0  # a full FD audit every N seconds (0 = on demand only)
-    audit_report: str | None = None  # write each periodic audit here (.json/.md/.txt)
-    fail_on_leak: bool = False  # `run` exits 5 when the final audit finds a leak
-    rate: float = 0.0  # > 0: open loop, requests per second in total (0: closed loop)
-    ramp_s: float = 0.0  # reach full rate or concurrency over this many seconds
-    max_outstanding: int = 100_000  # open loop: in flight + waiting, per worker
-    timeline: str | None = None  # per-second figures: NDJSON, or CSV if it ends in .csv
-    targets: list[dict[str, Any]] | None = None  # several targets (see TARGET_KEYS)
-    breaker_window_ms: int = 10000
-    breaker_min_calls: int = 20
-    breaker_failure_rate: float = 0.5
-    breaker_consecutive_failures: int = 5
-    breaker_open_ms: int = 5000
-    breaker_open_max_ms: int = 60000
-    breaker_half_open_trials: int = 1
-    breaker: bool = True  # false: no breaker at all (nothing is ever refused)
-    max_header_bytes: int = 32768  # a response header block longer than this fails
-    success_statuses: str = DEFAULT_SUCCESS  # final statuses that count as ok
-
-    @property
-    def effective_concurrency(self) -> int:
-        return self.concurrency if self.concurrency is not None else self.pool_size
-
-    @property
-    def effective_pool_min(self) -> int:
-        return self.pool_size if self.pool_min is None else self.pool_min
-
-
-#: key -> (accepted types, minimum, maximum); None = no bound.
-KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None]] = {
-    "host": ((str,), None, None),
-    "port": ((int,), 1, 65535),
-    "method": ((str,), None, None),
-    "path": ((str,), None, None),
-    "headers": ((dict,), None, None),
-    "body": ((str,), None, None),
-    "keep_alive": ((bool,), None, None),
-    "pool_size": ((int,), 1, 100_000),
-    "pool_min": ((int,), 0, 100_000),
-    "concurrency": ((int,), 1, 100_000),
-    "duration_s": ((int, float), 0, 86_400),
-    "requests": ((int,), 0, None),
-    "seed": ((int,), 0, 2**63 - 1),
-    "connect_timeout_ms": ((int,), 1, 600_000),
-    "read_timeout_ms": ((int,), 1, 3_600_000),
-    "idle_timeout_ms": ((int,), 0, 86_400_000),
-    "max_age_ms": ((int,), 0, 86_400_000),
-    "max_requests_per_conn": ((int,), 0, None),
-    "validate_after_ms": ((int,), 0, 86_400_000),
-    "health_check_after_ms": ((int,), 0, 86_400_000),
-    "health_check_method": ((str,), None, None),
-    "health_check_path": ((str,), None, None),
-    "exhaustion": ((str,), None, None),
-    "pool_wait_timeout_ms": ((int,), 0, 3_600_000),
-    "backoff_base_ms": ((int,), 1, 600_000),
-    "backoff_cap_ms": ((int,), 1, 3_600_000),
-    "retry_stale": ((bool,), None, None),
-    "drain_timeout_ms": ((int,), 0, 3_600_000),
-    "inject_failures": ((bool, list), None, None),
-    "workers": ((int,), 1, 64),
-    "inject_counts_toward_breaker": ((bool,), None, None),
-    "audit_every_s": ((int, float), 0, 86_400),
-    "audit_report": ((str,), None, None),
-    "fail_on_leak": ((bool,), None, None),
-    "rate": ((int, float), 0, 10_000_000),
-    "ramp_s": ((int, float), 0, 86_400),
-    "max_outstanding": ((int,), 1, 10_000_000),
-    "timeline": ((str,), None, None),
-    "targets": ((list,), None, None),
-    "breaker_window_ms": ((int,), 100, 3_600_000),
-    "breaker_min_calls": ((int,), 1, None),
-    "breaker_failure_rate": ((int, float), 0.01, 1),
-    "breaker_consecutive_failures": ((int,), 0, None),
-    "breaker_open_ms": ((int,), 1, 3_600_000),
-    "breaker_open_max_ms": ((int,), 1, 86_400_000),
-    "breaker_half_open_trials": ((int,), 1, 1000),
-    "breaker": ((bool,), None, None),
-    "max_header_bytes": ((int,), 256, 16 * 1024 * 1024),
-    "success_statuses": ((str,), None, None),
-}
-assert set(KEYS) == {f.name for f in fields(Config)}, "KEYS and Config must list the same keys"
 
 
 def _check(key: str, value: Any) -> Any:

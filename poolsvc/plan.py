@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from poolsvc import __version__
 from poolsvc.breaker import BreakerSettings
-from poolsvc.config import Config, target_configs, target_spec, target_weights
+from poolsvc.config import target_configs, target_spec, target_weights
+from poolsvc.keys import Config
 from workers.admission import SharedView
 from workers.errors import ConfigError
 from workers.http import parse_statuses, status_table

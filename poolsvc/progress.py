@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from poolsvc import files
-from poolsvc.config import Config
+from poolsvc.keys import Config
 from poolsvc.status import Interval
 
 if TYPE_CHECKING:

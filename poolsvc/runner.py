@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from poolsvc import audit, config, files, plan, status
-from poolsvc.config import Config
+from poolsvc.keys import Config
 from poolsvc.progress import Progress, Timeline
 from poolsvc.report import RunInfo, as_json, text
 from poolsvc.status import Interval

@@ -45,10 +45,10 @@ import orjson
 
 from poolsvc import audit, commands, config, files, ledger, plan, status
 from poolsvc.breakers import BreakerDesk
-from poolsvc.config import Config
 from poolsvc.control import ControlError
 from poolsvc.ctlserver import ControlServer, Deferred
 from poolsvc.faults import FaultBoard
+from poolsvc.keys import Config
 from poolsvc.plan import Shard
 from poolsvc.report import RunInfo
 from poolsvc.status import Interval, Intervals

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from poolsvc import cli
-from poolsvc.config import KEYS
+from poolsvc.keys import KEYS
 
 SAFE = ["--host", "127.0.0.1", "--port", "9", "--connect-timeout-ms", "100"]
 VALUES = st.one_of(

@@ -8,6 +8,7 @@ accident: the embedded target and `poolctl` must come from the wheel itself.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,10 +20,21 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _sources(into: Path) -> Path:
+    """The checkout's sources, copied: a build writes `build/` and `*.egg-info` beside
+    its sources, never into the checkout under test."""
+    skip = shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+    )
+    shutil.copytree(ROOT, into, ignore=skip)
+    return into
+
+
 def test_the_wheel_holds_the_product_and_runs_on_its_own(tmp_path: Path) -> None:
     out = tmp_path / "dist"
+    src = _sources(tmp_path / "src")
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
         capture_output=True,
         text=True,
         timeout=600,
