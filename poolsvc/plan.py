@@ -18,9 +18,9 @@ from workers.admission import SharedView
 from workers.errors import ConfigError
 from workers.http import parse_statuses, status_table
 from workers.load import Bounds, split
-from workers.loop import LoopSettings, Worker
 from workers.pool import PoolSettings
-from workers.spec import TargetPlan, WorkerSpec, build_worker
+from workers.spec import LoopSettings, TargetPlan, WorkerSpec
+from workers.worker import Worker, build_worker
 
 USER_AGENT = f"poolsvc/{__version__}"
 

@@ -26,10 +26,10 @@ from poolsvc.progress import Progress, Timeline
 from poolsvc.report import RunInfo, as_json, text
 from poolsvc.status import Interval
 from poolsvc.supervisor import Supervisor
-from workers.connection import DEADLINE, connect_blocking
 from workers.errors import ConfigError, ConnectError, errno_name
 from workers.stats import Snapshot
 from workers.target import resolve
+from workers.transport import DEADLINE, connect_blocking
 
 EXIT_OK = 0
 EXIT_USAGE = 2

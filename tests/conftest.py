@@ -29,7 +29,7 @@ from poolsvc.target import TargetServer
 from tools.nginx import Nginx
 from workers import stats
 from workers.admission import SharedView
-from workers.loop import Worker
+from workers.worker import Worker
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""A pooled keep-alive connection: its state table and its socket primitives.
+"""A pooled keep-alive connection: its state table and its response parser.
 
 Every state is named, transient ones included, and every legal move is a cell
 of :data:`TRANSITIONS`; :meth:`Connection.fire` (or, on the request path, the
@@ -17,23 +17,21 @@ lose track of connections, cf. httpcore #1110).
 readability probe runs there); ``CHECKING`` is an active health-check request in
 flight; ``DRAINING`` finishes the response in flight and then closes.
 
-The socket helpers at the bottom are the only place that calls ``connect``:
-non-blocking, ``EINPROGRESS``, writability, then ``SO_ERROR`` -- a socket is
-never reported connected before ``SO_ERROR == 0``.
+A connection reads and writes through the ``send`` and ``recv`` its transport
+gave it (:mod:`workers.transport`), never through its socket.
 """
 
 from __future__ import annotations
 
-import errno
-import select
 import socket
-import struct
-import time
 from typing import Any, Final
 
 import httptools
 
+from workers import table
 from workers.stats import INTERIM
+from workers.table import InvalidTransition as InvalidTransition
+from workers.transport import Recv, Send
 
 CONNECTING: Final = "CONNECTING"
 IDLE: Final = "IDLE"
@@ -45,8 +43,6 @@ CLOSED: Final = "CLOSED"
 STATES: Final = (CONNECTING, IDLE, RESERVED, BUSY, CHECKING, DRAINING, CLOSED)
 READING: Final = frozenset({BUSY, CHECKING, DRAINING})  # a response is on its way
 
-# Plain strings, not Enum members: they are dict keys on the hot path and
-# str hashes are cached, Enum.__hash__ is a Python call.
 TRANSITIONS: Final[dict[str, dict[str, str]]] = {
     CONNECTING: {"connected": IDLE, "close": CLOSED},
     IDLE: {"checkout": RESERVED, "close": CLOSED},
@@ -58,26 +54,9 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
 }
 
 
-class InvalidTransition(RuntimeError):
-    """A move that the state table does not allow: a bug in the caller."""
-
-
-class _Moves(dict[str, str]):
-    """One event's column of the table: state -> next state; refuses a missing move."""
-
-    def __init__(self, event: str) -> None:
-        super().__init__({st: row[event] for st, row in TRANSITIONS.items() if event in row})
-        self.event = event
-
-    def __missing__(self, state: str) -> str:
-        raise InvalidTransition(f"no transition from {state} on {self.event!r}")
-
-
 # The table by event, for the request path: ``conn.state = ON["send"][conn.state]``
 # is the move ``fire("send")`` makes, without a method call per request.
-ON: Final[dict[str, _Moves]] = {
-    e: _Moves(e) for e in sorted({e for r in TRANSITIONS.values() for e in r})
-}
+ON: Final = table.columns(TRANSITIONS)
 
 
 class Unsolicited(Exception):
@@ -104,6 +83,8 @@ class Connection:
     head_only: bool
     keep_alive: bool
     status: int
+    send: Send  # the transport's: how this connection writes ...
+    recv: Recv  # ... and reads
 
     __slots__ = (
         "complete",
@@ -122,7 +103,9 @@ class Connection:
         "out",
         "owner",
         "parser",
+        "recv",
         "requests",
+        "send",
         "slot",
         "sock",
         "state",
@@ -130,8 +113,15 @@ class Connection:
         "target",
     )
 
-    def __init__(self, sock: socket.socket, target: int, slot: Any = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        target: int,
+        slot: Any = None,
+        streams: tuple[Send, Recv] | None = None,
+    ) -> None:
         self.sock = sock
+        self.send, self.recv = streams or (sock.send, sock.recv)
         self.fd = sock.fileno()
         self.target = target
         self.slot = slot  # the worker's stats slot: interim responses are counted there
@@ -149,10 +139,7 @@ class Connection:
 
     def fire(self, event: str) -> str:
         """Apply ``event`` to the state table; returns the new state."""
-        try:
-            self.state = new = TRANSITIONS[self.state][event]
-        except KeyError:
-            raise InvalidTransition(f"{self!r}: no transition on {event!r}") from None
+        self.state = new = table.fire(TRANSITIONS, self.state, event, self)
         return new
 
     def reset_response(self, head_only: bool) -> None:
@@ -196,134 +183,3 @@ class Connection:
             f"<Connection fd={self.fd} {self.state} target={self.target} "
             f"requests={self.requests} status={self.status} complete={self.complete}>"
         )
-
-
-# Socket primitives -------------------------------------------------------------
-
-DEADLINE: Final = -1  # connect_blocking: our deadline passed (not the kernel's ETIMEDOUT)
-_LINGER_RST: Final = struct.pack("ii", 1, 0)
-_PENDING: Final = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EINTR, errno.EAGAIN})
-
-
-def open_socket(family: int) -> socket.socket:
-    """A non-blocking TCP socket with Nagle off (requests are single small writes)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def start_connect(sock: socket.socket, addr: tuple[Any, ...]) -> int:
-    """Begin a non-blocking connect; returns 0, EINPROGRESS, or the errno of a failure."""
-    err = sock.connect_ex(addr)
-    return errno.EINPROGRESS if err in _PENDING else err
-
-
-def connect_result(sock: socket.socket) -> int:
-    """After writability: 0 when connected, EINPROGRESS if the wakeup was spurious,
-    else the errno the handshake failed with (``SO_ERROR``)."""
-    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    return errno.EINPROGRESS if err in _PENDING else err
-
-
-def probe_dead(sock: socket.socket) -> str:
-    """Zero-wait check of an idle socket: '' if it may carry a request, else the
-    eviction reason: ``validation`` (FIN or RST) or ``unsolicited`` (bytes nobody
-    asked for). Either way the connection must not carry a request."""
-    try:
-        peeked = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return ""
-    except OSError:
-        return "validation"
-    return "unsolicited" if peeked else "validation"
-
-
-def set_abortive(sock: socket.socket) -> None:
-    """Make the next close send RST instead of FIN (SO_LINGER on, timeout 0)."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-    except OSError:
-        pass
-
-
-def abort(sock: socket.socket) -> None:
-    """Close with an RST instead of a FIN."""
-    set_abortive(sock)
-    sock.close()
-
-
-def shut(sock: socket.socket) -> None:
-    """Shut both directions without closing the descriptor (FIN to the peer, EOF to us)."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def connect_blocking(
-    family: int, addr: tuple[Any, ...], timeout: float
-) -> tuple[int, socket.socket | None]:
-    """One connect with a deadline, by the same non-blocking path the loop uses.
-
-    Returns ``(0, sock)`` on success (the caller owns ``sock``), else ``(err, None)``
-    where ``err`` is the errno, or :data:`DEADLINE` when the deadline passed first.
-    """
-    sock = open_socket(family)
-    err = start_connect(sock, addr)
-    deadline = time.monotonic() + timeout
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLOUT)
-    while err == errno.EINPROGRESS:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            sock.close()
-            return DEADLINE, None
-        if poller.poll(left * 1000.0):
-            err = connect_result(sock)
-    if err:
-        sock.close()
-        return err, None
-    return 0, sock
-
-
-class DeadEnds:
-    """Loopback addresses where a connect really fails, for the connect_fail fault.
-
-    ``refusing``: a port that is bound but not listening, so connects get RST
-    (ECONNREFUSED) and no other process can take it over.  ``silent``: a listener
-    with a backlog of 0 whose queue one connection already fills; further SYNs are
-    dropped and the connect times out.  Created on first use, one set per address
-    family, owned (and closed) by the worker.
-    """
-
-    def __init__(self) -> None:
-        self.sockets: list[socket.socket] = []
-        self._addrs: dict[tuple[int, str], tuple[Any, ...]] = {}
-
-    def address(self, family: int, mode: str) -> tuple[Any, ...]:
-        key = (family, mode)
-        if key not in self._addrs:
-            host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-            first = socket.socket(family, socket.SOCK_STREAM)
-            first.bind((host, 0))
-            self.sockets.append(first)
-            if mode == "silent":
-                first.listen(0)
-                filler = socket.create_connection(first.getsockname()[:2])
-                self.sockets.append(filler)
-            self._addrs[key] = first.getsockname()
-        return self._addrs[key]
-
-    def fds(self) -> set[int]:
-        return {s.fileno() for s in self.sockets}
-
-    def close(self) -> None:
-        for s in self.sockets:
-            s.close()
-        self.sockets.clear()
-        self._addrs.clear()

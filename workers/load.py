@@ -1,75 +1,21 @@
-"""Load shape: closed-loop clients and the bounds of a run.
+"""Load shape: the bounds of a run and the open-loop schedule, without I/O.
 
-A closed loop is ``concurrency`` clients, each with at most one request in
-flight: a client sends, waits for the response (or the failure), records it and
-sends the next.  The worker loop drives clients; this module holds their state
-and the bounds, without I/O.
-
-Client states:
-
-    READY     between requests (or not started)
-    ACQUIRING looking for a connection (transient, inside one loop step)
-    WAITING   queued in the pool for a connection (deadline = pool wait timeout)
-    BACKOFF   connects are paused; retry checkout at the deadline
-    SENDING   its request is being sent or answered on ``conn``
-    PAUSED    its last request was refused by the breaker, or the load is paused
-    DELAYED   the delay fault holds its request (on a RESERVED connection) before sending
-    DONE      the run's bounds were reached; it sends no more
+A closed loop is ``concurrency`` clients (:mod:`workers.client`), each with at
+most one request in flight: a client sends, waits for the response (or the
+failure), records it and sends the next. An open loop sends at intended times
+(:class:`Schedule`), whatever the responses do.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Final
-
-READY: Final = "READY"
-ACQUIRING: Final = "ACQUIRING"
-WAITING: Final = "WAITING"
-BACKOFF: Final = "BACKOFF"
-SENDING: Final = "SENDING"
-PAUSED: Final = "PAUSED"
-DELAYED: Final = "DELAYED"
-DONE: Final = "DONE"
 
 
 def split(total: int, n: int) -> list[int]:
     """``total`` in ``n`` near-equal integer parts that sum to ``total`` (the first
     ``total % n`` parts get one more)."""
     return [total // n + (1 if i < total % n else 0) for i in range(n)]
-
-
-class Client:
-    """One closed-loop request issuer."""
-
-    __slots__ = (
-        "conn",
-        "deadline",
-        "heap_when",
-        "ident",
-        "retire",
-        "retried",
-        "sent_at",
-        "start",
-        "state",
-        "target",
-        "trial",
-    )
-
-    def __init__(self, ident: int) -> None:
-        self.ident = ident
-        self.state = READY
-        self.conn: Any = None  # the Connection serving the current request
-        self.target = 0
-        self.start = 0.0  # when the current request was due: issued, or intended (open loop)
-        self.sent_at = 0.0  # when it was actually written to a connection
-        self.retried = False  # the current request was already re-sent once
-        self.trial = 0  # > 0: the current request is a breaker trial of this generation
-        self.retire = False  # concurrency was lowered: stop after the current request
-        self.deadline = self.heap_when = 0.0
-
-    def __repr__(self) -> str:
-        return f"<Client {self.ident} {self.state}>"
 
 
 @dataclass(frozen=True, slots=True)

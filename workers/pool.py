@@ -1,8 +1,8 @@
 """One worker's pool shard for one target: decisions only, no I/O.
 
 The pool never touches a socket.  Its methods take ``now`` and return what the
-event loop must do (:data:`USE` this connection, :data:`PROBE` it first, start a
-:data:`CONNECT`, :data:`WAIT`, ...); the loop performs the I/O and reports the
+event loop must do, as a typed action (:class:`Use` this connection, :class:`Probe`
+it first, :class:`Connect`, :class:`Wait`, ...); the loop performs the I/O and reports the
 outcome back (:meth:`Pool.connected`, :meth:`Pool.checkin`, :meth:`Pool.discard`).
 Keeping it pure lets the tests drive every decision with a fake clock.
 
@@ -31,20 +31,91 @@ from typing import Final, Generic, Protocol, TypeVar
 
 from workers.backoff import Backoff
 
-# Checkout decisions.
-USE: Final = "use"  # send on this idle connection now
-PROBE: Final = "probe"  # zero-wait readability probe, then use (or evict and ask again)
-HEALTH: Final = "health"  # active health-check request first, then use
-CONNECT: Final = "connect"  # open a new connection for this request (a slot is reserved)
-WAIT: Final = "wait"  # queued; a connection will be handed over, or the wait times out
-FAIL: Final = "fail"  # exhaustion policy 'fail': the pool is full
-BACKOFF: Final = "backoff"  # connects are paused until ``until``
-EVICT: Final = "evict"  # close this expired idle connection and ask again
+C = TypeVar("C", bound="Pooled")
+W = TypeVar("W")
 
-# Check-in outcomes.
-IDLE: Final = "idle"  # back in the idle list
-HANDOFF: Final = "handoff"  # handed straight to the returned waiter
-CLOSE: Final = "close"  # close it (reason given)
+
+# Checkout decisions -------------------------------------------------------------
+@dataclass(slots=True)
+class Use(Generic[C]):
+    """Send on this idle connection now."""
+
+    conn: C
+
+
+@dataclass(slots=True)
+class Probe(Generic[C]):
+    """Zero-wait readability probe first; then use it, or evict it and ask again."""
+
+    conn: C
+
+
+@dataclass(slots=True)
+class Health(Generic[C]):
+    """An active health-check request first, then use it."""
+
+    conn: C
+
+
+@dataclass(slots=True)
+class Evict(Generic[C]):
+    """Close this expired idle connection (``reason``) and ask again."""
+
+    conn: C
+    reason: str
+
+
+@dataclass(slots=True)
+class Connect:
+    """Open a new connection for this request (its slot is reserved)."""
+
+
+@dataclass(slots=True)
+class Wait:
+    """Queued: a connection will be handed over, or the wait times out at ``until``."""
+
+    until: float
+
+
+@dataclass(slots=True)
+class BackingOff:
+    """Connects are paused until ``until``: ask again then."""
+
+    until: float
+
+
+@dataclass(slots=True)
+class Exhausted:
+    """Exhaustion policy ``fail``: the pool is full (``pool_exhausted``)."""
+
+
+Checkout = Use[C] | Probe[C] | Health[C] | Evict[C] | Connect | Wait | BackingOff | Exhausted
+CONNECT: Final = Connect()  # the actions without a field are made once
+EXHAUSTED: Final = Exhausted()
+
+
+# Check-in outcomes --------------------------------------------------------------
+@dataclass(slots=True)
+class Idle:
+    """Back in the idle list."""
+
+
+@dataclass(slots=True)
+class Handoff(Generic[W]):
+    """Handed straight to ``waiter`` (still reserved: the loop dispatches it)."""
+
+    waiter: W
+
+
+@dataclass(slots=True)
+class Close:
+    """Close it, for ``reason`` (an eviction reason)."""
+
+    reason: str
+
+
+Checkin = Idle | Handoff[W] | Close
+IDLE: Final = Idle()
 
 
 class Pooled(Protocol):
@@ -80,10 +151,6 @@ class PoolSettings:
             raise ValueError("exhaustion policy must be 'wait' or 'fail'")
 
 
-C = TypeVar("C", bound=Pooled)
-W = TypeVar("W")
-
-
 class Pool(Generic[C, W]):
     """Pool shard state and decisions for one target (see the module docstring)."""
 
@@ -113,31 +180,31 @@ class Pool(Generic[C, W]):
         budget = self.settings.max_requests
         return bool((conn.expires and now >= conn.expires) or (budget and conn.requests >= budget))
 
-    def checkout(self, now: float, waiter: W) -> tuple[str, C | None, float, str]:
-        """Decide how ``waiter`` gets a connection; returns (action, conn, until, reason)."""
+    def checkout(self, now: float, waiter: W) -> Checkout[C]:
+        """Decide how ``waiter`` gets a connection."""
         idle = self.idle
         s = self.settings
         while idle:
             conn = idle.pop()
             reason = self._expiry(conn, now)
             if reason:
-                return (EVICT, conn, 0.0, reason)
+                return Evict(conn, reason)
             self.in_use.add(conn)
             idle_for = now - conn.last_used
             if s.health_after and idle_for >= s.health_after:
-                return (HEALTH, conn, 0.0, "")
+                return Health(conn)
             if idle_for >= s.validate_after:
-                return (PROBE, conn, 0.0, "")
-            return (USE, conn, 0.0, "")
+                return Probe(conn)
+            return Use(conn)
         if self.size < s.max_size:
             if now < self.backoff.not_before:
-                return (BACKOFF, None, self.backoff.not_before, "")
+                return BackingOff(self.backoff.not_before)
             self.connecting += 1
-            return (CONNECT, None, 0.0, "")
+            return CONNECT
         if s.exhaustion == "fail":
-            return (FAIL, None, 0.0, "pool_exhausted")
+            return EXHAUSTED
         self.waiters.append(waiter)
-        return (WAIT, None, now + s.wait_timeout, "")
+        return Wait(now + s.wait_timeout)
 
     def connected(self, conn: C, now: float, owned: bool, jitter: float = 0.0) -> W | None:
         """A handshake finished.  Owned connections go to their requester; others to
@@ -161,22 +228,22 @@ class Pool(Generic[C, W]):
         self.connecting -= 1
         return self.backoff.failure(now)
 
-    def checkin(self, conn: C, now: float, keep_alive: bool) -> tuple[str, W | None, str]:
+    def checkin(self, conn: C, now: float, keep_alive: bool) -> Checkin[W]:
         """The response on ``conn`` was read to its end; decide where ``conn`` goes."""
         self.in_use.discard(conn)
         conn.last_used = now
         if not keep_alive:
-            return (CLOSE, None, "server_close")
+            return Close("server_close")
         reason = self._expiry(conn, now)
         if reason:
-            return (CLOSE, None, reason)
+            return Close(reason)
         if self.size >= self.settings.max_size:  # the pool was shrunk while it was in use
-            return (CLOSE, None, "resized")
+            return Close("resized")
         if self.waiters:
             self.in_use.add(conn)
-            return (HANDOFF, self.waiters.popleft(), "")
+            return Handoff(self.waiters.popleft())
         self.idle.append(conn)
-        return (IDLE, None, "")
+        return IDLE
 
     def renew(self, conn: C, now: float) -> bool:
         """The fast path of checkin + checkout for the same requester: ``conn`` stays in

@@ -34,8 +34,8 @@ from typing import Any
 
 from workers import shm, stats
 from workers.admission import SharedView
-from workers.loop import Worker
-from workers.spec import WorkerSpec, build_worker
+from workers.spec import WorkerSpec
+from workers.worker import build_worker
 
 EXIT_ORPHANED = 70  # the supervisor died; nothing is left to report to
 
@@ -103,11 +103,12 @@ def worker_main(plan: WorkerPlan, words: memoryview) -> None:
     worker.run()
 
 
-def _watchdog(plan: WorkerPlan, words: memoryview, stop: list[bool]) -> Any:
-    def check(worker: Worker) -> None:
+def _watchdog(plan: WorkerPlan, words: memoryview, stop: list[bool]) -> Callable[[], bool]:
+    """Asked every tick: True when the worker must stop (a command, a SIGTERM)."""
+
+    def check() -> bool:
         if os.getppid() != plan.supervisor_pid:
             os._exit(EXIT_ORPHANED)  # the kernel closes our sockets
-        if shm.command_code(words[shm.H_COMMAND]) != shm.CMD_RUN or stop[0]:
-            worker.stop_requested = True
+        return shm.command_code(words[shm.H_COMMAND]) != shm.CMD_RUN or stop[0]
 
     return check

@@ -2,81 +2,143 @@
 
 A client's next request picks a target (smooth weighted round-robin), passes the
 target's breaker (a word in shared memory; only a breaker that is not CLOSED takes
-the slow path), then does what the pool decides: use, probe, evict, health-check,
-connect, wait or back off. Sending is one ``send`` of the prebuilt request bytes;
-a partial write finishes when the socket is writable.
+the slow path), then does what the pool decides (:mod:`workers.pool`'s typed
+actions): use, probe, evict, health-check, connect, wait or back off.
+
+There is one send path, :meth:`Requests._send`, for one request or a burst: the
+closed loop with one target keeps each connection for its client's next request,
+and the requests that the responses of one wakeup renewed are written back to
+back once all of them are read (as wrk does: the target then works through a
+burst instead of being woken for each request; on loopback that waking is paid on
+our core, inside ``send``). A partial write finishes when the socket is writable.
 """
 
 from __future__ import annotations
 
-import select
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
+from workers import client as cl
 from workers import connection as cx
-from workers import load
-from workers import pool as pl
 from workers import stats as st
-from workers.admission import REFUSE
+from workers.admission import REFUSE, SharedView
+from workers.client import Client
 from workers.connection import CHECKING, Connection
-from workers.core import TICK
 from workers.errors import oserror_name
-from workers.failures import Failures
-from workers.load import SENDING, Client
+from workers.loop import IN, OUT, TICK, Loop
+from workers.pool import BackingOff, Connect, Evict, Exhausted, Health, Probe, Use, Wait
 from workers.shm import CODE_MASK
-from workers.stats import (
-    BYTES_OUT,
-    CONN_REUSED,
-    REQ_LATE,
-    REQ_SENT,
-    SENDING_FLAG,
-)
+from workers.state import RunState
+from workers.stats import BYTES_OUT, CONN_REUSED, REQ_LATE, REQ_SENT, SENDING_FLAG
+from workers.target import Target
+from workers.transport import Transport
 
-_IN: Final = select.EPOLLIN
-_OUT: Final = select.EPOLLOUT
 LATE: Final = 0.001  # open loop: a request sent this long after its intended time is late
+# The moves of the request path, looked up once: connection (_C_) and client tables.
+_C_CHECKOUT, _C_SEND = cx.ON["checkout"], cx.ON["send"]
+_ISSUE, _ATTACH, _DELAY, _SENDS = cl.ON["issue"], cl.ON["attach"], cl.ON["delay"], cl.ON["send"]
+DELAYED: Final = cl.DELAYED
+SENDING: Final = cl.SENDING
 
 
-class Requests(Failures):
-    """The request layer of the worker (see the module docstring)."""
+class Requests:
+    """Issues and sends one worker's requests (see the module docstring).
 
-    def _next(self, client: Client) -> None:
+    The worker binds what it calls in the other parts: ``connect`` and ``close``
+    (the dialer), ``fail``, ``refuse`` and ``conn_failed`` (the failures)."""
+
+    __slots__ = (
+        "close",
+        "conn_failed",
+        "connect",
+        "conns",
+        "deadlines",
+        "fail",
+        "loop",
+        "read_timeout",
+        "refuse",
+        "run",
+        "s",
+        "shared",
+        "targets",
+        "transport",
+        "w",
+        "weights",
+        "wrr",
+    )
+
+    def __init__(
+        self,
+        run: RunState,
+        loop: Loop,
+        transport: Transport,
+        targets: Sequence[Target],
+        weights: Sequence[int],
+        shared: SharedView,
+        conns: dict[int, Connection],
+        read_timeout: float,
+    ) -> None:
+        self.run = run
+        self.loop = loop
+        self.deadlines = loop.deadlines
+        self.transport = transport
+        self.targets = targets
+        # smooth weighted round-robin over the targets (nginx's): deterministic, even spacing
+        self.weights = list(weights) if len(weights) == len(targets) else [1] * len(targets)
+        self.wrr = [0] * len(targets)
+        self.shared = shared
+        self.s = shared.slot
+        self.w = shared.words
+        self.conns = conns
+        self.read_timeout = read_timeout
+        self.connect: Callable[[Target, Client | None], None] = _unbound
+        self.close: Callable[..., None] = _unbound
+        self.fail: Callable[[Client, str, str, str, bool], None] = _unbound
+        self.refuse: Callable[[Client], None] = _unbound
+        self.conn_failed: Callable[[Connection, str, str], None] = _unbound
+
+    # Issuing ---------------------------------------------------------------------------
+    def next(self, client: Client) -> None:
         """Issue ``client``'s next request, or retire it when a bound is reached."""
-        if client.retire or self.stopping or self.issued >= self.issue_cap:
-            client.state = load.DONE
+        run = self.run
+        if client.retire or run.stopping or run.issued >= run.issue_cap:
+            client.fire("retire")
             return
-        if self.paused:
-            client.state = load.PAUSED
-            self.deadlines.arm(client, self.now + TICK)
+        if run.paused:
+            client.fire("park")
+            self.deadlines.arm(client, run.now + TICK)
             return
-        self._issue(client, self.clock())
+        self.issue(client, run.clock())
 
-    def _fire_due(self, now: float) -> None:
+    def fire_due(self, now: float) -> None:
         """Open loop: issue every request whose intended time has come."""
-        sched = self.schedule
+        run = self.run
+        sched = run.schedule
         assert sched is not None
-        end = self.end_at
+        end = run.end_at
         while sched.next_at() <= now:
-            if self.stopping or self.issued >= self.issue_cap:
+            if run.stopping or run.issued >= run.issue_cap:
                 return
             if end and sched.next_at() >= end:
                 return  # due at or after the end: not part of this run (the bound is exact)
             intended = sched.take()
-            if self.in_flight >= self.max_outstanding:
+            if run.in_flight >= run.max_outstanding:
                 self.s[st.REQ_DROPPED] += 1  # counted, never silently skipped
                 continue
-            client = self.free.pop() if self.free else self._new_client()
-            self._issue(client, intended)
+            if run.free:
+                client = run.free.pop()
+            else:
+                client = Client(len(run.clients))
+                run.clients.append(client)
+            self.issue(client, intended)
 
-    def _new_client(self) -> Client:
-        client = Client(len(self.clients))
-        self.clients.append(client)
-        return client
-
-    def _issue(self, client: Client, start: float) -> None:
+    def issue(self, client: Client, start: float) -> None:
         """Send a request for ``client``; its latency is measured from ``start`` (the
         intended time in open loop: coordinated omission corrected)."""
-        self.issued += 1
-        self.in_flight += 1
+        run = self.run
+        run.issued += 1
+        run.in_flight += 1
+        client.state = _ISSUE[client.state]
         client.start = start
         client.retried = False
         client.target = t = self._pick_target()
@@ -84,12 +146,12 @@ class Requests(Failures):
         if state & CODE_MASK:  # not CLOSED: the slow path decides (shm.breaker_code, inline)
             verdict = self.shared.admit(t, state)
             if verdict == REFUSE:
-                self._refuse(client)
+                self.refuse(client)
                 return
             client.trial = max(verdict, 0)
         else:
             client.trial = 0
-        self._acquire(client)
+        self.acquire(client)
 
     def _pick_target(self) -> int:
         if len(self.targets) == 1:
@@ -103,125 +165,166 @@ class Requests(Failures):
         cur[best] -= sum(weights)
         return best
 
-    def _acquire(self, client: Client) -> None:
+    def acquire(self, client: Client) -> None:
+        """Get the ACQUIRING ``client`` a connection as its target's pool decides."""
         target = self.targets[client.target]
         pool = target.pool
-        client.state = load.ACQUIRING
         while True:
-            act, conn, until, reason = pool.checkout(self.now, client)
-            if act is pl.USE:
-                self._dispatch(client, conn)  # type: ignore[arg-type]
-            elif act is pl.PROBE:
-                dead = cx.probe_dead(conn.sock)  # type: ignore[union-attr]
-                if dead:
-                    self._close(conn, dead)  # type: ignore[arg-type]
+            match pool.checkout(self.run.now, client):
+                case Use(conn):
+                    self.dispatch(client, conn)
+                case Probe(conn):
+                    dead = self.transport.probe(conn.sock)
+                    if dead:
+                        self.close(conn, dead)
+                        continue
+                    self.dispatch(client, conn)
+                case Evict(conn, reason):
+                    self.close(conn, reason)
                     continue
-                self._dispatch(client, conn)  # type: ignore[arg-type]
-            elif act is pl.EVICT:
-                self._close(conn, reason)  # type: ignore[arg-type]
-                continue
-            elif act is pl.HEALTH:
-                self._health_check(client, conn)  # type: ignore[arg-type]
-            elif act is pl.CONNECT:
-                client.state = SENDING
-                self._connect(target, client)
-            elif act is pl.WAIT:
-                client.state = load.WAITING
-                self.deadlines.arm(client, until)
-            elif act is pl.BACKOFF:
-                client.state = load.BACKOFF
-                self.deadlines.arm(client, until)
-            else:
-                self._fail(client, "pool", reason, sent=False)
+                case Health(conn):
+                    self.health_check(client, conn)
+                case Connect():
+                    client.fire("connect")
+                    self.connect(target, client)
+                case Wait(until):
+                    client.fire("wait")
+                    self.deadlines.arm(client, until)
+                case BackingOff(until):
+                    client.fire("backoff")
+                    self.deadlines.arm(client, until)
+                case Exhausted():
+                    self.fail(client, "pool", "pool_exhausted", "", False)
             return
 
-    def _dispatch(self, client: Client, conn: Connection) -> None:
-        """Reserve ``conn`` for ``client`` and send its request."""
-        conn.fire("checkout")
-        self._send(client, conn)
-
-    def _send(self, client: Client, conn: Connection, draw: bool = True) -> None:
-        """Send ``client``'s request on the RESERVED ``conn``: one ``send`` of the
-        target's prebuilt bytes, then the read deadline."""
-        target = self.targets[conn.target]
-        s = self.s
-        client.state = SENDING
+    def dispatch(self, client: Client, conn: Connection) -> None:
+        """Reserve the idle ``conn`` for ``client`` and send its request."""
+        conn.state = _C_CHECKOUT[conn.state]
+        client.state = _ATTACH[client.state]
         client.conn = conn
         conn.owner = client
-        if self.schedule is not None:  # open loop only: uncorrected latency, lateness
-            client.sent_at = now = self.clock()
-            if now - client.start > LATE:
-                s[REQ_LATE] += 1
-        # One draw per request; a delayed request is not drawn again when it is sent.
+        self._send((client,), False)
+
+    def send(self, client: Client) -> None:
+        """Send ``client``'s request on its RESERVED connection (after a health check,
+        or a delay)."""
+        self._send((client,), False)
+
+    def send_renewed(self) -> None:
+        """Send the requests that the responses of this wakeup renewed, back to back."""
+        run = self.run
+        queued, run.renewed = run.renewed, []
+        self._send(queued, True)
+
+    def _send(self, batch: Sequence[Client], stamp: bool) -> None:
+        """The one send path: each client's request, on its connection (RESERVED, linked
+        both ways), in one ``send`` of the target's prebuilt bytes; then the read deadline.
+
+        ``stamp``: latency starts now, at each request's own send (a renewed request was
+        due when its predecessor's response came, but is sent after the wakeup's other
+        responses are read). One fault draw per request; a delayed one is not drawn
+        again when it goes.
+
+        Each request is counted sent *before* the ``send`` that writes its last byte,
+        and taken back if that ``send`` fails or writes part of it; ``requests.sending``
+        is 1 for the whole batch. A worker killed inside it leaves at most one request
+        counted and in doubt (``requests.in_doubt``), never one uncounted
+        (``poolsvc.ledger``). Speed: this loop is the request path; what it reads is
+        bound to locals first, and the byte and reuse counters are stored once.
+        """
+        run = self.run
+        s = self.s
+        clock = run.clock
+        targets = self.targets
+        deadline = run.now + self.read_timeout
+        arm = self.deadlines.arm
+        open_loop = run.schedule is not None
+        inject = run.inject_requests
+        sent = s[REQ_SENT]
+        out = fresh = delayed = 0  # reused = the batch less the fresh and the delayed
         hit = None
-        if self.inject_requests and draw:
-            hit = self.injector.on_request(target.index, self.now)
-        if hit is not None and hit[0] == "delay":
-            self._count_injected("delay")
-            client.state = load.DELAYED  # the connection stays RESERVED meanwhile
-            self.deadlines.arm(client, self.now + hit[1] / 1000.0)
-            return
-        conn.reset_response(target.head_only)
-        conn.fire("send")
-        if conn.requests:
-            s[CONN_REUSED] += 1
-        self._write(conn, target.request)
-        if hit is not None and self.conns.get(conn.fd) is conn:
-            self._inject_after_send(conn, *hit)
+        s[SENDING_FLAG] = 1
+        for client in batch:
+            conn = client.conn
+            target = targets[conn.target]
+            if inject:  # one draw per request: a delayed one is not drawn again
+                draw = client.state is not DELAYED
+                hit = run.injector.on_request(target.index, run.now) if draw else None
+                if hit is not None and hit[0] == "delay":
+                    s[st.INJECTED["delay"]] += 1
+                    client.state = _DELAY[client.state]  # the connection stays RESERVED
+                    arm(client, run.now + hit[1] / 1000.0)
+                    delayed += 1
+                    continue
+            if client.state is not SENDING:  # DELAYED goes out now (a kept one stays SENDING)
+                client.state = _SENDS[client.state]
+            conn.state = _C_SEND[conn.state]
+            conn.complete = False  # Connection.reset_response, inline (keep_alive is set
+            conn.status = 0  # by every response before anything reads it)
+            conn.head = None
+            conn.head_only = target.head_only
+            if stamp:
+                client.start = clock()
+            if open_loop:  # open loop only: uncorrected latency, lateness
+                client.sent_at = now = clock()
+                if now - client.start > LATE:
+                    s[REQ_LATE] += 1
+            if not conn.requests:
+                fresh += 1  # (rare: the reused are counted once per batch)
+            data = target.request
+            sent += 1
+            s[REQ_SENT] = sent
+            send = conn.send  # (a slot: called as a method, the lookup would not specialize)
+            try:
+                n = send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                s[REQ_SENT] = sent - 1
+                self.conn_failed(conn, "write", oserror_name(exc))
+                sent = s[REQ_SENT]  # the failure path may have sent a request itself
+                s[SENDING_FLAG] = 1
+                continue
+            out += n
+            if n != target.size:
+                sent -= 1
+                s[REQ_SENT] = sent
+                self._write_later(conn, data, n)
+            if conn.heap_when and deadline >= conn.heap_when:
+                conn.deadline = deadline  # its earlier heap entry re-arms it (timers: lazy)
+            else:
+                arm(conn, deadline)
+            if hit is not None:
+                self._inject_after_send(conn, *hit)
+                sent = s[REQ_SENT]  # (as above)
+                s[SENDING_FLAG] = 1
+        s[SENDING_FLAG] = 0
+        s[CONN_REUSED] += len(batch) - fresh - delayed
+        s[BYTES_OUT] += out
 
     def _inject_after_send(self, conn: Connection, kind: str, param: int) -> None:
         """reset: abort with RST now; timeout: stop reading, so the read deadline fires
         (after ``param`` ms, or the configured read timeout when it is 0)."""
-        self._count_injected(kind)
+        if self.conns.get(conn.fd) is not conn:
+            return  # the send itself failed: the fault has nothing left to hit
+        self.s[st.INJECTED[kind]] += 1
         conn.injected = kind
         if kind == "reset":
-            cx.set_abortive(conn.sock)  # the close below sends RST, not FIN
-            self._conn_failed(conn, "read", "ECONNRESET")
+            self.transport.reset(conn.sock)  # the close below sends RST, not FIN
+            self.conn_failed(conn, "read", "ECONNRESET")
         else:
-            self.ep.modify(conn.fd, 0)  # nothing is read from it any more
+            self.loop.set(conn.fd, 0)  # nothing is read from it any more
             if param:
-                self.deadlines.arm(conn, self.now + param / 1000.0)
-
-    def _write(self, conn: Connection, data: bytes) -> None:
-        """Write a request (or a health check); the rest waits for writability.
-
-        A request is counted sent *before* the ``send`` that writes its last byte,
-        and taken back if that ``send`` fails or writes part of it; ``requests.sending``
-        is 1 meanwhile. A worker killed right then leaves that one request counted
-        and in doubt (``requests.in_doubt``), never uncounted (``poolsvc.ledger``).
-        """
-        s = self.s
-        counted = conn.state is not CHECKING
-        if counted:
-            s[SENDING_FLAG] = 1
-            s[REQ_SENT] += 1
-        try:
-            n = conn.sock.send(data)
-        except BlockingIOError:
-            n = 0
-        except OSError as exc:
-            if counted:
-                s[REQ_SENT] -= 1
-                s[SENDING_FLAG] = 0
-            self._conn_failed(conn, "write", oserror_name(exc))
-            return
-        if counted:
-            if n < len(data):
-                s[REQ_SENT] -= 1
-            s[SENDING_FLAG] = 0
-        s[BYTES_OUT] += n
-        if n < len(data):
-            self._write_later(conn, data, n)
-        self.deadlines.arm(conn, self.now + self.settings.read_timeout)
+                self.deadlines.arm(conn, self.run.now + param / 1000.0)
 
     def _write_later(self, conn: Connection, data: bytes, n: int) -> None:
         """Only ``n`` bytes went out: the rest goes when the socket is writable."""
         conn.out = memoryview(data)[n:]
-        self.ep.modify(conn.fd, _IN | _OUT)
+        self.loop.set(conn.fd, IN | OUT)
 
-    def _flush(self, conn: Connection) -> None:
+    def flush(self, conn: Connection) -> None:
         """The socket is writable: send the rest of a partly written request (counted
-        sent as in :meth:`_write`)."""
+        sent as in :meth:`_send`) or health check (not counted)."""
         out = conn.out
         assert out is not None
         s = self.s
@@ -230,14 +333,14 @@ class Requests(Failures):
             s[SENDING_FLAG] = 1
             s[REQ_SENT] += 1
         try:
-            n = conn.sock.send(out)
+            n = conn.send(out)
         except BlockingIOError:
             n = 0
         except OSError as exc:
             if counted:
                 s[REQ_SENT] -= 1
                 s[SENDING_FLAG] = 0
-            self._conn_failed(conn, "write", oserror_name(exc))
+            self.conn_failed(conn, "write", oserror_name(exc))
             return
         s[BYTES_OUT] += n
         if n < len(out):
@@ -246,18 +349,36 @@ class Requests(Failures):
                 s[REQ_SENT] -= 1
         else:
             conn.out = None
-            self.ep.modify(conn.fd, _IN)
+            self.loop.set(conn.fd, IN)
         if counted:
             s[SENDING_FLAG] = 0
 
-    def _health_check(self, client: Client, conn: Connection) -> None:
+    def health_check(self, client: Client, conn: Connection) -> None:
         """Send the target's health-check request on ``conn`` before ``client`` uses it."""
         target = self.targets[conn.target]
         conn.fire("checkout")
         conn.fire("check")
-        client.state = SENDING
+        client.fire("attach")
         client.conn = conn
         conn.owner = client
         conn.reset_response(target.health_head_only)
         self.s[st.HEALTH_CHECKS] += 1
-        self._write(conn, target.health_request)
+        data = target.health_request
+        try:
+            n = conn.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.conn_failed(conn, "write", oserror_name(exc))
+            return
+        self.s[BYTES_OUT] += n
+        if n < len(data):
+            self._write_later(conn, data, n)
+        self.deadlines.arm(conn, self.run.now + self.read_timeout)
+
+    def __repr__(self) -> str:
+        return f"<Requests targets={len(self.targets)} weights={self.weights}>"
+
+
+def _unbound(*args: Any) -> None:
+    raise RuntimeError("the worker binds the parts together before the run")

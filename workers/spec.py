@@ -1,26 +1,34 @@
-"""What a worker runs: a plain spec built by the control plane, and the Worker built from it.
+"""What a worker runs: a plain spec, built by the control plane.
 
 The data plane does not read the control plane's configuration. The supervisor
 resolves the configuration into one :class:`WorkerSpec` per worker (its targets
 with their requests and its share of each pool, its bounds, its loop settings)
-and hands it over at fork; :func:`build_worker` turns it into a
-:class:`~workers.loop.Worker`. Nothing here does I/O but resolving the targets'
-addresses, once.
+and hands it over at fork; :func:`workers.worker.build_worker` turns it into a
+:class:`~workers.worker.Worker`. Plain data: no I/O, no behaviour.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from workers.admission import SharedView
-from workers.backoff import Backoff
+from workers.http import DEFAULT_SUCCESS, parse_statuses, status_table
 from workers.load import Bounds
-from workers.loop import LoopSettings, Worker
-from workers.pool import Pool, PoolSettings
-from workers.target import Target, TargetSpec
+from workers.pool import PoolSettings
+from workers.target import TargetSpec
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    """How the worker treats its requests; times in seconds."""
+
+    connect_timeout: float = 1.0
+    read_timeout: float = 5.0
+    drain_timeout: float = 5.0
+    retry_stale: bool = True
+    count_5xx: bool = True  # 5xx responses count as failures toward the breaker
+    injected_count_for_breaker: bool = True  # injected failures feed the breaker too
+    max_header_bytes: int = 32768  # a longer header block fails its request
+    success: bytes = status_table(parse_statuses(DEFAULT_SUCCESS))  # by status code: 1 = ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,31 +51,3 @@ class WorkerSpec:
     settings: LoopSettings
     backoff: tuple[float, float]  # reconnect backoff: base and cap, in seconds
     seed: int  # jitter and fault draws
-
-
-def build_worker(
-    spec: WorkerSpec,
-    shared: SharedView,
-    watchdog: Callable[[Worker], None] | None = None,
-    end_at: float = 0.0,
-    report: Callable[[str, dict[str, Any]], None] | None = None,
-) -> Worker:
-    """The Worker for ``spec`` on the shared region ``shared``; ``end_at`` (monotonic)
-    for a replacement that must stop when the one it replaces would have."""
-    rng = random.Random(spec.seed)
-    targets = []
-    for t, plan in enumerate(spec.targets):
-        target = Target(t, plan.spec, Pool(plan.pool, Backoff(*spec.backoff, rng)))
-        target.total = plan.total
-        targets.append(target)
-    return Worker(
-        targets,
-        spec.bounds,
-        spec.settings,
-        shared,
-        rng,
-        watchdog=watchdog,
-        end_at=end_at,
-        report=report,
-        weights=[p.weight for p in spec.targets],
-    )

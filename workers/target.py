@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from workers.http import IDEMPOTENT, build_request, host_header
 
 if TYPE_CHECKING:
+    from workers.client import Client
     from workers.connection import Connection
-    from workers.load import Client
     from workers.pool import Pool
 
 
@@ -91,6 +91,7 @@ class Target:
         "own",
         "pool",
         "request",
+        "size",
         "spec",
         "total",
     )
@@ -104,6 +105,7 @@ class Target:
         self.request = build_request(
             spec.method, spec.path, hh, spec.headers, spec.body, spec.keep_alive, ua
         )
+        self.size = len(self.request)  # read on every send: a partial write is n < size
         self.head_only = spec.method == "HEAD"
         self.idempotent = spec.method in IDEMPOTENT
         # The health check goes to the same virtual host as the requests.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -75,13 +76,14 @@ def one_line_reason(code: int, err: str) -> None:
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(doc=st.dictionaries(KEY_NAMES, VALUES, max_size=5))
-def test_fuzzed_config_files(tmp_path_factory: object, doc: dict[str, object]) -> None:
-    path = Path(__import__("tempfile").mkdtemp()) / "c.json"
-    try:
-        path.write_text(json.dumps(doc, default=str).replace("NaN", "1e999"))
-    except ValueError:
-        return
-    code, err = call(["run", "--config", str(path), *SAFE])
+def test_fuzzed_config_files(doc: dict[str, object]) -> None:
+    with tempfile.TemporaryDirectory() as d:  # one per example, removed after it
+        path = Path(d) / "c.json"
+        try:
+            path.write_text(json.dumps(doc, default=str).replace("NaN", "1e999"))
+        except ValueError:
+            return
+        code, err = call(["run", "--config", str(path), *SAFE])
     one_line_reason(code, err)
 
 

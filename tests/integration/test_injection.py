@@ -20,7 +20,7 @@ from tests.conftest import Background, fd_count, make
 from tools.nginx import Nginx
 from workers import shm, stats
 from workers.injection import Fault
-from workers.loop import Worker
+from workers.worker import Worker
 
 pytestmark = pytest.mark.integration
 

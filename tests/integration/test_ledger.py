@@ -132,7 +132,7 @@ def test_in_process_drain_deadline_splits_sent_from_never_sent(target: TargetSer
     )
     bg = Background(worker)
     time.sleep(0.5)
-    worker.stop_requested = True
+    worker.stop()
     c = bg.join().counters
     assert c["requests.abandoned"] == 2 == c["requests.sent"]
     assert c["requests.unsent"] == c["unsent.cancelled"] == 2

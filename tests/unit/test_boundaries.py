@@ -40,3 +40,69 @@ def test_the_rule_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "m.py"
     bad.write_text("def f():\n    from poolsvc import config\n    import tools.bench\n")
     assert imported(bad) >= {"poolsvc", "tools"}
+
+
+# The worker is composed, not stacked ---------------------------------------------------
+
+# A class of workers/ may subclass these (a protocol, a container, an error, a C struct)
+# but never another class of workers/: each part is an object behind a small interface.
+_ALLOWED_BASES = {"Protocol", "Generic", "Exception", "RuntimeError", "ValueError", "dict"}
+_ALLOWED_BASES |= {"Enum", "Structure", "PoolSvcError"}  # PoolSvcError: errors by phase
+
+
+def bases(path: Path) -> dict[str, list[str]]:
+    """Each class of a module -> the names of its bases (subscripts and dots stripped)."""
+    out = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ClassDef):
+            names = []
+            for base in node.bases:
+                while isinstance(base, ast.Subscript):
+                    base = base.value
+                names.append(base.attr if isinstance(base, ast.Attribute) else ast.unparse(base))
+            out[node.name] = names
+    return out
+
+
+def test_no_class_in_workers_inherits_from_another_worker_class() -> None:
+    offenders = {
+        f"{path.name}:{cls}": names
+        for path in sorted((ROOT / "workers").glob("*.py"))
+        for cls, names in bases(path).items()
+        if set(names) - _ALLOWED_BASES
+    }
+    assert offenders == {}
+
+
+def test_the_inheritance_rule_sees_a_layer(tmp_path: Path) -> None:
+    bad = tmp_path / "m.py"
+    bad.write_text("class Worker(Responses):\n    pass\nclass P(typing.Protocol[T]):\n    pass\n")
+    assert bases(bad) == {"Worker": ["Responses"], "P": ["Protocol"]}
+
+
+def socket_calls(path: Path) -> list[str]:
+    """Calls of a method of a connection's socket (``conn.sock.send(...)``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        ast.unparse(node.func)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "sock"
+    ]
+
+
+def test_only_the_transport_touches_a_pooled_socket() -> None:
+    offenders = {
+        path.name: calls
+        for path in sorted((ROOT / "workers").glob("*.py"))
+        if path.name != "transport.py" and (calls := socket_calls(path))
+    }
+    assert offenders == {}
+
+
+def test_the_socket_rule_sees_a_call(tmp_path: Path) -> None:
+    bad = tmp_path / "m.py"
+    bad.write_text("def f(conn):\n    conn.sock.send(b'x')\n    t.probe(conn.sock)\n")
+    assert socket_calls(bad) == ["conn.sock.send"]

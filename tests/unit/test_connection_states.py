@@ -4,6 +4,7 @@ import socket
 
 import pytest
 
+from tests.unit.lifecycle import check_cell, check_column, documented
 from workers import connection as cx
 
 EVENTS = sorted({e for row in cx.TRANSITIONS.values() for e in row})
@@ -34,26 +35,14 @@ def conn() -> cx.Connection:
 @pytest.mark.parametrize("state", cx.STATES)
 @pytest.mark.parametrize("event", EVENTS)
 def test_every_cell(conn: cx.Connection, state: str, event: str) -> None:
-    conn.state = state
-    expected = EXPECTED.get((state, event))
-    if expected is None:
-        with pytest.raises(cx.InvalidTransition):
-            conn.fire(event)
-        assert conn.state == state
-    else:
-        assert conn.fire(event) == expected == conn.state
+    check_cell(conn, state, event, EXPECTED.get((state, event)))
 
 
 @pytest.mark.parametrize("state", cx.STATES)
 @pytest.mark.parametrize("event", EVENTS)
 def test_request_path_moves_are_the_same_table(state: str, event: str) -> None:
     """``ON[event][state]`` (the request path's lookup) makes exactly fire()'s move."""
-    expected = EXPECTED.get((state, event))
-    if expected is None:
-        with pytest.raises(cx.InvalidTransition, match=f"from {state} on '{event}'"):
-            cx.ON[event][state]
-    else:
-        assert cx.ON[event][state] == expected
+    check_column(cx.ON, state, event, EXPECTED.get((state, event)))
 
 
 def test_table_has_every_state_and_closed_is_terminal() -> None:
@@ -80,16 +69,4 @@ def test_parser_callbacks_head_and_keepalive(conn: cx.Connection) -> None:
 
 
 def test_architecture_doc_table_matches_the_code() -> None:
-    from pathlib import Path
-
-    doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
-    section = doc.split("## Connection state table", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
-    documented = {}
-    for row in rows[1:]:
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        if cells[0] not in cx.STATES:
-            continue
-        documented[cells[0]] = {e: to for e, to in zip(header[1:], cells[1:], strict=True) if to}
-    assert documented == cx.TRANSITIONS
+    assert documented("## Connection state table", cx.STATES) == cx.TRANSITIONS

@@ -30,9 +30,8 @@ def make(now: float = 0.0, n_idle: int = 0, **kw: object) -> pl.Pool[FakeConn, s
 
 def test_empty_pool_connects_until_full_then_waits() -> None:
     pool = make()
-    assert [pool.checkout(0.0, f"w{i}")[0] for i in range(3)] == [pl.CONNECT] * 3
-    act, conn, until, _ = pool.checkout(0.0, "w3")
-    assert (act, conn, until) == (pl.WAIT, None, 1.0)
+    assert [pool.checkout(0.0, f"w{i}") for i in range(3)] == [pl.CONNECT] * 3
+    assert pool.checkout(0.0, "w3") == pl.Wait(until=1.0)
     assert pool.gauges() == (0, 0, 3, 1)
 
 
@@ -40,32 +39,33 @@ def test_fail_policy_fails_fast_when_full() -> None:
     pool = make(exhaustion="fail")
     for _ in range(3):
         pool.checkout(0.0, "w")
-    assert pool.checkout(0.0, "w")[::3] == (pl.FAIL, "pool_exhausted")
+    assert pool.checkout(0.0, "w") is pl.EXHAUSTED
     assert not pool.waiters
 
 
 def test_idle_is_lifo_and_recent_use_skips_the_probe() -> None:
     pool = make(n_idle=2)
-    act, conn, _, _ = pool.checkout(0.1, "w")
-    assert (act, conn.name) == (pl.USE, "c1")  # type: ignore[union-attr]
+    act = pool.checkout(0.1, "w")
+    assert isinstance(act, pl.Use) and act.conn.name == "c1"
     assert pool.gauges() == (1, 1, 0, 0)
 
 
 def test_probe_after_validate_after_and_health_check_after_health_after() -> None:
     pool = make(n_idle=1, health_after=5.0)
-    assert pool.checkout(0.6, "w")[0] == pl.PROBE
+    conn = pool.idle[0]
+    assert pool.checkout(0.6, "w") == pl.Probe(conn)
     pool.release(pool.in_use.pop())
     pool.idle[0].last_used = 0.0
-    assert pool.checkout(5.0, "w")[0] == pl.HEALTH
+    assert isinstance(pool.checkout(5.0, "w"), pl.Health)
 
 
 def test_idle_timeout_evicts_at_checkout_and_in_sweep() -> None:
     pool = make(n_idle=2, idle_timeout=10.0)
     pool.idle[0].last_used = 5.0  # c0, the cold end; c1 (the LIFO top) last used at 0.0
-    act, conn, _, reason = pool.checkout(12.0, "w")
-    assert (act, reason) == (pl.EVICT, "idle_timeout")
-    assert conn not in pool.in_use and conn not in pool.idle
-    assert conn.name == "c1"  # type: ignore[union-attr]
+    act = pool.checkout(12.0, "w")
+    assert isinstance(act, pl.Evict) and act.reason == "idle_timeout"
+    assert act.conn not in pool.in_use and act.conn not in pool.idle
+    assert act.conn.name == "c1"
     assert [(c.name, r) for c, r in pool.sweep(12.0)] == []  # c0 (used at 5.0) is not expired
     assert [(c.name, r) for c, r in pool.sweep(15.0)] == [("c0", "idle_timeout")]
     assert pool.size == 0
@@ -77,7 +77,7 @@ def test_max_age_with_jitter_retires_on_checkin() -> None:
     conn = FakeConn("c")
     pool.connected(conn, 0.0, owned=True, jitter=1.0)
     assert conn.expires == pytest.approx(97.5)  # 2.5 % early at most
-    assert pool.checkin(conn, 97.6, keep_alive=True) == (pl.CLOSE, None, "max_age")
+    assert pool.checkin(conn, 97.6, keep_alive=True) == pl.Close("max_age")
 
 
 def test_request_budget_retires() -> None:
@@ -86,7 +86,7 @@ def test_request_budget_retires() -> None:
     conn = FakeConn("c")
     pool.connected(conn, 0.0, owned=True)
     conn.requests = 2
-    assert pool.checkin(conn, 1.0, keep_alive=True)[::2] == (pl.CLOSE, "max_age")
+    assert pool.checkin(conn, 1.0, keep_alive=True) == pl.Close("max_age")
 
 
 def test_checkin_hands_off_to_first_waiter_fifo() -> None:
@@ -96,8 +96,10 @@ def test_checkin_hands_off_to_first_waiter_fifo() -> None:
     pool.connected(conn, 0.0, owned=True)
     pool.checkout(0.0, "b")
     pool.checkout(0.0, "c")
-    assert pool.checkin(conn, 1.0, keep_alive=True) == (pl.HANDOFF, "b", "")
+    assert pool.checkin(conn, 1.0, keep_alive=True) == pl.Handoff("b")
     assert conn in pool.in_use and list(pool.waiters) == ["c"]
+    pool.waiters.clear()
+    assert pool.checkin(conn, 2.0, keep_alive=True) is pl.IDLE and list(pool.idle) == [conn]
 
 
 def test_server_close_frees_a_slot_for_a_waiter() -> None:
@@ -106,7 +108,7 @@ def test_server_close_frees_a_slot_for_a_waiter() -> None:
     conn = FakeConn("c")
     pool.connected(conn, 0.0, owned=True)
     pool.checkout(0.0, "b")
-    assert pool.checkin(conn, 1.0, keep_alive=False) == (pl.CLOSE, None, "server_close")
+    assert pool.checkin(conn, 1.0, keep_alive=False) == pl.Close("server_close")
     assert pool.serve_waiter(1.0) == "b"
     assert pool.connecting == 1 and pool.size == 1
 
@@ -125,9 +127,8 @@ def test_connect_failure_backs_off_checkout_and_refill() -> None:
     pool.checkout(0.0, "w")
     until = pool.connect_failed(0.0)
     assert 0.0 <= until <= 0.1
-    until = pool.connect_failed(until) if pool.checkout(until, "w")[0] == pl.CONNECT else until
-    act, _, when, _ = pool.checkout(until - 1e-9, "w")
-    assert (act, when) == (pl.BACKOFF, until)
+    until = pool.connect_failed(until) if pool.checkout(until, "w") is pl.CONNECT else until
+    assert pool.checkout(until - 1e-9, "w") == pl.BackingOff(until)
     assert pool.refill(until - 1e-9) == 0
     assert pool.refill(until) == 3
     pool.backoff.success()

@@ -1,0 +1,301 @@
+"""The worker: its parts, composed, and the run from warm-up to the last close.
+
+A worker is parts behind small interfaces, none a subclass of another:
+
+- :class:`~workers.loop.Loop`: the epoll set, the deadlines, the waker; it turns.
+- :class:`~workers.dialer.Dialer`: opens and closes connections through the
+  :class:`~workers.transport.Transport` (TCP today; TLS is a second transport).
+- :class:`~workers.requests.Requests`: target, breaker, pool decision, send.
+- :class:`~workers.responses.Responses`: read, count, keep or check in.
+- :class:`~workers.failures.Failures`: a failed or refused request is settled.
+- :class:`~workers.drain.Drain`: the end of a run; every request counted.
+- :class:`~workers.upkeep.Upkeep`: the per-tick duties, gauges, audits.
+
+They share one :class:`~workers.state.RunState` and call each other through
+bound methods the worker hands them here (a fresh connection goes from the
+dialer to the request path; a failed send from the request path to the
+failures; ...). Their decisions are pure functions (:mod:`workers.decide`,
+:mod:`workers.pool`) that return typed actions.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from workers import client as cl
+from workers import shm
+from workers.admission import SharedView
+from workers.backoff import Backoff
+from workers.client import Client
+from workers.connection import CONNECTING, READING, Connection
+from workers.dialer import Dialer
+from workers.drain import Drain
+from workers.failures import Failures
+from workers.load import Bounds, Schedule
+from workers.loop import TICK, Handlers, Loop
+from workers.pool import Pool
+from workers.requests import Requests
+from workers.responses import Responses
+from workers.spec import LoopSettings, WorkerSpec
+from workers.state import RunState
+from workers.target import Target
+from workers.transport import Plain, Transport
+from workers.upkeep import Report, Upkeep
+
+
+class Worker:
+    """Runs ``bounds`` worth of load against ``targets`` (see the module docstring).
+
+    ``shared`` is this worker's window on the shared region: its stats slot, its
+    per-target counters, the breaker rows. :meth:`stop` may be called from a signal
+    handler: the loop stops issuing requests, lets those in flight finish within
+    ``drain_timeout``, then closes every socket. ``watchdog()`` is asked every tick
+    whether to stop (the worker process: a dead supervisor, a command). ``end_at``
+    (monotonic) overrides ``bounds.duration`` for a replacement worker that must
+    stop when the one it replaces would have.
+    """
+
+    __slots__ = (
+        "bounds",
+        "dialer",
+        "drain",
+        "failures",
+        "loop",
+        "requests",
+        "responses",
+        "run_state",
+        "settings",
+        "shared",
+        "targets",
+        "upkeep",
+    )
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        bounds: Bounds,
+        settings: LoopSettings,
+        shared: SharedView,
+        rng: random.Random,
+        clock: Callable[[], float] = time.monotonic,
+        watchdog: Callable[[], bool] | None = None,
+        end_at: float = 0.0,
+        report: Report | None = None,
+        weights: Sequence[int] = (1,),
+        transport: Transport | None = None,
+    ) -> None:
+        self.targets = list(targets)
+        self.bounds = bounds
+        self.settings = settings
+        self.shared = shared
+        _place_targets(self.targets, shared)
+        run = self.run_state = RunState(bounds, len(targets), shared.worker, clock, end_at)
+        loop = self.loop = Loop(run)
+        via = transport or Plain()
+        s, ts, deadlines = settings, self.targets, loop.deadlines
+        self.dialer = Dialer(run, loop, via, ts, shared.slot, s.connect_timeout, rng)
+        conns = self.dialer.conns
+        self.requests = Requests(run, loop, via, ts, weights, shared, conns, s.read_timeout)
+        self.responses = Responses(run, deadlines, ts, shared, s)
+        count_injected = s.injected_count_for_breaker
+        self.failures = Failures(run, deadlines, ts, shared, s.retry_stale, count_injected)
+        self.upkeep = Upkeep(
+            run, loop, self.dialer, ts, shared, s.connect_timeout, watchdog, report
+        )
+        self.drain = Drain(run, deadlines, ts, conns, shared.slot, self.upkeep.publish)
+        self._wire()
+        self.upkeep.sync_faults()
+        self.dialer.registry.take_baseline()  # after the epoll set and the spare: part of it
+
+    def _wire(self) -> None:
+        """Hand each part the bound methods of the others that it calls."""
+        dialer, req, resp, fail = self.dialer, self.requests, self.responses, self.failures
+        dialer.dispatch, dialer.fail = req.dispatch, fail.connect_failed
+        req.connect, req.close = dialer.connect, dialer.close
+        req.fail, req.refuse, req.conn_failed = fail.fail, fail.refuse, fail.conn_failed
+        resp.close, resp.next, resp.send = dialer.close, req.next, req.send
+        resp.dispatch, resp.conn_failed, resp.read_failed = (
+            req.dispatch,
+            fail.conn_failed,
+            fail.read_failed,
+        )
+        resp.reconnect, resp.target_failed = fail.reconnect, fail.target_failed
+        fail.close, fail.connect, fail.refill = dialer.close, dialer.connect, dialer.refill
+        fail.acquire = req.acquire
+        self.loop.on = Handlers(
+            conns=dialer.conns,
+            connected=dialer.connected,
+            writable=req.flush,
+            readable=resp.readable,
+            send_renewed=req.send_renewed,
+            expired=self._expired,
+            next=req.next,
+            fire_due=req.fire_due,
+            tick=self.upkeep.tick,
+            begin_drain=self.drain.begin,
+            abandon=self.drain.at_deadline,
+        )
+
+    # What the worker process and the tests read ---------------------------------------
+    @property
+    def s(self) -> memoryview:
+        """This worker's stats slot."""
+        return self.shared.slot
+
+    @property
+    def in_flight(self) -> int:
+        return self.run_state.in_flight
+
+    @property
+    def leaked(self) -> list[Any]:
+        """Sockets the ``leak`` fault kept open on purpose."""
+        return self.dialer.leaked
+
+    def stop(self) -> None:
+        """Drain and stop (safe from a signal handler: it only records)."""
+        self.run_state.stop_requested = True
+
+    def run_audit(self, label: str) -> dict[str, Any]:
+        """Audit this process's descriptors now (see :meth:`Upkeep.run_audit`)."""
+        return self.upkeep.run_audit(label)
+
+    # The run ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Warm the pools, run the load until a bound is reached, drain, close."""
+        run, loop, upkeep, b = self.run_state, self.loop, self.upkeep, self.bounds
+        try:
+            self._warm_up()
+            run.started_at = run.now = run.clock()
+            if run.fixed_end:
+                run.end_at = run.fixed_end
+            elif b.duration:
+                run.end_at = run.started_at + b.duration
+            if b.rate:
+                run.schedule = Schedule(b.rate, run.started_at, b.ramp, b.stride, b.phase)
+                loop.start_waker()
+            else:
+                self._start_clients()
+            upkeep.publish()
+            loop.turn_until(self._finished, self.settings.drain_timeout)
+            run.finished_at = run.clock()
+            run.issue_end = run.issue_end or run.finished_at  # a request bound ended it
+            # After a drain the pool gauges keep the values published when the load
+            # stopped (the pool as the load left it); a drain closes what was in flight.
+            upkeep.publish(pool_gauges=not run.stopping)
+        finally:
+            run.stopping = True  # nothing refills the pool from here on
+            run.keeping = False
+            self.dialer.close_all()
+            self.dialer.dead_ends.close()
+            loop.stop_waker()
+            if upkeep.report is not None:  # every socket closed: the count must be the baseline
+                upkeep.run_audit("final")
+            loop.close()
+            upkeep.reserve.close()
+
+    def _warm_up(self) -> None:
+        """Open ``min_size`` connections per target before measuring anything."""
+        run = self.run_state
+        for target in self.targets:
+            self.dialer.refill(target)
+        limit = run.clock() + self.settings.connect_timeout + TICK
+        self.loop.turn_until(
+            lambda: (
+                run.stop_requested
+                or run.clock() > limit
+                or not any(t.pool.connecting for t in self.targets)
+            ),
+            None,
+        )
+
+    def _start_clients(self) -> None:
+        """Closed loop: every client now, or (with a ramp) one after another over it."""
+        run, ramp = self.run_state, self.bounds.ramp
+        n = len(run.clients)
+        for i, client in enumerate(run.clients):
+            if not ramp or i == 0:
+                run.ready.append(client)
+            else:
+                client.fire("park")  # wakes up at its start time and begins
+                self.loop.deadlines.arm(client, run.started_at + ramp * i / n)
+
+    def _finished(self) -> bool:
+        run = self.run_state
+        return run.in_flight == 0 and (run.stopping or run.issued >= run.issue_cap)
+
+    def _expired(self, obj: Any) -> None:
+        """A deadline passed: a connect's or a response's, or a client's."""
+        if obj.__class__ is Connection:
+            if obj.state is CONNECTING:
+                self.dialer.connect_failed(obj, "connect_timeout")
+            elif obj.state in READING:
+                self.failures.conn_failed(obj, "read", "read_timeout")
+            return
+        client: Client = obj
+        if client.state is cl.WAITING:
+            if self.targets[client.target].pool.cancel_wait(client):
+                self.failures.fail(client, "pool", "pool_timeout", "", False)
+        elif client.state is cl.BACKOFF:
+            client.fire("retry")
+            self.requests.acquire(client)
+        elif client.state is cl.PAUSED:
+            client.fire("wake")
+            self.requests.next(client)
+        elif client.state is cl.DELAYED:
+            if client.conn is None:  # its reserved connection closed meanwhile
+                client.fire("retry")
+                self.requests.acquire(client)
+            else:
+                self.requests.send(client)
+
+    def __repr__(self) -> str:
+        run = self.run_state
+        return (
+            f"<Worker {self.shared.worker} issued={run.issued} in_flight={run.in_flight} "
+            f"conns={len(self.dialer.conns)} stopping={run.stopping}>"
+        )
+
+
+def _place_targets(targets: Sequence[Target], shared: SharedView) -> None:
+    """Point each target at its words in the shared region."""
+    for t in targets:
+        t.breaker_word = shared.brk[t.index]
+        t.ok_word = shared.targets[t.index] + shm.T_OK
+        if len(targets) > 1:  # each target keeps its own figures too
+            t.own = True
+            t.block = shared.targets[t.index]
+            t.errors, t.hist = t.block + shm.T_ERRORS, t.block + shm.T_HIST
+
+
+def build_worker(
+    spec: WorkerSpec,
+    shared: SharedView,
+    watchdog: Callable[[], bool] | None = None,
+    end_at: float = 0.0,
+    report: Report | None = None,
+    transport: Transport | None = None,
+) -> Worker:
+    """The Worker for ``spec`` on the shared region ``shared``; ``end_at`` (monotonic)
+    for a replacement that must stop when the one it replaces would have; ``transport``
+    (default: plain TCP) carries every socket operation."""
+    rng = random.Random(spec.seed)
+    targets = []
+    for t, plan in enumerate(spec.targets):
+        target = Target(t, plan.spec, Pool(plan.pool, Backoff(*spec.backoff, rng)))
+        target.total = plan.total
+        targets.append(target)
+    return Worker(
+        targets,
+        spec.bounds,
+        spec.settings,
+        shared,
+        rng,
+        watchdog=watchdog,
+        end_at=end_at,
+        report=report,
+        weights=[p.weight for p in spec.targets],
+        transport=transport,
+    )
