@@ -1,31 +1,31 @@
 """Control-socket command handlers: one function per command, ``(service, args) -> data``.
 
 A handler validates its arguments with :func:`poolsvc.control.arg` (a wrong type
-is a ``bad_request`` reply, never an exception escaping into the supervisor)
-and calls the supervisor's public methods; it never touches workers directly.
+is a ``bad_request`` reply, never an exception escaping into the supervisor).
+It is typed against :class:`poolsvc.service.Service`: it calls the service's
+public methods and renders its read model (:mod:`poolsvc.status`); it never
+touches workers, and nothing here imports the supervisor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from poolsvc import prometheus, report, status
 from poolsvc.control import COMMANDS, ControlError, arg, optional
 from poolsvc.faults import fault_from_args
+from poolsvc.service import Service
 from workers.injection import KINDS
 
-if TYPE_CHECKING:
-    from poolsvc.supervisor import Supervisor
-
-Handler = Callable[["Supervisor", dict[str, Any]], Any]
+Handler = Callable[[Service, dict[str, Any]], Any]
 
 
-def cmd_status(svc: Supervisor, args: dict[str, Any]) -> Any:
-    return status.service_status(svc)
+def cmd_status(svc: Service, args: dict[str, Any]) -> Any:
+    return status.service_status(svc.view())
 
 
-def cmd_metrics(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_metrics(svc: Service, args: dict[str, Any]) -> Any:
     fmt = arg(args, "format", str, "json")
     snap = svc.snapshot()
     if fmt == "json":
@@ -33,21 +33,21 @@ def cmd_metrics(svc: Supervisor, args: dict[str, Any]) -> Any:
     if fmt == "text":
         return "".join(f"{k}={v}\n" for k, v in report.metrics(snap, svc.run_info()).items())
     if fmt == "prometheus":
-        return prometheus.exposition(snap, status.breaker_status(svc))
+        return prometheus.exposition(snap, svc.breaker_status())
     raise ControlError("bad_request", f"format must be json, text or prometheus, not {fmt!r}")
 
 
-def cmd_breaker(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_breaker(svc: Service, args: dict[str, Any]) -> Any:
     action = arg(args, "action", str, "show")
     target = arg(args, "target", int, 0)
-    if not 0 <= target < len(svc.breakers):
+    if not 0 <= target < len(svc.breaker_status()):
         raise ControlError("bad_request", f"no target {target}")
     if action != "show":
         svc.breaker_action(target, action)
-    return status.breaker_status(svc)[target]
+    return svc.breaker_status()[target]
 
 
-def cmd_load(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_load(svc: Service, args: dict[str, Any]) -> Any:
     concurrency = optional(args, "concurrency", int)
     pause = optional(args, "pause", bool)
     resume = optional(args, "resume", bool)
@@ -63,17 +63,17 @@ def cmd_load(svc: Supervisor, args: dict[str, Any]) -> Any:
         svc.set_paused(False)
     elif rate is not None:
         svc.set_rate(float(rate))
-    return status.load_status(svc)
+    return status.load_status(svc.view().load)
 
 
-def cmd_workers(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_workers(svc: Service, args: dict[str, Any]) -> Any:
     count = optional(args, "count", int)
     if count is not None:
         svc.scale(count)
-    return status.worker_status(svc)
+    return status.worker_status(svc.view().workers)
 
 
-def cmd_inject(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_inject(svc: Service, args: dict[str, Any]) -> Any:
     if "action" not in args and args:
         raise ControlError("bad_request", "give action: set, clear or list")
     action = arg(args, "action", str, "list")
@@ -95,7 +95,7 @@ def cmd_inject(svc: Supervisor, args: dict[str, Any]) -> Any:
     return svc.board.describe()
 
 
-def cmd_audit(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_audit(svc: Service, args: dict[str, Any]) -> Any:
     if arg(args, "last", bool, False):
         if svc.last_audit is None:
             raise ControlError("conflict", "no audit has run yet")
@@ -103,12 +103,12 @@ def cmd_audit(svc: Supervisor, args: dict[str, Any]) -> Any:
     return svc.audit_now()  # deferred: answered when every worker has reported
 
 
-def cmd_drain(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_drain(svc: Service, args: dict[str, Any]) -> Any:
     svc.drain()
     return {"draining": True}
 
 
-def cmd_stop(svc: Supervisor, args: dict[str, Any]) -> Any:
+def cmd_stop(svc: Service, args: dict[str, Any]) -> Any:
     svc.stop()
     return {"stopping": True}
 
@@ -129,7 +129,7 @@ HANDLERS: dict[str, Handler] = {
 assert set(HANDLERS) == set(COMMANDS), "every command of the protocol has one handler"
 
 
-def dispatch(svc: Supervisor, cmd: str, args: dict[str, Any]) -> Any:
+def dispatch(svc: Service, cmd: str, args: dict[str, Any]) -> Any:
     handler = HANDLERS.get(cmd)
     if handler is None:
         raise ControlError(

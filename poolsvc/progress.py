@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import csv
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import orjson
 
 from poolsvc import files
+from poolsvc.intervals import Interval
 from poolsvc.keys import Config
-from poolsvc.status import Interval
-
-if TYPE_CHECKING:
-    from poolsvc.supervisor import Supervisor
+from poolsvc.service import Service
 
 FIELDS = (
     "t",
@@ -47,11 +45,11 @@ class Progress:
         self.enabled = enabled
         self.shown = False
 
-    def show(self, interval: Interval, svc: Supervisor) -> None:
+    def show(self, interval: Interval, svc: Service) -> None:
         if not self.enabled:
             return
         total = f"/{self.total:g}s" if self.total else "s"
-        breaker = ",".join(b.state for b in svc.breakers)
+        breaker = ",".join(b["state"] for b in svc.breaker_status())
         c = svc.snapshot().counters
         errors = c["requests.failed"] + c["requests.unsent"]
         self.stream.write(

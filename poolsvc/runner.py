@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from poolsvc import audit, config, files, plan, status
+from poolsvc import audit, config, files, plan
+from poolsvc.intervals import Interval
 from poolsvc.keys import Config
 from poolsvc.progress import Progress, Timeline
 from poolsvc.report import RunInfo, as_json, text
-from poolsvc.status import Interval
 from poolsvc.supervisor import Supervisor
 from workers.errors import ConfigError, ConnectError, errno_name
 from workers.stats import Snapshot
@@ -145,8 +145,8 @@ def execute(
     info = dataclasses.replace(
         supervisor.run_info(embedded),
         workers=n,
-        per_worker=status.per_worker(supervisor),
-        per_target=status.per_target(supervisor),
+        per_worker=supervisor.per_worker(),
+        per_target=supervisor.per_target(snap),
         events=events,
     )
     return Outcome(code, snap, info, supervisor.final_audits, samples, cpu)

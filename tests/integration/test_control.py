@@ -121,6 +121,12 @@ def test_workers_scale_down_and_up(service: Service) -> None:
     assert workers[0]["pid"] == first[0] and workers[1]["pid"] != first[1]  # a new incarnation
     assert sum(w["pool_size"] for w in workers) == 6
     assert service.requests() > total  # totals kept across the retirement
+    # Down again: the slot added by the scale-up retires like any other.
+    added = workers[2]["pid"]
+    service.call("workers", count=2)
+    time.sleep(1.0)
+    assert [w["state"] for w in service.call("workers")] == ["RUNNING", "RUNNING", "RETIRED"]
+    assert not psutil.pid_exists(added) or psutil.Process(added).status() == "zombie"
 
 
 def test_drain_exits_zero_with_a_report(service: Service) -> None:

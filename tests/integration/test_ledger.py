@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from poolsvc import ledger
-from poolsvc.supervisor import RUNNING
+from poolsvc.slots import RUNNING
 from poolsvc.target import TargetServer
 from tests.conftest import (
     POOLSVC,
@@ -53,7 +53,7 @@ def test_sigkilled_workers_in_flight_requests_are_counted_lost(target: TargetSer
     def chaos() -> None:
         for _ in range(4):
             time.sleep(0.5)
-            h = sup.handles[0]
+            h = sup.slots[0]
             if h.state == RUNNING and h.pids:
                 wait_until_ready(sup, 0, h.pids[-1])
                 os.kill(h.pids[-1], signal.SIGKILL)
@@ -77,20 +77,20 @@ def test_repeated_kills_of_running_workers_are_not_boot_failures(target: TargetS
     sup, events = supervisor(target.host, target.port, 1, duration_s=30.0)
 
     def kill_six_times() -> None:
-        while not sup.handles[0].pids:
+        while not sup.slots[0].pids:
             time.sleep(0.01)
         for _ in range(6):
-            pid = sup.handles[0].pids[-1]
+            pid = sup.slots[0].pids[-1]
             wait_until_ready(sup, 0, pid)
             os.kill(pid, signal.SIGKILL)
-            while sup.handles[0].pids[-1] == pid:
+            while sup.slots[0].pids[-1] == pid:
                 time.sleep(0.01)
         sup.drain()
 
     thread = in_background(kill_six_times)
     assert sup.run() == 0, events
     thread.join()
-    assert len(sup.handles[0].exits) == 6
+    assert len(sup.slots[0].exits) == 6
     assert not any("failed at boot" in e for e in events)
     balanced(sup.snapshot().counters)
 

@@ -15,7 +15,6 @@ from typing import Any
 import psutil
 import pytest
 
-from poolsvc import status
 from poolsvc.supervisor import EXIT_BOOT_FAILURE
 from poolsvc.target import TargetServer
 from tests.conftest import Nginx, in_background, run_json, supervisor
@@ -77,7 +76,7 @@ def test_sigkilled_worker_is_replaced_and_totals_never_decrease(target: TargetSe
 
     def chaos() -> None:
         time.sleep(1.0)
-        os.kill(sup.handles[0].pids[-1], signal.SIGKILL)
+        os.kill(sup.slots[0].pids[-1], signal.SIGKILL)
         for _ in range(30):
             samples.append(sup.snapshot().counters["requests.total"])
             others.append(int(sup.region.slot(1)[stats.REQ_SENT]))  # worker 1's own word
@@ -88,10 +87,10 @@ def test_sigkilled_worker_is_replaced_and_totals_never_decrease(target: TargetSe
     thread.join()
     total = sup.snapshot().counters["requests.total"]
     assert samples == sorted(samples) and samples[-1] <= total  # never backwards
-    assert len(sup.handles[0].pids) == 2 and sup.handles[0].exits == [-9]
+    assert len(sup.slots[0].pids) == 2 and sup.slots[0].exits == [-9]
     assert any("worker 0" in e and "signal 9" in e for e in events)
     assert others[-1] > others[0]  # the other worker kept working meanwhile
-    assert status.per_worker(sup)[0]["requests.total"] > 0
+    assert sup.per_worker()[0]["requests.total"] > 0
     # What the killed worker had in flight is counted lost, not dropped from the totals:
     # the target's own count is what we sent (one less if it died just before a send).
     c = sup.snapshot().counters
@@ -114,7 +113,7 @@ def test_worker_dying_at_boot_stops_the_service() -> None:
     def kill_each_new_worker() -> None:
         seen: set[int] = set()
         while not stop.is_set():
-            for pid in sup.handles[0].pids:
+            for pid in sup.slots[0].pids:
                 if pid not in seen:
                     seen.add(pid)
                     time.sleep(0.1)  # well inside its 3 s warm-up

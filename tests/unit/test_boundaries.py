@@ -106,3 +106,71 @@ def test_the_socket_rule_sees_a_call(tmp_path: Path) -> None:
     bad = tmp_path / "m.py"
     bad.write_text("def f(conn):\n    conn.sock.send(b'x')\n    t.probe(conn.sock)\n")
     assert socket_calls(bad) == ["conn.sock.send"]
+
+
+# No import circle inside a package -----------------------------------------------------
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """module -> the modules of the same package it imports (anywhere in its source,
+    a ``TYPE_CHECKING`` block included: a circle for the type checker is one too)."""
+    base = package.name
+    modules = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+                deps |= {n for n in [node.module, *names] if n in modules}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in modules}
+        graph[name] = {d for d in deps if d != name and d.split(".")[0] == base}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle of ``graph`` (empty: none)."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        state[module] = 1
+        path.append(module)
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[module] = 2
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return []
+
+
+@pytest.mark.parametrize("package", ["poolsvc", "workers"])
+def test_no_import_circle(package: str) -> None:
+    assert cycle(import_graph(ROOT / package)) == []
+
+
+def test_the_circle_rule_sees_a_circle(tmp_path: Path) -> None:
+    pkg = tmp_path / "poolsvc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "commands.py").write_text("from poolsvc import status\n")
+    typed = "if TYPE_CHECKING:\n    from poolsvc.supervisor import S\n"
+    (pkg / "status.py").write_text(typed)
+    (pkg / "supervisor.py").write_text("from poolsvc.commands import dispatch\n")
+    found = cycle(import_graph(pkg))
+    assert found[0] == found[-1] and set(found) == {
+        "poolsvc.commands",
+        "poolsvc.status",
+        "poolsvc.supervisor",
+    }

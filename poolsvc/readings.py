@@ -1,0 +1,148 @@
+"""Reading the shared region for the read model: per target, per worker, per slot.
+
+Lock-free reads of what the workers wrote (their slots and target blocks) and of
+what the supervisor folded (the RETIRED block), for the status views, the
+per-second figures and the final report. Plain functions of the region and the
+slots: they read, they never write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from poolsvc.breaker import Breaker
+from poolsvc.service import SlotView
+from poolsvc.slots import Slot
+from workers import histogram, shm
+from workers.errors import ERROR_NAMES
+from workers.stats import HEARTBEAT, INDEX, Snapshot
+
+POOL_GAUGES = ("active", "idle", "connecting", "waiting")
+
+
+def totals(region: shm.Region, slots: Sequence[Slot]) -> Snapshot:
+    """The run's totals: every used slot plus the retired block."""
+    return Snapshot.of([*(region.slot(s.index) for s in slots), region.retired_slot()])
+
+
+def _blocks(region: shm.Region, slots: Sequence[Slot], t: int) -> list[memoryview]:
+    """Target ``t``'s block of every used slot, and of the retired block."""
+    return [*(region.target_words(s.index, t) for s in slots), region.retired_target_words(t)]
+
+
+def target_snapshot(region: shm.Region, slots: Sequence[Slot], t: int) -> Snapshot:
+    """Target ``t``'s own figures over every worker (retired ones included): its
+    outcomes, failures by name and latency histogram (several targets only: with
+    one, the run's own totals are the target's)."""
+    snap = Snapshot()
+    c = snap.counters
+    for b in _blocks(region, slots, t):
+        copy = b.tolist()
+        c["requests.ok"] += copy[shm.T_RESP_OK]
+        c["requests.failed"] += copy[shm.T_RESP_FAILED]
+        c["requests.unsent"] += copy[shm.T_UNSENT]
+        for i, name in enumerate(ERROR_NAMES):
+            c[f"errors.{name}"] += copy[shm.T_ERRORS + i]
+        histogram.merge_into(snap.hist, copy[shm.T_HIST : shm.T_HIST + histogram.BUCKETS])
+    c["requests.sent"] = c["requests.ok"] + c["requests.failed"]  # those that finished
+    return snap
+
+
+def per_target(
+    region: shm.Region,
+    slots: Sequence[Slot],
+    names: Sequence[str],
+    breakers: Sequence[Breaker],
+    whole: Snapshot,
+) -> list[dict[str, Any]]:
+    """Each target's outcome counts over every worker (retired ones included), and
+    what its breaker did (``whole``: the run's totals, a single target's own)."""
+    out = []
+    for t, name in enumerate(names):
+        blocks = _blocks(region, slots, t)
+        c = whole.counters if len(names) == 1 else target_snapshot(region, slots, t).counters
+        breaker = breakers[t]
+        out.append(
+            {
+                "target": name,
+                "ok": c["requests.ok"],
+                "failed": c["requests.failed"],
+                "unsent": c["requests.unsent"],
+                "refused": sum(b[shm.T_REFUSED] for b in blocks),
+                "local_failures": sum(b[shm.T_LOCAL] for b in blocks),
+                "breaker": breaker.state,
+                "breaker_trips": breaker.total_trips,
+                "breaker_because": breaker.opened_because,
+                "breaker_first_because": breaker.first_opened_because,
+            }
+        )
+    return out
+
+
+def pool(region: shm.Region, live: Sequence[Slot], t: int) -> dict[str, int]:
+    """Target ``t``'s pool over the live workers (their last published gauges)."""
+    blocks = [region.target_words(s.index, t) for s in live]
+    return {name: sum(b[shm.T_POOL + i] for b in blocks) for i, name in enumerate(POOL_GAUGES)}
+
+
+def _outcomes(slot: Any) -> int:
+    """Requests with an outcome in one live slot (the derived ``requests.total``)."""
+    return sum(int(slot[INDEX[f"requests.{k}"]]) for k in ("ok", "failed", "unsent", "abandoned"))
+
+
+def slot_views(region: shm.Region, slots: Sequence[Slot], now: float) -> list[SlotView]:
+    """Each slot as ``poolctl workers`` shows it (``now``: the supervisor's clock)."""
+    out = []
+    for s in slots:
+        words = region.slot(s.index)
+        beat = words[HEARTBEAT]
+        out.append(
+            SlotView(
+                index=s.index,
+                state=s.state,
+                pid=s.pids[-1] if s.pids else None,
+                restarts=len(s.exits),
+                heartbeat_age_ms=round((now * 1e6 - beat) / 1000, 1) if beat else None,
+                requests=_outcomes(words) + s.completed,
+                rps=round(s.rps, 1),
+                concurrency=s.shard.concurrency,
+                pool_size=s.shard.pool_size,
+            )
+        )
+    return out
+
+
+WORKER_FIGURES = (
+    "requests.total",
+    "requests.sent",
+    "requests.ok",
+    "requests.failed",
+    "requests.unsent",
+    "requests.lost",
+    "requests.abandoned",
+    "requests.in_doubt",
+    "connections.created",
+)
+
+
+def per_worker(region: shm.Region, slots: Sequence[Slot]) -> list[dict[str, Any]]:
+    """Per-worker totals for the run report (all incarnations of each slot)."""
+    rows = []
+    for s in slots:
+        c = Snapshot.of([region.slot(s.index)]).counters
+        for old in s.retired:
+            for k, v in old.counters.items():
+                c[k] += v
+        rows.append(
+            {
+                "index": s.index,
+                "pids": s.pids,
+                "restarts": len(s.exits),
+                "exit_codes": s.exits,
+                "pool_size": s.shard.pool_size,
+                "concurrency": s.shard.concurrency,
+                **{k: c[k] for k in WORKER_FIGURES},
+            }
+        )
+    return rows
