@@ -21,7 +21,7 @@ import multiprocess
 
 from poolsvc import ledger, plan
 from poolsvc.control import ControlError
-from poolsvc.keys import Config
+from poolsvc.plan import RunPlan
 from poolsvc.slots import (
     HAS_PROCESS,
     RETIRING,
@@ -53,24 +53,19 @@ class Fleet:
 
     def __init__(
         self,
-        cfg: Config,
-        hosts: list[tuple[str, int]],
-        n: int,
-        seed: int,
+        run: RunPlan,
         region: shm.Region,
         emit: Callable[[str], None],
         clock: Callable[[], float],
-        forever: bool,
         reporter: Reporter,
         observe: Callable[[dict[str, int]], None],
     ) -> None:
-        self.cfg, self.hosts, self.seed, self.region = cfg, hosts, seed, region
-        self.emit, self.clock, self.forever = emit, clock, forever
+        self.plan, self.region, self.emit, self.clock = run, region, emit, clock
         self.reporter, self.observe = reporter, observe
-        self.slots = [Slot(s) for s in plan.shards(cfg, n, seed)]
-        self.target_workers = n
-        self.total_concurrency = plan.concurrency(cfg)
-        self.total_rate = cfg.rate
+        self.slots = [Slot(s) for s in run.shards]
+        self.target_workers = len(run.shards)
+        self.total_concurrency = run.concurrency
+        self.total_rate = run.rate
         self.ctx = multiprocess.get_context("fork")
         self.stopping = False  # nothing is forked again
         self.failed_boot = False  # a slot's workers kept failing at boot: the service stops
@@ -90,7 +85,7 @@ class Fleet:
         # A replacement gets the rest of the request bound and its own random stream.
         shard = dataclasses.replace(sh, requests=remaining, seed=sh.seed + 1000 * len(slot.pids))
         wp = WorkerPlan(
-            plan.worker_spec(self.cfg, self.hosts, shard, self.forever),
+            self.plan.spec(shard),
             self.region.layout,
             os.getpid(),
             slot.end_at,
@@ -231,7 +226,7 @@ class Fleet:
 
     def set_rate(self, total: float) -> None:
         """Open loop: ``total`` requests per second, split over the running workers."""
-        if not self.cfg.rate:
+        if not self.plan.rate:
             raise ControlError("conflict", "this service runs a closed loop (start it with --rate)")
         running = self.running()
         if not running or total <= 0:
@@ -246,16 +241,14 @@ class Fleet:
         concurrency are split again over the ``n``."""
         if self.stopping:
             raise ControlError("conflict", "the service is stopping")
-        if self.cfg.requests:
+        if self.plan.requests:
             raise ControlError("conflict", "a request-bounded run cannot be rescaled")
-        limit = min(plan.MAX_WORKERS, self.cfg.pool_size, self.total_concurrency)
+        smallest = min(t.pool.max_size for t in self.plan.targets)  # one to every target each
+        limit = min(plan.MAX_WORKERS, smallest, self.total_concurrency)
         if not 1 <= n <= limit:
             raise ControlError("bad_request", f"workers must be between 1 and {limit}")
         self.target_workers = n
-        cfg = dataclasses.replace(
-            self.cfg, concurrency=self.total_concurrency, rate=self.total_rate
-        )
-        wanted = plan.shards(cfg, n, self.seed)
+        wanted = self.plan.reshard(n, self.total_concurrency, self.total_rate)
         for slot in self.slots[:n]:  # each keeps its own random stream
             slot.shard = dataclasses.replace(wanted[slot.index], seed=slot.shard.seed)
         for move in scale_moves([s.state for s in self.slots], n):

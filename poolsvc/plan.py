@@ -1,4 +1,11 @@
-"""From a validated Config to what each worker runs: shards, then one WorkerSpec each.
+"""From a validated Config to the run's plan, resolved once; from the plan, what each
+worker runs.
+
+:func:`resolve` turns the configuration and the targets' addresses into a
+:class:`RunPlan`: each target's request and pool, the shards, the loop and
+breaker settings, the faults. Everything downstream (the supervisor, the fleet,
+each worker's :class:`~workers.spec.WorkerSpec`) takes the plan and re-derives
+nothing from the configuration.
 
 Pool size, kept-open minimum, concurrency and the request bound are split across
 workers as evenly as integers allow (the first ``total % n`` workers get one more),
@@ -7,19 +14,22 @@ so their sums are exactly what was asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 from poolsvc import __version__
 from poolsvc.breaker import BreakerSettings
-from poolsvc.config import target_configs, target_spec, target_weights
+from poolsvc.config import faults, target_configs, target_spec, target_weights
 from poolsvc.keys import Config
 from workers.admission import SharedView
 from workers.errors import ConfigError
 from workers.http import parse_statuses, status_table
+from workers.injection import Fault
 from workers.load import Bounds, split
 from workers.pool import PoolSettings
 from workers.spec import LoopSettings, TargetPlan, WorkerSpec
+from workers.target import TargetSpec
 from workers.worker import Worker, build_worker
 
 USER_AGENT = f"poolsvc/{__version__}"
@@ -67,20 +77,23 @@ class Shard:
         return sum(size for size, _ in self.pools)
 
 
-def pool_share(cfg: Config, n: int, index: int) -> tuple[tuple[int, int], ...]:
-    """Worker ``index`` of ``n``: its (max, min) share of every target's pool."""
-    return tuple(
-        (split(tc.pool_size, n)[index], split(tc.effective_pool_min, n)[index])
-        for tc in target_configs(cfg)
-    )
+def split_shards(
+    pools: list[tuple[int, int]], concurrency: int, requests: int, rate: float, n: int, seed: int
+) -> list[Shard]:
+    """``n`` shards of the whole: each target's pool (max, kept-open min), the
+    concurrency and the request bound split as evenly as integers allow."""
+    conc = split(concurrency, n)
+    reqs = split(requests, n) if requests else [0] * n
+    shares = [(split(size, n), split(minimum, n)) for size, minimum in pools]
+    return [
+        Shard(i, tuple((s[i], m[i]) for s, m in shares), conc[i], reqs[i], seed + i, rate, n)
+        for i in range(n)
+    ]
 
 
 def shards(cfg: Config, n: int, seed: int) -> list[Shard]:
-    conc = split(concurrency(cfg), n)
-    reqs = split(cfg.requests, n) if cfg.requests else [0] * n
-    return [
-        Shard(i, pool_share(cfg, n, i), conc[i], reqs[i], seed + i, cfg.rate, n) for i in range(n)
-    ]
+    pools = [(tc.pool_size, tc.effective_pool_min) for tc in target_configs(cfg)]
+    return split_shards(pools, concurrency(cfg), cfg.requests, cfg.rate, n, seed)
 
 
 def target_names(cfg: Config, hosts: list[tuple[str, int]]) -> list[str]:
@@ -120,34 +133,124 @@ def pool_settings(cfg: Config, size: int, minimum: int) -> PoolSettings:
     )
 
 
-def worker_spec(
-    cfg: Config, hosts: list[tuple[str, int]], shard: Shard, forever: bool = False
-) -> WorkerSpec:
-    """What the worker of ``shard`` runs: ``cfg`` resolved for it, its targets at ``hosts``
-    (addresses known at run time: the embedded target's port is the kernel's choice)."""
+@dataclass(frozen=True, slots=True)
+class TargetSetup:
+    """One target as the run resolved it."""
+
+    name: str  # its label: the configured name, else host:port
+    spec: TargetSpec  # what to send where
+    pool: PoolSettings  # the whole pool (max_size, min_size: the totals over all workers)
+    weight: int  # smooth weighted round-robin
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """The run, resolved once from the configuration (see the module docstring)."""
+
+    targets: tuple[TargetSetup, ...]
+    shards: tuple[Shard, ...]  # one per worker
+    seed: int
+    forever: bool  # a service: no bound, runs until stopped
+    concurrency: int  # in total
+    rate: float  # open loop, in total (0: closed loop)
+    requests: int  # the request bound (0: none)
+    duration_s: float
+    ramp_s: float
+    max_outstanding: int
+    settings: LoopSettings
+    backoff: tuple[float, float]  # reconnect backoff: base and cap, seconds
+    breaker: BreakerSettings
+    faults: tuple[Fault, ...]  # in force from the start (inject_failures)
+    drain_timeout_s: float
+    audit_every_s: float
+    audit_report: str | None
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    @property
+    def pool_size(self) -> int:
+        """Every target's pool, over all workers."""
+        return sum(t.pool.max_size for t in self.targets)
+
+    def reshard(self, n: int, concurrency: int, rate: float) -> list[Shard]:
+        """The shards of ``n`` workers running ``concurrency`` and ``rate`` in total."""
+        pools = [(t.pool.max_size, t.pool.min_size) for t in self.targets]
+        return split_shards(pools, concurrency, self.requests, rate, n, self.seed)
+
+    def spec(self, shard: Shard) -> WorkerSpec:
+        """What the worker of ``shard`` runs."""
+        targets = tuple(
+            TargetPlan(
+                t.spec,
+                dataclasses.replace(t.pool, max_size=size, min_size=minimum),
+                (t.pool.max_size, t.pool.min_size),
+                t.weight,
+            )
+            for t, (size, minimum) in zip(self.targets, shard.pools, strict=True)
+        )
+        forever = self.forever
+        bounds = Bounds(
+            shard.concurrency,
+            0 if forever else shard.requests,
+            0.0 if forever else self.duration_s,
+            forever,
+            rate=shard.rate,
+            ramp=self.ramp_s,
+            max_outstanding=self.max_outstanding,
+            stride=shard.workers,
+            phase=shard.index,
+        )
+        return WorkerSpec(shard.index, targets, bounds, self.settings, self.backoff, shard.seed)
+
+
+def resolve(
+    cfg: Config,
+    hosts: list[tuple[str, int]],
+    seed: int,
+    n: int | None = None,
+    forever: bool = False,
+) -> RunPlan:
+    """The plan of running ``cfg`` against the targets at ``hosts`` (addresses known at
+    run time: the embedded target's port is the kernel's choice) with ``n`` workers
+    (default: :func:`worker_count`). Raises ConfigError."""
+    n = worker_count(cfg) if n is None else n
+    names = target_names(cfg, hosts)
     targets = tuple(
-        TargetPlan(
+        TargetSetup(
+            name,
             target_spec(tc, host, port, USER_AGENT),
-            pool_settings(tc, *shard.pools[t]),
-            (tc.pool_size, tc.effective_pool_min),
+            pool_settings(tc, tc.pool_size, tc.effective_pool_min),
             weight,
         )
-        for t, (tc, (host, port), weight) in enumerate(
-            zip(target_configs(cfg), hosts, target_weights(cfg), strict=True)
+        for tc, (host, port), weight, name in zip(
+            target_configs(cfg), hosts, target_weights(cfg), names, strict=True
         )
     )
-    bounds = Bounds(
-        shard.concurrency,
-        0 if forever else shard.requests,
-        0.0 if forever else float(cfg.duration_s),
-        forever,
-        rate=shard.rate,
-        ramp=float(cfg.ramp_s),
+    return RunPlan(
+        targets=targets,
+        shards=tuple(shards(cfg, n, seed)),
+        seed=seed,
+        forever=forever,
+        concurrency=concurrency(cfg),
+        rate=cfg.rate,
+        requests=cfg.requests,
+        duration_s=float(cfg.duration_s),
+        ramp_s=float(cfg.ramp_s),
         max_outstanding=cfg.max_outstanding,
-        stride=shard.workers,
-        phase=shard.index,
+        settings=loop_settings(cfg),
+        backoff=(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0),
+        breaker=breaker_settings(cfg),
+        faults=tuple(faults(cfg, seed)),
+        drain_timeout_s=cfg.drain_timeout_ms / 1000.0,
+        audit_every_s=cfg.audit_every_s,
+        audit_report=cfg.audit_report,
     )
-    settings = LoopSettings(
+
+
+def loop_settings(cfg: Config) -> LoopSettings:
+    return LoopSettings(
         connect_timeout=cfg.connect_timeout_ms / 1000.0,
         read_timeout=cfg.read_timeout_ms / 1000.0,
         drain_timeout=cfg.drain_timeout_ms / 1000.0,
@@ -156,13 +259,10 @@ def worker_spec(
         max_header_bytes=cfg.max_header_bytes,
         success=status_table(parse_statuses(cfg.success_statuses)),
     )
-    backoff = (cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0)
-    return WorkerSpec(shard.index, targets, bounds, settings, backoff, shard.seed)
 
 
-def make_worker(
-    cfg: Config, hosts: list[tuple[str, int]], shard: Shard, shared: SharedView
-) -> Worker:
-    """An in-process Worker for ``shard`` of ``cfg`` (tests and tools; the supervisor
-    forks workers from :func:`worker_spec` instead)."""
-    return build_worker(worker_spec(cfg, hosts, shard), shared)
+def make_worker(cfg: Config, host: str, port: int, seed: int, shared: SharedView) -> Worker:
+    """An in-process Worker running all of ``cfg`` against ``host:port`` (tests and
+    tools; the supervisor forks workers from :meth:`RunPlan.spec` instead)."""
+    run = resolve(cfg, [(host, port)], seed, n=1)
+    return build_worker(run.spec(run.shards[0]), shared)

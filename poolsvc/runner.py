@@ -77,9 +77,7 @@ def execute(
     """Run ``cfg``; an exit code if it could not start, else the :class:`Outcome`.
     ``quiet``: events are collected, not printed (JSON output, comparisons)."""
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**32)
-    n = plan.worker_count(cfg)
     events: list[str] = []
-    shards = plan.shards(cfg, n, seed)
     live = Progress(sys.stderr, cfg, enabled=not quiet and sys.stderr.isatty())
 
     def emit(line: str) -> None:
@@ -111,8 +109,10 @@ def execute(
         except ConnectError as exc:
             print(f"poolsvc: {exc.detail}", file=err)
             return EXIT_UNREACHABLE
-        try:
-            pools = [tc.pool_size for tc in config.target_configs(cfg)]
+        try:  # the configuration, resolved once: everything from here on takes the plan
+            run_plan = plan.resolve(cfg, hosts, seed, forever=forever)
+            shards = run_plan.shards
+            pools = [t.pool.max_size for t in run_plan.targets]
             audit.preflight(max(s.pool_size for s in shards), max(pools), emit)
         except ConfigError as exc:
             print(f"poolsvc: error: {exc}", file=err)
@@ -130,9 +130,7 @@ def execute(
                 samples.append(max(0, now_tw - tw_before))
 
         try:
-            supervisor = Supervisor(
-                cfg, hosts, n, seed, emit, forever=forever, control=control, on_interval=on_interval
-            )
+            supervisor = Supervisor(run_plan, emit, control=control, on_interval=on_interval)
         except OSError as exc:  # the control socket: in use, or an unsafe directory
             print(f"poolsvc: error: control socket: {exc}", file=err)
             return EXIT_USAGE
@@ -144,7 +142,7 @@ def execute(
     snap = supervisor.snapshot()
     info = dataclasses.replace(
         supervisor.run_info(embedded),
-        workers=n,
+        workers=len(run_plan.shards),
         per_worker=supervisor.per_worker(),
         per_target=supervisor.per_target(snap),
         events=events,

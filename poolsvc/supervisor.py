@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from poolsvc import commands, config, files, ledger, plan, readings
+from poolsvc import commands, files, ledger, plan, readings
 from poolsvc.auditor import Auditor
 from poolsvc.breaker import Breaker
 from poolsvc.breakers import BreakerDesk
@@ -52,7 +52,7 @@ from poolsvc.ctlserver import ControlServer, Deferred
 from poolsvc.faults import FaultBoard
 from poolsvc.fleet import Fleet
 from poolsvc.intervals import Interval, Intervals
-from poolsvc.keys import Config
+from poolsvc.plan import RunPlan
 from poolsvc.report import RunInfo
 from poolsvc.service import LoadView, TargetView, View
 from poolsvc.signals import SignalBox
@@ -68,49 +68,36 @@ ENDED: Final = frozenset({DONE, RETIRED})  # a slot that will not run again by i
 
 
 class Supervisor:
-    """Runs ``cfg`` against the targets at ``hosts`` with ``n`` workers; :meth:`run` returns
-    the exit code.
+    """Runs the plan ``run``; :meth:`run` returns the exit code.
 
-    ``forever``: a service (``poolsvc serve``) that runs until drained or stopped.
+    ``run.forever``: a service (``poolsvc serve``) that runs until drained or stopped.
     ``control``: where to serve the control socket (None: no socket).
     """
 
     def __init__(
         self,
-        cfg: Config,
-        hosts: list[tuple[str, int]],
-        n: int,
-        seed: int,
+        run: RunPlan,
         emit: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
-        forever: bool = False,
         control: Path | None = None,
         on_interval: Callable[[Interval], None] | None = None,
     ) -> None:
-        self.cfg, self.hosts, self.seed, self.emit, self.clock = cfg, hosts, seed, emit, clock
-        self.names = plan.target_names(cfg, hosts)
-        self.forever = forever
-        self.layout = shm.Layout(workers=plan.MAX_WORKERS, targets=len(hosts))
+        self.plan, self.seed, self.emit, self.clock = run, run.seed, emit, clock
+        self.names = run.names
+        self.hosts = [(t.spec.host, t.spec.port) for t in run.targets]
+        self.forever = run.forever
+        self.layout = shm.Layout(workers=plan.MAX_WORKERS, targets=len(run.targets))
         self.region = shm.Region(self.layout, os.getpid())
         now = self.started_at = clock()
         self.finished_at = 0.0
         self.run_clock = ledger.RunClock()
-        self.desk = BreakerDesk(
-            self.region, plan.breaker_settings(cfg), self.names, seed, emit, now
+        self.desk = BreakerDesk(self.region, run.breaker, self.names, run.seed, emit, now)
+        self.board = FaultBoard(self.region, emit, clock, list(run.faults))
+        self.auditor = Auditor(
+            self.region, self.hosts, emit, run.audit_every_s, run.audit_report, now
         )
-        self.board = FaultBoard(self.region, emit, clock, config.faults(cfg, seed))
-        self.auditor = Auditor(self.region, hosts, emit, cfg.audit_every_s, cfg.audit_report, now)
         self.fleet = Fleet(
-            cfg,
-            hosts,
-            n,
-            seed,
-            self.region,
-            emit,
-            clock,
-            forever,
-            self.auditor.reporter,
-            self.run_clock.observe,
+            run, self.region, emit, clock, self.auditor.reporter, self.run_clock.observe
         )
         self.final_audits: list[dict[str, Any]] = []
         self.intervals = Intervals(now)
@@ -234,7 +221,7 @@ class Supervisor:
     # the service's commands ----------------------------------------------------------------
     def drain(self) -> None:
         """Stop issuing requests everywhere; SIGKILL whatever has not exited in time."""
-        self._stop_all(self.cfg.drain_timeout_ms / 1000.0 + 2.0)
+        self._stop_all(self.plan.drain_timeout_s + 2.0)
 
     def stop(self) -> None:
         """Stop now: workers get ``STOP_GRACE`` to close cleanly, then SIGKILL."""
@@ -264,7 +251,7 @@ class Supervisor:
         return bool(self.region.words[shm.H_PAUSED])
 
     def breaker_action(self, target: int, action: str) -> None:
-        if not self.cfg.breaker:
+        if not self.plan.breaker.enabled:
             raise ControlError("conflict", "the breaker is off (--no-breaker): nothing to force")
         try:
             self.desk.action(target, action, self.clock())
@@ -341,14 +328,14 @@ class Supervisor:
             ", ".join(self.names),
             embedded,
             self.fleet.total_concurrency,
-            sum(tc.pool_size for tc in config.target_configs(self.cfg)),
+            self.plan.pool_size,
             clock.elapsed_s(now),
             self.seed,
             len(self.live()) or len(self.slots),
             self.fleet.total_rate,
             load_s=clock.load_s(now),
             drain_s=clock.drain_s(),
-            breaker=self.cfg.breaker,
+            breaker=self.plan.breaker.enabled,
         )
 
     def __repr__(self) -> str:

@@ -70,8 +70,7 @@ def make(host: str, port: int, **values: Any) -> Worker:
     config values as in the JSON file."""
     values.setdefault("duration_s", 5.0)
     cfg = config.build({"host": host, "port": port, **values}, {})
-    shard = plan.shards(cfg, 1, values.get("seed", 1))[0]
-    return plan.make_worker(cfg, [(host, port)], shard, SharedView.private(1))
+    return plan.make_worker(cfg, host, port, values.get("seed", 1), SharedView.private(1))
 
 
 def snapshot(worker: Worker) -> stats.Snapshot:
@@ -115,7 +114,7 @@ def supervisor(host: str, port: int, n: int, **values: Any) -> tuple[Supervisor,
     values.setdefault("duration_s", 3.0)
     cfg = config.build({"host": host, "port": port, "workers": n, **values}, {})
     events: list[str] = []
-    return Supervisor(cfg, [(host, port)], n, 7, events.append), events
+    return Supervisor(plan.resolve(cfg, [(host, port)], 7, n), events.append), events
 
 
 def in_background(fn: Callable[[], None]) -> threading.Thread:

@@ -40,7 +40,7 @@ def test_nginx_restarted_twice(nginx: object) -> None:  # the fixture: nginx is 
 
 def test_workers_sigkilled() -> None:
     # what the killed workers had in flight is counted lost, and the target's own count
-    # equals what was sent: checked in chaos._finish
+    # equals what was sent: checked in chaos.harness.finish
     check(chaos.worker_kills(count=2, gap=1.0))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from poolsvc import config
+from poolsvc import config, plan
 from poolsvc.supervisor import Supervisor
 from poolsvc.target import TargetServer
 from tests.conftest import Background, fd_count, make
@@ -189,7 +189,7 @@ def test_heavy_injection_opens_the_breaker_across_workers_and_clear_recovers(
         {},
     )
     events: list[str] = []
-    sup = Supervisor(cfg, [(target.host, target.port)], 2, 11, events.append)
+    sup = Supervisor(plan.resolve(cfg, [(target.host, target.port)], 11, 2), events.append)
 
     def chaos() -> None:
         time.sleep(0.5)
@@ -222,7 +222,7 @@ def test_injected_failures_can_be_kept_out_of_the_breaker(target: TargetServer) 
         {},
     )
     events: list[str] = []
-    sup = Supervisor(cfg, [(target.host, target.port)], 1, 3, events.append)
+    sup = Supervisor(plan.resolve(cfg, [(target.host, target.port)], 3, 1), events.append)
     assert sup.run() == 0
     c = sup.snapshot().counters
     assert c["injected.reset"] == c["errors.ECONNRESET"] > 100

@@ -71,9 +71,8 @@ class Recording(Plain):
 
 def run_with(transport: Recording, target: TargetServer, **values: Any) -> stats.Snapshot:
     cfg = config.build({"host": target.host, "port": target.port, **values}, {})
-    shard = plan.shards(cfg, 1, 1)[0]
-    spec = plan.worker_spec(cfg, [(target.host, target.port)], shard)
-    worker = build_worker(spec, SharedView.private(1), transport=transport)
+    run = plan.resolve(cfg, [(target.host, target.port)], seed=1, n=1)
+    worker = build_worker(run.spec(run.shards[0]), SharedView.private(1), transport=transport)
     worker.run()
     return stats.Snapshot.of([worker.s])
 

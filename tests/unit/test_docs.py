@@ -75,3 +75,19 @@ def test_architecture_layout_tables_match_the_module_of_record() -> None:
         "HEARTBEAT": stats.HEARTBEAT,
         "GENERATION": stats.GENERATION,
     }
+
+
+def test_architecture_names_every_module_in_its_table_and_its_tree() -> None:
+    section = _section((ROOT / "docs" / "architecture.md").read_text(), "## Modules")
+    tree = section.split("```", 2)[1]
+    rows = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    missing = []
+    for package in ("poolsvc", "workers", "poolsvc/target"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            if path.name in ("__init__.py", "__main__.py"):
+                continue
+            in_rows = f"`{package}/{path.name}`" in rows or f"`{path.name}`" in rows
+            in_tree = package.endswith("target") or f" {path.name}" in tree
+            if not (in_rows and in_tree):
+                missing.append(f"{package}/{path.name}")
+    assert missing == []

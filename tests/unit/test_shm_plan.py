@@ -94,3 +94,46 @@ def test_worker_count_defaults_and_limits() -> None:
         plan.worker_count(config.build({"pool_size": 8, "workers": 2, "requests": 1}, {}))
     with pytest.raises(ConfigError, match=r"workers \(4\) exceeds pool_size \(2\)"):
         plan.worker_count(config.build({"pool_size": 2, "workers": 4}, {}))
+
+
+def test_the_run_plan_is_resolved_once_and_spec_and_reshard_need_no_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = config.build(
+        {
+            "targets": [
+                {"host": "127.0.0.1", "port": 8001, "pool_size": 6, "weight": 3, "name": "a"},
+                {"host": "127.0.0.1", "port": 8002, "pool_size": 4, "method": "HEAD"},
+            ],
+            "concurrency": 9,
+            "requests": 90,
+            "duration_s": 2.5,
+        },
+        {},
+    )
+    run = plan.resolve(cfg, [("127.0.0.1", 8001), ("127.0.0.1", 8002)], seed=5, n=2)
+
+    def no_config(*args: object) -> None:
+        raise AssertionError("the configuration was read again after resolve()")
+
+    for name in ("target_configs", "target_config", "target_spec", "faults"):
+        monkeypatch.setattr(config, name, no_config)
+        monkeypatch.setattr(plan, name, no_config, raising=False)
+    assert run.names == ["a", "127.0.0.1:8002"] and run.pool_size == 10
+    specs = [run.spec(shard) for shard in run.shards]
+    for t in range(2):  # each target's pool is split exactly over the workers
+        assert sum(s.targets[t].pool.max_size for s in specs) == (6, 4)[t]
+        assert {s.targets[t].total for s in specs} == {((6, 6), (4, 4))[t]}
+    assert [p.weight for p in specs[0].targets] == [3, 1]
+    assert specs[1].targets[1].spec.method == "HEAD"
+    assert sum(s.bounds.requests for s in specs) == 90 and specs[0].bounds.duration == 2.5
+    three = run.reshard(3, concurrency=12, rate=0.0)
+    assert [s.pools for s in three] == [((2, 2), (2, 2)), ((2, 2), (1, 1)), ((2, 2), (1, 1))]
+    assert sum(s.concurrency for s in three) == 12
+
+
+def test_a_service_plan_has_no_bound() -> None:
+    cfg = config.build({"host": "127.0.0.1", "port": 8001, "requests": 50}, {})
+    run = plan.resolve(cfg, [("127.0.0.1", 8001)], seed=1, n=1, forever=True)
+    bounds = run.spec(run.shards[0]).bounds
+    assert bounds.forever and bounds.requests == 0 and bounds.duration == 0.0
