@@ -1,15 +1,19 @@
 """``poolsvc churn``: the same load twice, pooled and one connection per request.
 
 Both runs are open loop at the same rate, so the load is identical and only the
-connection strategy differs. The table shows what a connection per request
-costs:
+connection strategy differs. Over TLS there are three runs: pooled, a connection
+per request with a full handshake each time (resume ratio 0), and a connection
+per request resuming a session each time (resume ratio 1). The table shows what
+a connection per request costs:
 
 - a handshake per request;
 - sockets piling up in TIME_WAIT (sampled each second). Whichever side closes
   first holds them for 60 s on Linux. Ours holds local ports; the target's holds
   its memory. Against a local target both sides are counted;
 - EADDRNOTAVAIL once those ports run out;
-- the latency and the CPU per request that all of this adds.
+- the latency and the CPU per request that all of this adds;
+- over TLS, the handshakes: full ones cost the target (and us) public-key
+  crypto, resumed ones much less.
 
 See ``docs/churn.md``.
 """
@@ -28,6 +32,18 @@ from poolsvc.runner import Outcome, execute
 DEFAULT_RATE = 1000.0
 
 
+def strategies(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
+    """The runs to compare, each a label and the keys it changes."""
+    runs: list[tuple[str, dict[str, Any]]] = [("pooled", {"keep_alive": True})]
+    if not cfg.tls:
+        return [*runs, ("per-request", {"keep_alive": False})]
+    return [
+        *runs,
+        ("per-req full", {"keep_alive": False, "tls_resume_ratio": 0.0}),
+        ("per-req resumed", {"keep_alive": False, "tls_resume_ratio": 1.0}),
+    ]
+
+
 def churn(
     cfg: Config, out: TextIO | None = None, err: TextIO | None = None, as_json: bool = False
 ) -> int:
@@ -37,13 +53,9 @@ def churn(
     rate = cfg.rate or DEFAULT_RATE
     base = dataclasses.replace(cfg, rate=rate, timeline=None)
     results: dict[str, Outcome] = {}
-    for label, keep_alive in (("pooled", True), ("per-request", False)):
+    for label, changes in strategies(cfg):
         result = execute(
-            dataclasses.replace(base, keep_alive=keep_alive),
-            out,
-            err,
-            quiet=True,
-            sample_time_wait=True,
+            dataclasses.replace(base, **changes), out, err, quiet=True, sample_time_wait=True
         )
         if isinstance(result, int):
             return result
@@ -55,13 +67,18 @@ def churn(
         return 0
     pooled = results["pooled"].info
     out.write(
-        f"[churn] the same load twice: open loop at {rate:g} req/s for "
+        f"[churn] the same load {len(results)} times: open loop at {rate:g} req/s for "
         f"{cfg.duration_s:g}s against {pooled.target}\n"
     )
-    out.write(f"{'metric':<28}{'pooled':>14}{'per-request':>14}{'ratio':>9}\n")
+    labels = list(results)
+    out.write(f"{'metric':<28}" + "".join(f"{label:>16}" for label in labels))
+    out.write("".join(f"{'ratio':>9}" for _ in labels[1:]) + "\n")
     for row in rows:
-        ratio = f"{row['ratio']:.1f}x" if row["ratio"] is not None else "-"
-        out.write(f"{row['metric']:<28}{row['pooled']:>14}{row['per-request']:>14}{ratio:>9}\n")
+        out.write(f"{row['metric']:<28}" + "".join(f"{row[label]:>16}" for label in labels))
+        for label in labels[1:]:
+            ratio = row["ratios"][label]
+            out.write(f"{ratio:>8.1f}x" if ratio is not None else f"{'-':>9}")
+        out.write("\n")
     return 0
 
 
@@ -70,7 +87,7 @@ def _figures(o: Outcome) -> dict[str, float]:
     lat = o.snap.latency()
     elapsed = o.info.elapsed_s or 1.0
     sent = c["requests.sent"] or 1
-    return {
+    figures = {
         "requests/s": c["requests.sent"] / (o.info.load_s or 1.0),
         "p50 latency (ms)": lat["p50"] / 1000,
         "p99 latency (ms)": lat["p99"] / 1000,
@@ -81,21 +98,30 @@ def _figures(o: Outcome) -> dict[str, float]:
         "failed requests": c["requests.failed"] + c["requests.unsent"],
         "CPU per request (us)": o.cpu_s / sent * 1e6,
     }
+    if o.info.tls_resume_ratio is not None:
+        full, resumed = c["tls.handshakes.full"], c["tls.handshakes.resumed"]
+        figures["TLS full handshakes/s"] = full / elapsed
+        figures["TLS resumed handshakes/s"] = resumed / elapsed
+        for kind in ("full", "resumed"):
+            t = o.snap.timing(f"tls_{kind}")
+            figures[f"TLS {kind} p50 (ms)"] = t["p50"] / 1000 if t else 0.0
+    return figures
 
 
 def table(results: dict[str, Outcome]) -> list[dict[str, Any]]:
-    a, b = _figures(results["pooled"]), _figures(results["per-request"])
+    """One row per metric: each run's figure, and its ratio to the pooled one."""
+    figures = {label: _figures(o) for label, o in results.items()}
+    pooled = figures["pooled"]
     rows = []
-    for metric in a:
-        ratio = b[metric] / a[metric] if a[metric] and metric != "requests/s" else None
-        rows.append(
-            {
-                "metric": metric,
-                "pooled": _fmt(a[metric]),
-                "per-request": _fmt(b[metric]),
-                "ratio": ratio,
-            }
-        )
+    for metric in pooled:
+        row: dict[str, Any] = {"metric": metric}
+        row.update({label: _fmt(f[metric]) for label, f in figures.items()})
+        row["ratios"] = {
+            label: f[metric] / pooled[metric] if pooled[metric] and metric != "requests/s" else None
+            for label, f in figures.items()
+            if label != "pooled"
+        }
+        rows.append(row)
     return rows
 
 

@@ -13,22 +13,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from poolsvc import config, plan
 from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import claim, prepare_dir
 from poolsvc.keys import Config, flag_type
-from poolsvc.runner import EXIT_USAGE, run
+from poolsvc.runner import run
+from poolsvc.usage import EXIT_USAGE, Parser
 from workers.errors import ConfigError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _header(value: str) -> tuple[str, str]:
@@ -70,6 +64,9 @@ def _add_run_options(p: argparse.ArgumentParser, serving: bool) -> None:
         meta = f.metadata
         if not meta["flag"] or (serving and (meta["bound"] or meta["run_only"])):
             continue
+        if not meta["flag"].startswith("-"):  # the command's argument (the URL)
+            p.add_argument(f.name, nargs="?", metavar=meta["flag"], help=meta["help"])
+            continue
         shown = _shown(f)
         # argparse formats help with %: a literal one is written twice
         text = (meta["help"] + (f" (default {shown})" if shown else "")).replace("%", "%%")
@@ -100,8 +97,8 @@ def _shown(f: Any) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="poolsvc", description="HTTP/1.1 connection pool and load generator")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="poolsvc", description="HTTP/1.1 connection pool and load generator")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_run_options(sub.add_parser("run", help="run a bounded load and print the report"), False)
     _add_run_options(sub.add_parser("serve", help="run until stopped, controlled by poolctl"), True)
     _add_run_options(

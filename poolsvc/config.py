@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 
 from poolsvc.keys import KEYS, Config
+from poolsvc.tlsconfig import TLS_ONLY, tls_spec, validate_tls
 from workers.errors import ConfigError
 from workers.http import RequestError, build_request, parse_statuses
 from workers.injection import DEFAULT_MIX, Fault, parse_fault
@@ -69,9 +71,61 @@ def build(file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> Confi
     """Merge file values and (non-None) overrides, validate, and return a Config."""
     merged = {k: _check(k, v) for k, v in file_values.items()}
     merged.update({k: _check(k, v) for k, v in overrides.items() if v is not None})
+    apply_url(merged, "url")
+    if merged.get("body_file") is not None and merged.get("body"):
+        raise ConfigError("give either body or body_file, not both")
     cfg = Config(**merged)
     _validate(cfg)
     return cfg
+
+
+def split_url(url: str, key: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of an ``http`` or ``https`` URL; ConfigError naming
+    ``key`` for anything else."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{key}: the scheme must be http or https, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{key}: {url!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{key}: credentials in a URL are not sent; use --header Authorization")
+    if parts.fragment:
+        raise ConfigError(f"{key}: a #fragment is never sent; drop it")
+    try:
+        host = check_host(parts.hostname)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return scheme, host, port or (443 if scheme == "https" else 80), path
+
+
+def apply_url(values: dict[str, Any], key: str) -> None:
+    """Replace a ``url`` in ``values`` by the host, port, path and tls it says (one
+    place gives each: a url with a host, a port or a path too is an error)."""
+    url = values.get("url")
+    if url is None:
+        return
+    for given in ("host", "port", "path"):
+        if values.get(given) is not None:
+            raise ConfigError(f"{key} gives the {given}: give one or the other")
+    scheme, values["host"], values["port"], values["path"] = split_url(url, key)
+    tls = scheme == "https"
+    if values.get("tls") is not None and values["tls"] != tls:
+        raise ConfigError(f"{key} is {scheme}, but tls is {str(values['tls']).lower()}")
+    values["tls"] = tls
+
+
+def read_body(path: str) -> bytes:
+    """The request body, the bytes of ``path`` as they are."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"body_file: cannot read {path}: {exc.strerror}") from None
 
 
 def _validate(cfg: Config) -> None:
@@ -90,6 +144,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("breaker_open_max_ms must be >= breaker_open_ms")
     if not cfg.duration_s and not cfg.requests:
         raise ConfigError("a run needs a bound: duration_s > 0 or requests > 0")
+    validate_tls(cfg)
     faults(cfg, seed=0)  # raises ConfigError on a bad fault list
     try:
         request = target_spec(cfg, "h", 80)  # every field as the workers will send it
@@ -147,6 +202,13 @@ TARGET_KEYS = {
     "health_check_path",
     "exhaustion",
     "pool_wait_timeout_ms",
+    "url",
+    "tls",
+    "tls_min",
+    "tls_max",
+    "tls_resume_ratio",
+    "tls_handshake_timeout_ms",
+    *TLS_ONLY,
 }
 
 
@@ -162,8 +224,8 @@ def _validate_targets(cfg: Config) -> None:
         unknown = set(entry) - TARGET_KEYS
         if unknown:
             raise ConfigError(f"targets[{i}]: unknown key {sorted(unknown)[0]!r}")
-        if "host" not in entry or "port" not in entry:
-            raise ConfigError(f"targets[{i}] needs host and port")
+        if "url" not in entry and ("host" not in entry or "port" not in entry):
+            raise ConfigError(f"targets[{i}] needs a url, or host and port")
         weight = entry.get("weight", 1)
         if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
             raise ConfigError(f"targets[{i}].weight must be an integer from 1 to 1000")
@@ -182,6 +244,7 @@ def target_config(cfg: Config, i: int) -> Config:
     assert cfg.targets is not None
     entry = {k: v for k, v in cfg.targets[i].items() if k not in ("name", "weight")}
     checked = {k: _check(k, v) for k, v in entry.items()}
+    apply_url(checked, "url")
     return dataclasses.replace(cfg, targets=None, **checked)
 
 
@@ -192,8 +255,11 @@ def target_configs(cfg: Config) -> list[Config]:
     return [target_config(cfg, i) for i in range(len(cfg.targets))]
 
 
-def target_spec(cfg: Config, host: str, port: int, user_agent: str = "") -> TargetSpec:
-    """What a worker sends to ``host:port`` for ``cfg`` (one target's configuration)."""
+def target_spec(
+    cfg: Config, host: str, port: int, user_agent: str = "", trust: str = ""
+) -> TargetSpec:
+    """What a worker sends to ``host:port`` for ``cfg`` (one target's configuration);
+    ``trust``: a CA trusted besides ``cacert`` (the embedded target's)."""
     headers = cfg.headers or {}
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError("headers: must map names to strings")
@@ -203,11 +269,12 @@ def target_spec(cfg: Config, host: str, port: int, user_agent: str = "") -> Targ
         method=cfg.method,
         path=cfg.path,
         headers=dict(headers),
-        body=cfg.body.encode(),
+        body=read_body(cfg.body_file) if cfg.body_file else cfg.body.encode(),
         keep_alive=cfg.keep_alive,
         health_method=cfg.health_check_method,
         health_path=cfg.health_check_path,
         user_agent=user_agent,
+        tls=tls_spec(cfg, host, trust),
     )
 
 

@@ -10,6 +10,7 @@ by a test) all come from here; a key is written once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from workers.http import DEFAULT_SUCCESS
-from workers.injection import parse_duration
 
 
 def key(
@@ -34,7 +34,8 @@ def key(
     run_only: bool = False,
     unit: str = "",
 ) -> Any:
-    """A configuration key. ``flag``: its command-line flag; ``parse``: how the flag's
+    """A configuration key. ``flag``: its command-line flag (a name without dashes: the
+    command's argument, e.g. ``URL``); ``parse``: how the flag's
     text becomes a value (default: the field's type); ``const``: a flag that takes no
     value and sets this one; ``shown``: the default as the README says it; ``bound``:
     a run's bound (``serve`` has none); ``run_only``: a flag of ``run`` alone; ``unit``:
@@ -54,14 +55,45 @@ def key(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _seconds(text: str) -> float:
-    return parse_duration(text)
+_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_in(unit: str) -> Callable[[str], float]:
+    """How a duration flag's text becomes a value in ``unit`` (ms or s): a bare number
+    is in that unit, or one with a unit of its own: ``500ms``, ``30s``, ``2m``, ``1h``."""
+    scale = _SCALE[unit]
+
+    def parse(text: str) -> float:
+        t = text.strip().lower()
+        number, per = t, scale
+        for suffix in ("ms", "s", "m", "h"):  # "ms" before "m" and "s"
+            if t.endswith(suffix) and t[: -len(suffix)]:
+                number, per = t[: -len(suffix)], _SCALE[suffix]
+                break
+        try:
+            seconds = float(number) * per
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"not a duration: {text!r} (e.g. 30s, 500ms, 2m)")
+        value = seconds / scale
+        return round(value) if unit == "ms" else value
+
+    parse.__name__ = f"duration in {unit}"
+    return parse
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     """A validated run configuration: the key table (see the module docstring)."""
 
+    url: str | None = key(
+        None,
+        "the target as a URL, `http://host[:port]/path` or `https://...`: sets host, port,"
+        " path and tls",
+        flag="URL",
+        shown="none",
+    )
     host: str | None = key(
         None,
         "the target's host name or IP address (omit host and port: the embedded target)",
@@ -79,7 +111,10 @@ class Config:
         flag="--header",
         shown="none",
     )
-    body: str = key("", "the request body", shown="empty")
+    body: str = key("", "the request body", flag="--body", shown="empty")
+    body_file: str | None = key(
+        None, "the request body, read from this file", flag="--body-file", shown="none"
+    )
     keep_alive: bool = key(
         True, "false: `Connection: close` on every request", flag="--no-keepalive", const=False
     )
@@ -242,7 +277,6 @@ class Config:
         low=0,
         high=86_400,
         flag="--ramp",
-        parse=_seconds,
     )
     max_outstanding: int = key(
         100_000, "open loop: requests in flight or waiting, per worker", low=1, high=10_000_000
@@ -303,6 +337,45 @@ class Config:
         flag="--success-status",
     )
 
+    tls: bool = key(
+        False,
+        "speak TLS to the target (an `https` URL sets it); with no host, the embedded target"
+        " serves TLS with a throwaway CA",
+        flag="--tls",
+        const=True,
+    )
+    cacert: str | None = key(
+        None, "PEM file of the CAs to trust (default: the system's)", flag="--cacert"
+    )
+    insecure: bool = key(
+        False, "true: do not verify the target's certificate", flag="--insecure", const=True
+    )
+    cert: str | None = key(None, "client certificate (PEM) to present", flag="--cert")
+    cert_key: str | None = key(None, "the client certificate's private key (PEM)", flag="--key")
+    sni: str | None = key(
+        None, "the server name sent and verified", flag="--sni", shown="the URL's host"
+    )
+    tls_min: str = key("1.2", "lowest TLS version: 1.2 or 1.3", flag="--tls-min")
+    tls_max: str = key("1.3", "highest TLS version: 1.2 or 1.3", flag="--tls-max")
+    tls_ciphers: str | None = key(
+        None, "OpenSSL cipher list for TLS 1.2 (1.3's cannot be chosen)", flag="--tls-ciphers"
+    )
+    tls_resume_ratio: float = key(
+        1.0,
+        "fraction of new connections that offer a saved session (0: every handshake full)",
+        low=0,
+        high=1,
+        flag="--tls-resume-ratio",
+    )
+    tls_handshake_timeout_ms: int | None = key(
+        None,
+        "per TLS handshake",
+        low=1,
+        high=600_000,
+        flag="--tls-handshake-timeout-ms",
+        shown="`connect_timeout_ms`",
+    )
+
     @property
     def effective_concurrency(self) -> int:
         return self.concurrency if self.concurrency is not None else self.pool_size
@@ -339,6 +412,8 @@ def flag_type(name: str) -> Callable[[str], Any]:
     """How the command-line text of key ``name`` becomes its value (a number key takes
     ``2.5``; its JSON may also be an integer)."""
     parse: Callable[[str], Any] | None = _FIELDS[name].metadata["parse"]
+    if parse is None and unit(name) in ("ms", "s"):
+        parse = duration_in(unit(name))  # durations take a unit everywhere: 30s, 500ms, 2m
     accepted = KEYS[name][0]
     return parse or (float if float in accepted else accepted[0])
 

@@ -174,6 +174,12 @@ class RunPlan:
         """Every target's pool, over all workers."""
         return sum(t.pool.max_size for t in self.targets)
 
+    @property
+    def tls_resume_ratio(self) -> float | None:
+        """The resume ratio asked of the TLS targets (the first's); None without TLS."""
+        ratios = [t.spec.tls.resume_ratio for t in self.targets if t.spec.tls is not None]
+        return ratios[0] if ratios else None
+
     def reshard(self, n: int, concurrency: int, rate: float) -> list[Shard]:
         """The shards of ``n`` workers running ``concurrency`` and ``rate`` in total."""
         pools = [(t.pool.max_size, t.pool.min_size) for t in self.targets]
@@ -211,16 +217,18 @@ def resolve(
     seed: int,
     n: int | None = None,
     forever: bool = False,
+    trust: str = "",
 ) -> RunPlan:
     """The plan of running ``cfg`` against the targets at ``hosts`` (addresses known at
     run time: the embedded target's port is the kernel's choice) with ``n`` workers
-    (default: :func:`worker_count`). Raises ConfigError."""
+    (default: :func:`worker_count`); ``trust``: the PEM of a CA to trust besides
+    ``cacert`` (the embedded target's throwaway one). Raises ConfigError."""
     n = worker_count(cfg) if n is None else n
     names = target_names(cfg, hosts)
     targets = tuple(
         TargetSetup(
             name,
-            target_spec(tc, host, port, USER_AGENT),
+            target_spec(tc, host, port, USER_AGENT, trust),
             pool_settings(tc, tc.pool_size, tc.effective_pool_min),
             weight,
         )

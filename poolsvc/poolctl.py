@@ -11,27 +11,30 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 
 from poolsvc import files
 from poolsvc.audit import render
 from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable, resolve_path
+from poolsvc.usage import (
+    EXIT_LEAK,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Parser,
+)
 from workers.errors import ConfigError
 from workers.injection import KINDS, parse_duration
 
-EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_LEAK = 0, 2, 3, 4, 5
+EXIT_UNAVAILABLE = EXIT_UNREACHABLE  # poolctl's word: the service cannot be reached
 TIMEOUT, AUDIT_TIMEOUT = 5.0, 60.0  # seconds: connect, and each reply (an audit takes longer)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="poolctl", description="control a running poolsvc service")
+    p = Parser(prog="poolctl", description="control a running poolsvc service")
     p.add_argument("--control", help="control socket (default: $POOLSVC_CONTROL or the service's)")
     p.add_argument(
         "--timeout",
@@ -39,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long: connect, and each reply (default 5; audit 60)",
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     st = sub.add_parser("status", help="targets, breakers, pool, rates, workers")
     st.add_argument("--json", action="store_true", help="the raw JSON document")
     st.add_argument("--watch", type=_positive, metavar="SECONDS", help="refresh every SECONDS")

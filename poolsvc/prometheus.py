@@ -92,14 +92,30 @@ def exposition(snap: Snapshot, breakers: list[dict[str, Any]]) -> str:
     codes = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}
     for b in breakers:
         out.append(f'poolsvc_breaker_state{{target="{label(b["target"])}"}} {codes[b["state"]]}')
-    _latency(out, snap)
+    name = "poolsvc_request_duration_seconds"
+    _line(out, name, "histogram", "Latency of requests that got a final response.")
+    _histogram(out, name, "", snap.hist, c["latency.sum_us"])
+    name = "poolsvc_connect_duration_seconds"
+    _line(out, name, "histogram", "TCP connect time: connect() to SO_ERROR == 0.")
+    _histogram(out, name, "", snap.timings["connect"], c["connect.sum_us"])
+    _line(out, "poolsvc_tls_handshakes_total", "counter", "TLS handshakes, full or resumed.")
+    for kind in ("full", "resumed"):
+        out.append(f'poolsvc_tls_handshakes_total{{kind="{kind}"}} {c[f"tls.handshakes.{kind}"]}')
+    _line(
+        out, "poolsvc_tls_sessions_offered_total", "counter", "New connections offering a session."
+    )
+    out.append(f"poolsvc_tls_sessions_offered_total {c['tls.sessions.offered']}")
+    name = "poolsvc_tls_handshake_duration_seconds"
+    _line(out, name, "histogram", "TLS handshake time, full and resumed apart.")
+    for kind in ("full", "resumed"):
+        counts = snap.timings[f"tls_{kind}"]
+        _histogram(out, name, f'kind="{kind}",', counts, c[f"tls.{kind}.sum_us"])
     return "\n".join(out) + "\n"
 
 
-def _latency(out: list[str], snap: Snapshot) -> None:
-    name = "poolsvc_request_duration_seconds"
-    _line(out, name, "histogram", "Latency of requests that got a final response.")
-    counts = snap.hist
+def _histogram(out: list[str], name: str, labels: str, counts: list[int], sum_us: int) -> None:
+    """One histogram's series: cumulative counts at each boundary, the sum and the count
+    (``labels``: extra labels, each followed by a comma)."""
     cumulative = 0
     i = 0
     for le in _LE:
@@ -107,7 +123,8 @@ def _latency(out: list[str], snap: Snapshot) -> None:
         while i < len(counts) and histogram.bucket_high(i) <= limit_us:
             cumulative += counts[i]
             i += 1
-        out.append(f'{name}_bucket{{le="{le:g}"}} {cumulative}')
-    out.append(f'{name}_bucket{{le="+Inf"}} {sum(counts)}')
-    out.append(f"{name}_sum {snap.counters['latency.sum_us'] / 1e6:.6f}")
-    out.append(f"{name}_count {sum(counts)}")
+        out.append(f'{name}_bucket{{{labels}le="{le:g}"}} {cumulative}')
+    out.append(f'{name}_bucket{{{labels}le="+Inf"}} {sum(counts)}')
+    tail = f"{{{labels.rstrip(',')}}}" if labels else ""
+    out.append(f"{name}_sum{tail} {sum_us / 1e6:.6f}")
+    out.append(f"{name}_count{tail} {sum(counts)}")

@@ -31,6 +31,35 @@ def _blocks(region: shm.Region, slots: Sequence[Slot], t: int) -> list[memoryvie
     return [*(region.target_words(s.index, t) for s in slots), region.retired_target_words(t)]
 
 
+_TRIES = 8  # a busy worker may keep one read from settling: then the last copy stands
+
+
+def settled(block: memoryview) -> list[int]:
+    """One copy of a target block whose outcome words agree with each other.
+
+    A worker writes a failure's count and its name as two words, and a reader
+    copying between the two sees a failure without its name. The words compared
+    (outcomes, names, histogram) only grow, so two copies that agree on them held
+    those values together at the instant between the copies (a double collect):
+    a consistent read with no cost to the writer. Bounded: after ``_TRIES`` the
+    last copy is taken as it is (each word is still exact on its own).
+    """
+    copy = block.tolist()
+    for _ in range(_TRIES):
+        again = block.tolist()
+        if again[shm.T_RESP_OK :] == copy[shm.T_RESP_OK :]:
+            return again
+        copy = again
+    return copy
+
+
+def own_snapshots(
+    region: shm.Region, slots: Sequence[Slot], n: int, whole: Snapshot
+) -> list[Snapshot]:
+    """Each of ``n`` targets' own figures; with one target, the run's totals ``whole``."""
+    return [whole] if n == 1 else [target_snapshot(region, slots, t) for t in range(n)]
+
+
 def target_snapshot(region: shm.Region, slots: Sequence[Slot], t: int) -> Snapshot:
     """Target ``t``'s own figures over every worker (retired ones included): its
     outcomes, failures by name and latency histogram (several targets only: with
@@ -38,7 +67,7 @@ def target_snapshot(region: shm.Region, slots: Sequence[Slot], t: int) -> Snapsh
     snap = Snapshot()
     c = snap.counters
     for b in _blocks(region, slots, t):
-        copy = b.tolist()
+        copy = settled(b)
         c["requests.ok"] += copy[shm.T_RESP_OK]
         c["requests.failed"] += copy[shm.T_RESP_FAILED]
         c["requests.unsent"] += copy[shm.T_UNSENT]
@@ -54,14 +83,15 @@ def per_target(
     slots: Sequence[Slot],
     names: Sequence[str],
     breakers: Sequence[Breaker],
-    whole: Snapshot,
+    owns: Sequence[Snapshot],
 ) -> list[dict[str, Any]]:
     """Each target's outcome counts over every worker (retired ones included), and
-    what its breaker did (``whole``: the run's totals, a single target's own)."""
+    what its breaker did (``owns``: each target's own snapshot, from
+    :func:`own_snapshots`, so that its counts and its failures by name are one read)."""
     out = []
     for t, name in enumerate(names):
         blocks = _blocks(region, slots, t)
-        c = whole.counters if len(names) == 1 else target_snapshot(region, slots, t).counters
+        c = owns[t].counters
         breaker = breakers[t]
         out.append(
             {

@@ -37,6 +37,7 @@ class RunInfo:
     load_s: float = 0.0  # the load period: from its start until issuing stopped
     drain_s: float = 0.0  # from then until the last worker finished
     breaker: bool = True  # False: --no-breaker
+    tls_resume_ratio: float | None = None  # asked of TLS targets (None: no TLS target)
 
 
 def _ms(us: int) -> float:
@@ -92,6 +93,7 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
     raw = snap.latency_uncorrected()
     for key, value in (raw or {}).items():
         out[f"latency_uncorrected.{key.replace('.', '_')}_ms"] = _ms(value)
+    out.update(timing_metrics(snap, info))
     for prefix, named in (
         ("errors", snap.errors()),
         ("failed", snap.failures()),
@@ -107,6 +109,56 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
         out["breaker.refused"] = t["refused"]
         out["breaker.opened"] = t["breaker_trips"]
     return out
+
+
+def timing_metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
+    """The connect time, and with TLS the handshakes: full and resumed apart."""
+    c = snap.counters
+    out: dict[str, Any] = {}
+    names = ("connect",) + (
+        ("tls_full", "tls_resumed") if info.tls_resume_ratio is not None else ()
+    )
+    for name in names:
+        summary = snap.timing(name)
+        for key in ("p50", "p90", "p99", "max"):
+            out[f"{name.replace('_', '.')}.{key}_ms"] = _ms(summary[key]) if summary else 0.0
+    if info.tls_resume_ratio is not None:
+        full, resumed = c["tls.handshakes.full"], c["tls.handshakes.resumed"]
+        out["tls.handshakes.full"] = full
+        out["tls.handshakes.resumed"] = resumed
+        out["tls.sessions.offered"] = c["tls.sessions.offered"]
+        out["tls.resumed_fraction"] = (
+            round(resumed / (full + resumed), 4) if full + resumed else 0.0
+        )
+        out["tls.resume_ratio_asked"] = info.tls_resume_ratio
+    return out
+
+
+def _timing_lines(snap: Snapshot, info: RunInfo) -> list[str]:
+    c = snap.counters
+    lines = []
+    connect = snap.timing("connect")
+    if connect is not None:
+        lines.append(
+            f"[pool] connect time p50={_fmt_ms(connect['p50'])} p99={_fmt_ms(connect['p99'])} "
+            f"max={_fmt_ms(connect['max'])} (TCP, {c['connections.created']} connections)"
+        )
+    if info.tls_resume_ratio is None:
+        return lines
+    parts = []
+    for kind in ("full", "resumed"):
+        n, t = c[f"tls.handshakes.{kind}"], snap.timing(f"tls_{kind}")
+        parts.append(
+            f"{n} {kind}"
+            + (f" p50={_fmt_ms(t['p50'])} p99={_fmt_ms(t['p99'])}" if t is not None else "")
+        )
+    total = c["tls.handshakes.full"] + c["tls.handshakes.resumed"]
+    share = c["tls.handshakes.resumed"] / total if total else 0.0
+    lines.append(
+        f"[pool] TLS handshakes: {'; '.join(parts)}; resumed {share:.1%} "
+        f"(asked {info.tls_resume_ratio:.0%}, {c['tls.sessions.offered']} sessions offered)"
+    )
+    return lines
 
 
 def recovered(snap: Snapshot) -> bool | None:
@@ -175,6 +227,7 @@ def text(snap: Snapshot, info: RunInfo) -> str:
         f"p99={_fmt_ms(lat['p99'])} max={_fmt_ms(lat['max'])}"
         + (" (from intended send times)" if info.rate else ""),
     ]
+    lines.extend(_timing_lines(snap, info))
     raw = snap.latency_uncorrected()
     if raw is not None:
         lines.append(

@@ -1,9 +1,11 @@
 """``poolsvc run``: one bounded run of load against one target, then the report.
 
 1. Start the embedded target if no host was given.
-2. Connect once, by the same non-blocking path the workers use. An unreachable
-   target exits 4 within about the connect timeout, instead of failing every
-   request for the whole run.
+2. Connect once, by the same non-blocking path the workers use, and over TLS
+   handshake once with the same settings. An unreachable target, or one whose TLS
+   handshake fails (an untrusted or expired certificate, a wrong name, no common
+   version), exits 4 with one line, within about the connect timeout, instead of
+   failing every request for the whole run.
 3. The supervisor forks the workers and runs them, bounded by duration and/or
    request count.
 4. Print the report.
@@ -15,6 +17,7 @@ import contextlib
 import dataclasses
 import random
 import resource
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,31 +29,41 @@ from poolsvc.keys import Config
 from poolsvc.progress import Progress, Timeline
 from poolsvc.report import RunInfo, as_json, text
 from poolsvc.supervisor import Supervisor
-from workers.errors import ConfigError, ConnectError, errno_name
+from poolsvc.usage import EXIT_LEAK, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from workers.errors import ConfigError, ConnectError, errno_name, oserror_name, tls_detail, tls_name
 from workers.stats import Snapshot
 from workers.target import resolve
+from workers.tls import TlsSpec, handshake_blocking
 from workers.transport import DEADLINE, connect_blocking
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 4
-EXIT_LEAK = 5
 
-
-def preflight(host: str, port: int, timeout_s: float) -> None:
+def preflight(host: str, port: int, timeout_s: float, tls: TlsSpec | None = None) -> None:
     """Raise :class:`ConnectError` (exit 4) unless one TCP connect to host:port succeeds in
-    time; its ``detail`` is the one-line message for the user."""
+    time, and with ``tls`` one TLS handshake too; its ``detail`` is the one-line message
+    for the user."""
     try:
         family, addr = resolve(host, port)
     except OSError as exc:
         reason = f"cannot resolve {host}: {exc.strerror or exc}"
         raise ConnectError("EOTHER", reason) from None
     err, sock = connect_blocking(family, addr, timeout_s)
-    if sock is not None:
+    if sock is None:
+        why = "connect_timeout" if err == DEADLINE else errno_name(err)
+        raise ConnectError(why, f"cannot connect to {host}:{port}: {why}")
+    if tls is None:
         sock.close()
         return
-    why = "connect_timeout" if err == DEADLINE else errno_name(err)
-    raise ConnectError(why, f"cannot connect to {host}:{port}: {why}")
+    try:
+        handshake_blocking(tls, sock, tls.handshake_timeout).close()
+    except ssl.SSLError as exc:
+        name = tls_name(exc)
+        detail = f"TLS handshake with {host}:{port} failed: {name} ({tls_detail(exc)})"
+        raise ConnectError(name, detail) from None
+    except OSError as exc:
+        name = "tls_handshake_timeout" if isinstance(exc, TimeoutError) else oserror_name(exc)
+        raise ConnectError(name, f"TLS handshake with {host}:{port} failed: {name}") from None
+    finally:
+        sock.close()
 
 
 @dataclass
@@ -96,21 +109,26 @@ def execute(
     cpu_before = _cpu()
     with contextlib.ExitStack() as stack:
         embedded = cfg.host is None and cfg.targets is None
+        trust = ""  # the embedded target's throwaway CA, when it serves TLS
         if embedded:
             from poolsvc.target import TargetServer  # only when asked for
 
-            server = stack.enter_context(TargetServer())
-            hosts = [(server.host, server.port)]
+            server = stack.enter_context(TargetServer(tls=cfg.tls))
+            hosts, trust = [(server.host, server.port)], server.ca_pem
         else:
             hosts = [(str(tc.host), int(tc.port or 0)) for tc in config.target_configs(cfg)]
+        try:  # the configuration, resolved once: everything from here on takes the plan
+            run_plan = plan.resolve(cfg, hosts, seed, forever=forever, trust=trust)
+        except ConfigError as exc:
+            print(f"poolsvc: error: {exc}", file=err)
+            return EXIT_USAGE
         try:
-            for host, port in hosts:
-                preflight(host, port, cfg.connect_timeout_ms / 1000.0)
+            for t in run_plan.targets:
+                preflight(t.spec.host, t.spec.port, cfg.connect_timeout_ms / 1000.0, t.spec.tls)
         except ConnectError as exc:
             print(f"poolsvc: {exc.detail}", file=err)
             return EXIT_UNREACHABLE
-        try:  # the configuration, resolved once: everything from here on takes the plan
-            run_plan = plan.resolve(cfg, hosts, seed, forever=forever)
+        try:
             shards = run_plan.shards
             pools = [t.pool.max_size for t in run_plan.targets]
             audit.preflight(max(s.pool_size for s in shards), max(pools), emit)

@@ -278,20 +278,24 @@ class Supervisor:
     def per_worker(self) -> list[dict[str, Any]]:
         return readings.per_worker(self.region, self.slots)
 
-    def per_target(self, snap: stats.Snapshot | None = None) -> list[dict[str, Any]]:
+    def per_target(
+        self, snap: stats.Snapshot | None = None, owns: list[stats.Snapshot] | None = None
+    ) -> list[dict[str, Any]]:
         whole = snap or self.snapshot()
-        return readings.per_target(self.region, self.slots, self.names, self.breakers, whole)
+        owns = owns or readings.own_snapshots(self.region, self.slots, len(self.names), whole)
+        return readings.per_target(self.region, self.slots, self.names, self.breakers, owns)
 
     def view(self) -> View:
         """The service now, as one read (the control commands render it)."""
         now = self.clock()
         snap = self.snapshot()
         several = len(self.names) > 1
-        figures = self.per_target(snap)
+        owns = readings.own_snapshots(self.region, self.slots, len(self.names), snap)
+        figures = self.per_target(snap, owns)
         live = self.live()
         targets = []
         for t, brk in enumerate(self.breaker_status()):
-            own = readings.target_snapshot(self.region, self.slots, t) if several else snap
+            own = owns[t]
             latest = (self.target_intervals[t] if several else self.intervals).latest()
             pool = readings.pool(self.region, live, t)
             targets.append(TargetView(brk["target"], brk, pool, figures[t], latest, own.errors()))
@@ -336,6 +340,7 @@ class Supervisor:
             load_s=clock.load_s(now),
             drain_s=clock.drain_s(),
             breaker=self.plan.breaker.enabled,
+            tls_resume_ratio=self.plan.tls_resume_ratio,
         )
 
     def __repr__(self) -> str:

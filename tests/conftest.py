@@ -38,6 +38,13 @@ def target_server() -> Iterator[TargetServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def tls_target_server() -> Iterator[TargetServer]:
+    """The embedded target serving TLS (its throwaway CA: ``ca_pem``)."""
+    with TargetServer(tls=True) as server:
+        yield server
+
+
 @pytest.fixture
 def target(target_server: TargetServer) -> Iterator[TargetServer]:
     """The embedded target in normal mode, counters zeroed; modes cleared afterwards."""

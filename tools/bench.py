@@ -544,6 +544,12 @@ def machine() -> str:
     )
 
 
+def _tls(rounds: int, seconds: float) -> str:
+    from tools.bench_tls import tls_head_to_head  # it imports this module
+
+    return tls_head_to_head(rounds, seconds)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
@@ -559,6 +565,10 @@ def main() -> int:
         (
             "CPU per request in the steady state, user and kernel (medians)",
             lambda: steady_cpu(args.rounds, args.seconds),
+        ),
+        (
+            "Over HTTPS: poolsvc and wrk on the same pinned nginx, HTTP beside it",
+            lambda: _tls(args.rounds, args.seconds),
         ),
         (
             "Reading status costs the workers nothing measurable",

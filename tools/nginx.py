@@ -3,7 +3,9 @@
 Used by the integration tests and the benchmarks.  The config has two servers: the
 main one (keep-alive for long, ``return 200``, ``/health``, ``/nginx_status`` for
 nginx's own request count, ``/chunked``), and a ``short`` one that closes idle
-keep-alive sockets after 1 s, used or not.
+keep-alive sockets after 1 s, used or not. Given a certificate, a third serves the
+main one's locations over TLS (``tls_port``), with session tickets and a session
+cache, and the TLS versions asked for.
 """
 
 from __future__ import annotations
@@ -55,7 +57,19 @@ http {{
         client_header_timeout 1s;
         location / {{ return 200 "short\\n"; }}
     }}
-}}
+{tls}}}
+"""
+    TLS = """
+    server {{
+        listen {host}:{port} ssl reuseport;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols {protocols};
+        ssl_session_cache shared:poolsvc:1m;
+        ssl_session_tickets on;
+        location / {{ return 200 "ok\\n"; }}
+        location = /health {{ return 200 "ok\\n"; }}
+    }}
 """
 
     def __init__(
@@ -64,17 +78,28 @@ http {{
         host: str = "127.0.0.1",
         wrap: list[str] | None = None,
         access_log: bool = False,
+        tls: tuple[Path, Path] | None = None,
+        tls_protocols: str = "TLSv1.2 TLSv1.3",
     ) -> None:
         """``host``: where to listen; ``wrap``: a command prefix (``ip netns exec NS``);
-        ``access_log``: log every request (an exact count that survives restarts)."""
+        ``access_log``: log every request (an exact count that survives restarts);
+        ``tls``: (certificate chain, key) files: serve TLS too, on ``tls_port``."""
         self.dir = directory
         self.host = host
         self.wrap = wrap or []
         self.port = free_port()
         self.short_port = free_port()
+        self.tls_port = free_port() if tls else 0
         log = f"{directory}/access.log" if access_log else "off"
+        block = (
+            self.TLS.format(
+                host=host, port=self.tls_port, cert=tls[0], key=tls[1], protocols=tls_protocols
+            )
+            if tls
+            else ""
+        )
         conf = self.CONF.format(
-            d=directory, host=host, port=self.port, short_port=self.short_port, log=log
+            d=directory, host=host, port=self.port, short_port=self.short_port, log=log, tls=block
         )
         self.conf = directory / "nginx.conf"
         self.conf.write_text(conf)

@@ -7,12 +7,14 @@ refuses any move the table lacks (an implied state is how pools
 lose track of connections, cf. httpcore #1110).
 
     CONNECTING --connected--> IDLE --checkout--> RESERVED --send--> BUSY --done--> IDLE
+    CONNECTING --secure--> HANDSHAKING --secured--> IDLE          (TLS)
                                                  RESERVED --check--> CHECKING --done--> RESERVED
                                                  RESERVED --release--> IDLE
                                                                      BUSY --drain--> DRAINING
                                                                      DRAINING --done--> CLOSED
     any state but CLOSED --close--> CLOSED
 
+``HANDSHAKING`` is a TLS handshake after the TCP one, with its own deadline;
 ``RESERVED`` is the moment between checkout and the first byte written (the
 readability probe runs there); ``CHECKING`` is an active health-check request in
 flight; ``DRAINING`` finishes the response in flight and then closes.
@@ -34,17 +36,20 @@ from workers.table import InvalidTransition as InvalidTransition
 from workers.transport import Recv, Send
 
 CONNECTING: Final = "CONNECTING"
+HANDSHAKING: Final = "HANDSHAKING"
 IDLE: Final = "IDLE"
 RESERVED: Final = "RESERVED"
 BUSY: Final = "BUSY"
 CHECKING: Final = "CHECKING"
 DRAINING: Final = "DRAINING"
 CLOSED: Final = "CLOSED"
-STATES: Final = (CONNECTING, IDLE, RESERVED, BUSY, CHECKING, DRAINING, CLOSED)
+STATES: Final = (CONNECTING, HANDSHAKING, IDLE, RESERVED, BUSY, CHECKING, DRAINING, CLOSED)
+OPENING: Final = frozenset({CONNECTING, HANDSHAKING})  # not yet usable
 READING: Final = frozenset({BUSY, CHECKING, DRAINING})  # a response is on its way
 
 TRANSITIONS: Final[dict[str, dict[str, str]]] = {
-    CONNECTING: {"connected": IDLE, "close": CLOSED},
+    CONNECTING: {"connected": IDLE, "secure": HANDSHAKING, "close": CLOSED},
+    HANDSHAKING: {"secured": IDLE, "close": CLOSED},
     IDLE: {"checkout": RESERVED, "close": CLOSED},
     RESERVED: {"send": BUSY, "check": CHECKING, "release": IDLE, "close": CLOSED},
     CHECKING: {"done": RESERVED, "close": CLOSED},
@@ -100,6 +105,7 @@ class Connection:
         "inode",
         "keep_alive",
         "last_used",
+        "opened",
         "out",
         "owner",
         "parser",
@@ -128,6 +134,7 @@ class Connection:
         self.state = CONNECTING
         self.parser = httptools.HttpResponseParser(self)
         self.created = self.last_used = self.expires = 0.0
+        self.opened = 0.0  # when its connect began, then when its TLS handshake began
         self.deadline = self.heap_when = 0.0
         self.requests = 0
         self.owner: Any = None  # the request this connection is reserved for, if any

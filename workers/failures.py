@@ -27,7 +27,7 @@ from workers.stats import count_error
 from workers.target import Target
 from workers.timers import Deadlines
 
-_REMOTE_PHASES: Final = frozenset({"connect", "write", "read"})  # the target's fault
+_REMOTE_PHASES: Final = frozenset({"connect", "tls", "write", "read"})  # the target's fault
 
 
 class Failures:
@@ -128,9 +128,10 @@ class Failures:
             self.acquire(client)
         self.refill(target)  # if the pool is still short (we took one slot at most)
 
-    def connect_failed(self, client: Client, name: str, injected: str) -> None:
-        """The connect opened for ``client``'s request failed: the request never left."""
-        self.fail(client, "connect", name, injected, False)
+    def open_failed(self, client: Client, phase: str, name: str, injected: str) -> None:
+        """The connection opened for ``client``'s request failed to connect (phase
+        ``connect``) or to handshake (``tls``): the request never left."""
+        self.fail(client, phase, name, injected, False)
 
     def fail(self, client: Client, phase: str, name: str, injected: str, sent: bool) -> None:
         """Count a failed request and let ``client`` go on (next loop step, never recursively).

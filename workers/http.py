@@ -137,10 +137,11 @@ def build_request(
     return head + body
 
 
-def host_header(host: str, port: int) -> str:
-    """Host header value: IPv6 literals in brackets, the port unless it is 80."""
+def host_header(host: str, port: int, default: int = 80) -> str:
+    """Host header value: IPv6 literals in brackets, the port unless it is the scheme's
+    ``default`` (80 for http, 443 for https)."""
     shown = f"[{host}]" if ":" in host else host
-    return shown if port == 80 else f"{shown}:{port}"
+    return shown if port == default else f"{shown}:{port}"
 
 
 def parse_statuses(spec: str, key: str = "success_statuses") -> tuple[tuple[int, int], ...]:

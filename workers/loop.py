@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from workers.client import Client
-from workers.connection import CLOSED, CONNECTING, Connection
+from workers.connection import CLOSED, Connection
 from workers.state import RunState
 from workers.timers import Deadlines
 from workers.waker import Waker, make_waker
@@ -38,8 +38,9 @@ OUT: Final = select.EPOLLOUT
 class Handlers:
     """What the loop hands events to (the worker's parts, bound by the worker)."""
 
-    conns: dict[int, Connection]  # fd -> connection: the dialer's
-    connected: Callable[[Connection], None]  # a connect finished (or failed)
+    ready: dict[int, Connection]  # fd -> established connection: the dialer's
+    every: dict[int, Connection]  # fd -> every open connection, opening ones included
+    connected: Callable[[Connection], None]  # a connect or TLS handshake can go on
     writable: Callable[[Connection], None]  # the rest of a partial write may go
     readable: Callable[[Connection], None]  # bytes, EOF or an error arrived
     send_renewed: Callable[[], None]  # the burst of this wakeup's renewed requests
@@ -99,7 +100,7 @@ class Loop:
         assert on is not None
         run = self.run
         poll = self.ep.poll
-        conns = on.conns
+        ready_conns, every = on.ready, on.every
         deadlines = self.deadlines
         # Bound once: the loop calls these for every event or wakeup (speed: a handler
         # is a dataclass slot, and a slot called as a method is a lookup that does not
@@ -113,13 +114,13 @@ class Loop:
             events = poll(timeout)
             run.now = now = run.clock()
             for fd, ev in events:
-                conn = conns.get(fd)
-                if conn is None:
-                    if self.waker is not None and fd == self.waker.fd:
+                conn = ready_conns.get(fd)
+                if conn is None:  # a connection still opening (connect, TLS), or the waker
+                    opening = every.get(fd)
+                    if opening is not None:
+                        connected(opening)
+                    elif self.waker is not None and fd == self.waker.fd:
                         self.waker.fired()
-                    continue
-                if conn.state is CONNECTING:
-                    connected(conn)
                     continue
                 if ev & OUT and conn.out is not None:
                     writable(conn)

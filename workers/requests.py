@@ -31,7 +31,6 @@ from workers.shm import CODE_MASK
 from workers.state import RunState
 from workers.stats import BYTES_OUT, CONN_REUSED, REQ_LATE, REQ_SENT, SENDING_FLAG
 from workers.target import Target
-from workers.transport import Transport
 
 LATE: Final = 0.001  # open loop: a request sent this long after its intended time is late
 # The moves of the request path, looked up once: connection (_C_) and client tables.
@@ -61,7 +60,6 @@ class Requests:
         "s",
         "shared",
         "targets",
-        "transport",
         "w",
         "weights",
         "wrr",
@@ -71,7 +69,6 @@ class Requests:
         self,
         run: RunState,
         loop: Loop,
-        transport: Transport,
         targets: Sequence[Target],
         weights: Sequence[int],
         shared: SharedView,
@@ -81,7 +78,6 @@ class Requests:
         self.run = run
         self.loop = loop
         self.deadlines = loop.deadlines
-        self.transport = transport
         self.targets = targets
         # smooth weighted round-robin over the targets (nginx's): deterministic, even spacing
         self.weights = list(weights) if len(weights) == len(targets) else [1] * len(targets)
@@ -174,7 +170,7 @@ class Requests:
                 case Use(conn):
                     self.dispatch(client, conn)
                 case Probe(conn):
-                    dead = self.transport.probe(conn.sock)
+                    dead = target.transport.probe(conn.sock)
                     if dead:
                         self.close(conn, dead)
                         continue
@@ -310,7 +306,7 @@ class Requests:
         self.s[st.INJECTED[kind]] += 1
         conn.injected = kind
         if kind == "reset":
-            self.transport.reset(conn.sock)  # the close below sends RST, not FIN
+            self.targets[conn.target].transport.reset(conn.sock)  # the close sends RST
             self.conn_failed(conn, "read", "ECONNRESET")
         else:
             self.loop.set(conn.fd, 0)  # nothing is read from it any more

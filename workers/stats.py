@@ -13,6 +13,9 @@ alignment; ``W`` = 8 bytes)::
     .. +N_GAUGES              gauges, in GAUGES order (last published value)
     .. +histogram.BUCKETS     latency histogram: from the intended send time
     .. +histogram.BUCKETS     open loop only: latency from the actual send (uncorrected)
+    .. +histogram.BUCKETS     TCP connect time (connect() to SO_ERROR == 0)
+    .. +histogram.BUCKETS     TLS handshake time, full handshakes
+    .. +histogram.BUCKETS     TLS handshake time, resumed sessions
 
 ``SLOT_WORDS`` words in all.  The writer increments words in place; a reader
 copies the slot (``bytes(view)``) and decodes it.  An aligned 8-byte store is a
@@ -79,6 +82,15 @@ COUNTERS: Final[tuple[str, ...]] = (
     *(f"connect_errors.{n}" for n in ERROR_NAMES),  # connects that carried no request
     *(f"errors.phase.{p}" for p in PHASES),
     *(f"injected.{k}" for k in KINDS),  # faults that hit (next to the errno they caused)
+    "connect.max_us",  # the slowest TCP connect
+    "tls.handshakes.full",  # TLS handshakes that completed without resuming a session
+    "tls.handshakes.resumed",  # ... that resumed one
+    "tls.sessions.offered",  # new connections that offered a saved session
+    "tls.full.max_us",
+    "tls.resumed.max_us",
+    "connect.sum_us",
+    "tls.full.sum_us",
+    "tls.resumed.sum_us",
 )
 
 GAUGES: Final = (
@@ -107,7 +119,10 @@ GAUGE_BASE: Final = STATUS_BASE + STATUS_WORDS
 GAUGE_INDEX: Final = {name: GAUGE_BASE + i for i, name in enumerate(GAUGES)}
 HIST_BASE: Final = GAUGE_BASE + len(GAUGES)
 HIST2_BASE: Final = HIST_BASE + histogram.BUCKETS
-SLOT_WORDS: Final = HIST2_BASE + histogram.BUCKETS
+CONNECT_BASE: Final = HIST2_BASE + histogram.BUCKETS
+TLS_FULL_BASE: Final = CONNECT_BASE + histogram.BUCKETS
+TLS_RESUMED_BASE: Final = TLS_FULL_BASE + histogram.BUCKETS
+SLOT_WORDS: Final = TLS_RESUMED_BASE + histogram.BUCKETS
 SLOT_BYTES: Final = SLOT_WORDS * 8
 
 # Hot-path indices, resolved once at import.
@@ -137,7 +152,23 @@ UNSENT: Final = {n: INDEX[f"unsent.{n}"] for n in ERROR_NAMES}
 CONNECT_ERROR: Final = {n: INDEX[f"connect_errors.{n}"] for n in ERROR_NAMES}
 PHASE: Final = {p: INDEX[f"errors.phase.{p}"] for p in PHASES}
 INJECTED: Final = {k: INDEX[f"injected.{k}"] for k in KINDS}
-MAXED: Final = frozenset({LAT_MAX, LAT2_MAX})  # merged with max, not summed
+CONNECT_MAX: Final = INDEX["connect.max_us"]
+TLS_FULL: Final = INDEX["tls.handshakes.full"]
+TLS_RESUMED: Final = INDEX["tls.handshakes.resumed"]
+TLS_OFFERED: Final = INDEX["tls.sessions.offered"]
+TLS_FULL_MAX: Final = INDEX["tls.full.max_us"]
+TLS_RESUMED_MAX: Final = INDEX["tls.resumed.max_us"]
+CONNECT_SUM: Final = INDEX["connect.sum_us"]
+TLS_FULL_SUM: Final = INDEX["tls.full.sum_us"]
+TLS_RESUMED_SUM: Final = INDEX["tls.resumed.sum_us"]
+#: merged with max, not summed
+MAXED: Final = frozenset({LAT_MAX, LAT2_MAX, CONNECT_MAX, TLS_FULL_MAX, TLS_RESUMED_MAX})
+#: the histograms after the two of the request latency: name -> (base, max, sum counters)
+TIMINGS: Final = {
+    "connect": (CONNECT_BASE, "connect.max_us", "connect.sum_us"),
+    "tls_full": (TLS_FULL_BASE, "tls.full.max_us", "tls.full.sum_us"),
+    "tls_resumed": (TLS_RESUMED_BASE, "tls.resumed.max_us", "tls.resumed.sum_us"),
+}
 
 #: Figures derived from the stored counters when a snapshot is decoded (kept for the
 #: report's stable names): see :meth:`Snapshot.derive`.
@@ -170,13 +201,14 @@ class Snapshot:
     ``statuses`` maps each final status code seen to its count.
     """
 
-    __slots__ = ("counters", "gauges", "hist", "hist2", "statuses")
+    __slots__ = ("counters", "gauges", "hist", "hist2", "statuses", "timings")
 
     def __init__(self) -> None:
         self.counters = dict.fromkeys((*COUNTERS, *DERIVED), 0)
         self.gauges = dict.fromkeys(GAUGES, 0)
         self.hist = [0] * histogram.BUCKETS
         self.hist2 = [0] * histogram.BUCKETS
+        self.timings = {name: [0] * histogram.BUCKETS for name in TIMINGS}
         self.statuses: dict[int, int] = {}
 
     @classmethod
@@ -209,6 +241,8 @@ class Snapshot:
                     gauges[name] += value
             histogram.merge_into(snap.hist, copy[HIST_BASE : HIST_BASE + histogram.BUCKETS])
             histogram.merge_into(snap.hist2, copy[HIST2_BASE : HIST2_BASE + histogram.BUCKETS])
+            for name, (base, _, _) in TIMINGS.items():
+                histogram.merge_into(snap.timings[name], copy[base : base + histogram.BUCKETS])
         snap.derive()
         return snap
 
@@ -256,6 +290,13 @@ class Snapshot:
         if not any(self.hist2):
             return None
         return histogram.summary(self.hist2, self.counters["latency_uncorrected.max_us"])
+
+    def timing(self, name: str) -> dict[str, int] | None:
+        """Percentiles and max in microseconds of one of :data:`TIMINGS` (None: none)."""
+        hist = self.timings[name]
+        if not any(hist):
+            return None
+        return histogram.summary(hist, self.counters[TIMINGS[name][1]])
 
     def __repr__(self) -> str:
         c = self.counters

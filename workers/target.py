@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from workers.http import IDEMPOTENT, build_request, host_header
+from workers.tls import Tls, TlsSpec
+from workers.transport import Plain, Transport
 
 if TYPE_CHECKING:
     from workers.client import Client
@@ -30,10 +32,16 @@ class TargetSpec:
     health_method: str = "HEAD"
     health_path: str = "/health"
     user_agent: str = ""  # sent unless the headers hold a User-Agent
+    tls: TlsSpec | None = None  # None: plain TCP
 
     @property
     def name(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def default_port(self) -> int:
+        """The scheme's port: the Host header leaves it out."""
+        return 443 if self.tls is not None else 80
 
 
 _LABEL = re.compile(r"\A(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
@@ -79,6 +87,7 @@ class Target:
         "consec_gen",
         "errors",
         "family",
+        "handshake_timeout",
         "head_only",
         "health_head_only",
         "health_request",
@@ -94,13 +103,23 @@ class Target:
         "size",
         "spec",
         "total",
+        "transport",
     )
 
-    def __init__(self, index: int, spec: TargetSpec, pool: Pool[Connection, Client]) -> None:
+    def __init__(
+        self,
+        index: int,
+        spec: TargetSpec,
+        pool: Pool[Connection, Client],
+        transport: Transport | None = None,
+    ) -> None:
         self.index = index
         self.spec = spec
         self.family, self.addr = resolve(spec.host, spec.port)
-        hh = host_header(spec.host, spec.port)
+        # How every socket to this target is spoken: TLS when its spec says so.
+        self.transport: Transport = transport or (Tls(spec.tls) if spec.tls else Plain())
+        self.handshake_timeout = spec.tls.handshake_timeout if spec.tls else 0.0
+        hh = host_header(spec.host, spec.port, spec.default_port)
         ua = spec.user_agent
         self.request = build_request(
             spec.method, spec.path, hh, spec.headers, spec.body, spec.keep_alive, ua

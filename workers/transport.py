@@ -37,6 +37,7 @@ class Transport(Protocol):
     """How the worker talks over a socket (see the module docstring)."""
 
     name: str
+    handshakes: bool  # a handshake follows the TCP connect (wrap, then handshake)
 
     def open(self, family: int) -> socket.socket:
         """A new non-blocking socket; raises OSError."""
@@ -48,6 +49,15 @@ class Transport(Protocol):
 
     def connected(self, sock: socket.socket) -> int:
         """After writability: 0 ready for requests, EINPROGRESS not yet, else the errno."""
+        ...
+
+    def wrap(self, sock: socket.socket) -> tuple[socket.socket, bool]:
+        """After the TCP connect: the socket the connection uses from now on, and
+        whether it offers a saved session (TLS)."""
+        ...
+
+    def handshake(self, sock: Any) -> int:
+        """One step of the handshake: 0 done, else what it waits for (workers.tls)."""
         ...
 
     def streams(self, sock: socket.socket) -> tuple[Send, Recv]:
@@ -66,8 +76,9 @@ class Transport(Protocol):
         """FIN to the peer and EOF to us, the descriptor left open."""
         ...
 
-    def close(self, sock: socket.socket) -> None:
-        """Close the socket (never raises)."""
+    def close(self, sock: socket.socket, notify: bool = False) -> None:
+        """Close the socket (never raises); ``notify``: we end the conversation, the
+        peer did not (TLS sends close_notify then)."""
         ...
 
 
@@ -75,6 +86,7 @@ class Plain:
     """TCP, no TLS."""
 
     name = "tcp"
+    handshakes = False
 
     def open(self, family: int) -> socket.socket:
         return open_socket(family)
@@ -84,6 +96,12 @@ class Plain:
 
     def connected(self, sock: socket.socket) -> int:
         return connect_result(sock)
+
+    def wrap(self, sock: socket.socket) -> tuple[socket.socket, bool]:
+        return sock, False
+
+    def handshake(self, sock: Any) -> int:
+        return 0
 
     def streams(self, sock: socket.socket) -> tuple[Send, Recv]:
         return sock.send, sock.recv
@@ -97,7 +115,7 @@ class Plain:
     def shut(self, sock: socket.socket) -> None:
         shut(sock)
 
-    def close(self, sock: socket.socket) -> None:
+    def close(self, sock: socket.socket, notify: bool = False) -> None:
         sock.close()
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ A worker is parts behind small interfaces, none a subclass of another:
 
 - :class:`~workers.loop.Loop`: the epoll set, the deadlines, the waker; it turns.
 - :class:`~workers.dialer.Dialer`: opens and closes connections through the
-  :class:`~workers.transport.Transport` (TCP today; TLS is a second transport).
+  :class:`~workers.transport.Transport` of each target (TCP, or TLS: :mod:`workers.tls`).
 - :class:`~workers.requests.Requests`: target, breaker, pool decision, send.
 - :class:`~workers.responses.Responses`: read, count, keep or check in.
 - :class:`~workers.failures.Failures`: a failed or refused request is settled.
@@ -30,7 +30,7 @@ from workers import shm
 from workers.admission import SharedView
 from workers.backoff import Backoff
 from workers.client import Client
-from workers.connection import CONNECTING, READING, Connection
+from workers.connection import CONNECTING, HANDSHAKING, READING, Connection
 from workers.dialer import Dialer
 from workers.drain import Drain
 from workers.failures import Failures
@@ -42,7 +42,7 @@ from workers.responses import Responses
 from workers.spec import LoopSettings, WorkerSpec
 from workers.state import RunState
 from workers.target import Target
-from workers.transport import Plain, Transport
+from workers.transport import Transport
 from workers.upkeep import Report, Upkeep
 
 
@@ -94,11 +94,13 @@ class Worker:
         _place_targets(self.targets, shared)
         run = self.run_state = RunState(bounds, len(targets), shared.worker, clock, end_at)
         loop = self.loop = Loop(run)
-        via = transport or Plain()
+        if transport is not None:  # one transport for every target (tests)
+            for target in self.targets:
+                target.transport = transport
         s, ts, deadlines = settings, self.targets, loop.deadlines
-        self.dialer = Dialer(run, loop, via, ts, shared.slot, s.connect_timeout, rng)
+        self.dialer = Dialer(run, loop, ts, shared.slot, s.connect_timeout, rng)
         conns = self.dialer.conns
-        self.requests = Requests(run, loop, via, ts, weights, shared, conns, s.read_timeout)
+        self.requests = Requests(run, loop, ts, weights, shared, conns, s.read_timeout)
         self.responses = Responses(run, deadlines, ts, shared, s)
         count_injected = s.injected_count_for_breaker
         self.failures = Failures(run, deadlines, ts, shared, s.retry_stale, count_injected)
@@ -113,7 +115,7 @@ class Worker:
     def _wire(self) -> None:
         """Hand each part the bound methods of the others that it calls."""
         dialer, req, resp, fail = self.dialer, self.requests, self.responses, self.failures
-        dialer.dispatch, dialer.fail = req.dispatch, fail.connect_failed
+        dialer.dispatch, dialer.fail = req.dispatch, fail.open_failed
         req.connect, req.close = dialer.connect, dialer.close
         req.fail, req.refuse, req.conn_failed = fail.fail, fail.refuse, fail.conn_failed
         resp.close, resp.next, resp.send = dialer.close, req.next, req.send
@@ -126,7 +128,8 @@ class Worker:
         fail.close, fail.connect, fail.refill = dialer.close, dialer.connect, dialer.refill
         fail.acquire = req.acquire
         self.loop.on = Handlers(
-            conns=dialer.conns,
+            ready=dialer.ready,
+            every=dialer.conns,
             connected=dialer.connected,
             writable=req.flush,
             readable=resp.readable,
@@ -231,6 +234,8 @@ class Worker:
         if obj.__class__ is Connection:
             if obj.state is CONNECTING:
                 self.dialer.connect_failed(obj, "connect_timeout")
+            elif obj.state is HANDSHAKING:
+                self.dialer.connect_failed(obj, "tls_handshake_timeout", "tls")
             elif obj.state in READING:
                 self.failures.conn_failed(obj, "read", "read_timeout")
             return

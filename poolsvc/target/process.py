@@ -1,14 +1,22 @@
-"""The embedded target as a subprocess, and its control client (:class:`TargetServer`)."""
+"""The embedded target as a subprocess, and its control client (:class:`TargetServer`).
+
+With ``tls``, the data port speaks TLS with a throwaway certificate authority made
+at start (``trustme``): its certificate for the loopback address goes to the child
+through a private directory (removed at stop), and :attr:`TargetServer.ca_pem` is
+what a client must trust.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,10 +32,14 @@ class TargetServer:
 
     control_timeout = 10.0  # seconds; restart may wait ~1 s for connections to close
 
-    def __init__(self, host: str = "127.0.0.1", *, python: str = sys.executable) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", *, python: str = sys.executable, tls: bool = False
+    ) -> None:
         if not is_loopback(host):
             raise ValueError(f"target host must be a loopback IP address, not {host!r}")
-        self.host, self._python = host, python
+        self.host, self._python, self.tls = host, python, tls
+        self.ca_pem = ""  # with tls: the PEM of the CA that signed the server's certificate
+        self._certs = ""  # with tls: the private directory of the server's certificate
         self.port = self.control_port = self.pid = 0
         self.returncode: int | None = None  # exit status once stopped
         self._proc: subprocess.Popen[bytes] | None = None
@@ -43,6 +55,7 @@ class TargetServer:
             [
                 *(self._python, "-m", "poolsvc.target"),
                 *("--host", self.host, "--parent", str(os.getpid())),
+                *(self._make_certificate() if self.tls else ()),
             ],
             env={**os.environ, "PYTHONPATH": pythonpath},
             stdout=subprocess.PIPE,
@@ -55,6 +68,19 @@ class TargetServer:
             self.stop()
             raise
         return self
+
+    def _make_certificate(self) -> tuple[str, ...]:
+        """A throwaway CA and its certificate for this host; the child's arguments."""
+        import trustme  # only for a TLS target
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert(self.host, "localhost")
+        self._certs = tempfile.mkdtemp(prefix="poolsvc-target-tls-")  # mode 0700
+        chain, key = Path(self._certs, "chain.pem"), Path(self._certs, "key.pem")
+        leaf.private_key_pem.write_to_path(str(key))
+        chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        self.ca_pem = ca.cert_pem.bytes().decode()
+        return ("--tls-cert", str(chain), "--tls-key", str(key))
 
     def _read_listen_line(self, timeout: float) -> tuple[int, int]:
         proc = self._proc
@@ -100,6 +126,9 @@ class TargetServer:
     def stop(self) -> None:
         """SIGTERM, wait up to 5 s, then SIGKILL; always reaps. Idempotent."""
         proc, self._proc = self._proc, None
+        if self._certs:
+            shutil.rmtree(self._certs, ignore_errors=True)  # the child read them at start
+            self._certs = ""
         if proc is None:
             return
         if proc.poll() is None:

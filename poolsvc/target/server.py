@@ -28,6 +28,7 @@ import asyncio
 import ipaddress
 import os
 import signal
+import ssl
 import sys
 
 from poolsvc.target.control import Control
@@ -49,10 +50,21 @@ async def _exit_with(parent: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-async def serve(host: str, port: int, control_port: int, parent: int = 0) -> None:
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The data port's TLS context: this certificate chain and key, TLS 1.2 and 1.3,
+    ``http/1.1`` over ALPN, session tickets on (the default)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def serve(
+    host: str, port: int, control_port: int, parent: int = 0, tls: ssl.SSLContext | None = None
+) -> None:
     """Listen, print the LISTEN line, serve until SIGTERM/SIGINT (or until ``parent``,
-    if given, exits), then close everything."""
-    target = Target(host, port)
+    if given, exits), then close everything. ``tls``: the data port speaks TLS."""
+    target = Target(host, port, tls)
     await target.listen()
     control = await asyncio.start_server(
         Control(target).client, host, control_port, reuse_address=True
@@ -80,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--control-port", type=int, default=0)
     parser.add_argument("--parent", type=int, default=0, help="exit when this pid exits")
+    parser.add_argument("--tls-cert", help="serve TLS on the data port: certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="... and its private key (PEM)")
     args = parser.parse_args(argv)
     if not is_loopback(args.host):
         print(f"target: --host {args.host!r} is not a loopback IP address", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(args.host, args.port, args.control_port, args.parent))
+        tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+        asyncio.run(serve(args.host, args.port, args.control_port, args.parent, tls))
     except OSError as exc:
         print(f"target: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ takes the listener down and up through :meth:`Target.unlisten`,
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
 from poolsvc.target.conn import DataConnection
@@ -21,8 +22,9 @@ from poolsvc.target.http import Counters, Modes
 class Target:
     """Shared state of one target process: modes, counters, listener, connections."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.tls = tls  # the data port speaks TLS with this context (None: plain)
         self.modes, self.counters = Modes(), Counters()
         self._conns: set[DataConnection] = set()
         self._none_open = asyncio.Event()
@@ -51,7 +53,12 @@ class Target:
         if self._server is None:
             loop = asyncio.get_running_loop()
             self._server = await loop.create_server(
-                lambda: DataConnection(self), self.host, self.port, reuse_address=True, backlog=1024
+                lambda: DataConnection(self),
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=1024,
+                ssl=self.tls,
             )
             self.port = self._server.sockets[0].getsockname()[1]
 

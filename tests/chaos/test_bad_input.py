@@ -14,10 +14,11 @@ import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poolsvc import cli
+from poolsvc import cli, poolctl
 from poolsvc.keys import KEYS
 
 SAFE = ["--host", "127.0.0.1", "--port", "9", "--connect-timeout-ms", "100"]
@@ -100,3 +101,16 @@ def test_not_json_at_all(tmp_path: Path) -> None:
         path = tmp_path / "c.json"
         path.write_bytes(text.encode("latin-1"))
         one_line_reason(*call(["run", "--config", str(path), *SAFE]))
+
+
+@pytest.mark.parametrize("prog", ["poolsvc", "poolctl"])
+def test_a_control_character_in_an_argument_stays_on_the_one_line(prog: str) -> None:
+    """argparse echoes an unknown argument as typed; a carriage return in it must not
+    split the reason over two lines (found by the fuzzer above: ``--bogus '\\r0'``)."""
+    main = cli.main if prog == "poolsvc" else poolctl.main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main(["status" if prog == "poolctl" else "run", "--bogus", "", "--bogus", "\r0\nx\x1b"])
+    assert exc.value.code == 2
+    one_line_reason(2, err.getvalue())
+    assert "\\r0\\nx\\x1b" in err.getvalue()

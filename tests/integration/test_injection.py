@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,28 @@ from workers.worker import Worker
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["target", "nginx"])
-def server(request: pytest.FixtureRequest) -> tuple[str, int]:
-    """(host, port) of the embedded target or of nginx."""
+@dataclass(frozen=True)
+class Peer:
+    """A server to inject faults against, and the config values that reach it."""
+
+    host: str
+    port: int
+    values: dict[str, Any]
+
+
+@pytest.fixture(params=["target", "nginx", "tls"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Peer:
+    """The embedded target, nginx, or the embedded target serving TLS."""
     if request.param == "nginx":
         ng: Nginx = request.getfixturevalue("nginx")
-        return ng.host, ng.port
+        return Peer(ng.host, ng.port, {})
+    if request.param == "tls":
+        tls: TargetServer = request.getfixturevalue("tls_target_server")
+        ca = tmp_path / "ca.pem"
+        ca.write_text(tls.ca_pem)
+        return Peer(tls.host, tls.port, {"tls": True, "cacert": str(ca)})
     t: TargetServer = request.getfixturevalue("target")
-    return t.host, t.port
+    return Peer(t.host, t.port, {})
 
 
 def inject(worker: Worker, faults: list[Fault]) -> None:
@@ -40,7 +55,7 @@ def inject(worker: Worker, faults: list[Fault]) -> None:
 
 
 def run_with_fault(
-    host: str, port: int, fault: Fault, after: Callable[[Worker], None] | None = None, **values: Any
+    peer: Peer, fault: Fault, after: Callable[[Worker], None] | None = None, **values: Any
 ) -> stats.Snapshot:
     """Load for 1.4 s; the fault is in force from 0.2 s to 0.8 s, then cleared (and
     ``after`` is called on the worker)."""
@@ -52,9 +67,10 @@ def run_with_fault(
         "read_timeout_ms": 200,
         "connect_timeout_ms": 150,
         "backoff_cap_ms": 50,
+        **peer.values,
         **values,
     }
-    worker = make(host, port, **values)
+    worker = make(peer.host, peer.port, **values)
     bg = Background(worker)
     time.sleep(0.2)
     inject(worker, [fault])
@@ -80,30 +96,30 @@ def injected(snap: stats.Snapshot, kind: str) -> int:
     return snap.counters[f"injected.{kind}"]
 
 
-def test_reset_is_econnreset(server: tuple[str, int]) -> None:
-    snap = run_with_fault(*server, Fault("reset", 0.3, seed=1))
+def test_reset_is_econnreset(server: Peer) -> None:
+    snap = run_with_fault(server, Fault("reset", 0.3, seed=1))
     assert injected(snap, "reset") > 0
     assert snap.counters["errors.ECONNRESET"] == injected(snap, "reset")
     assert snap.counters["retries.stale_reuse"] == 0  # an injected reset is never re-sent
 
 
-def test_timeout_is_a_real_read_timeout(server: tuple[str, int]) -> None:
-    snap = run_with_fault(*server, Fault("timeout", 0.2, seed=2))
+def test_timeout_is_a_real_read_timeout(server: Peer) -> None:
+    snap = run_with_fault(server, Fault("timeout", 0.2, seed=2))
     assert injected(snap, "timeout") > 0
     assert snap.counters["errors.read_timeout"] == injected(snap, "timeout")
 
 
-def test_delay_holds_requests(server: tuple[str, int]) -> None:
-    snap = run_with_fault(*server, Fault("delay", 0.3, seed=3, param=50))
+def test_delay_holds_requests(server: Peer) -> None:
+    snap = run_with_fault(server, Fault("delay", 0.3, seed=3, param=50))
     assert injected(snap, "delay") > 0 and snap.counters["requests.failed"] == 0
     assert snap.latency()["max"] >= 50_000
 
 
 @pytest.mark.parametrize(("mode", "errname"), [(0, "ECONNREFUSED"), (1, "connect_timeout")])
-def test_connect_fail(server: tuple[str, int], mode: int, errname: str) -> None:
+def test_connect_fail(server: Peer, mode: int, errname: str) -> None:
     # max_requests_per_conn retires connections, so new connects keep happening
     snap = run_with_fault(
-        *server, Fault("connect_fail", 0.5, seed=4, param=mode), max_requests_per_conn=20
+        server, Fault("connect_fail", 0.5, seed=4, param=mode), max_requests_per_conn=20
     )
     assert injected(snap, "connect_fail") > 0
     # a connect made for a request fails that request (never sent); one made to refill
@@ -119,13 +135,13 @@ def use_every_connection(worker: Worker) -> None:
 
 
 def test_half_open_caught_by_health_check_before_any_request_hangs(
-    server: tuple[str, int],
+    server: Peer,
 ) -> None:
     # Two busy connections stay hot; the four cold idle ones go half-open.  When the
     # load rises they are used again, after > 50 ms idle: each gets a health check
     # first, which times out, so no request is ever sent on a dead socket.
     snap = run_with_fault(
-        *server,
+        server,
         Fault("half_open", 1.0, seed=5),
         use_every_connection,
         pool_size=6,
@@ -138,12 +154,12 @@ def test_half_open_caught_by_health_check_before_any_request_hangs(
 
 
 def test_half_open_without_health_check_costs_at_most_the_read_timeout(
-    server: tuple[str, int],
+    server: Peer,
 ) -> None:
     # Without a health check, a request sent on a half-open socket gets no answer:
     # it fails at the read timeout (never later), and the socket is evicted.
     snap = run_with_fault(
-        *server, Fault("half_open", 1.0, seed=6), use_every_connection, pool_size=6
+        server, Fault("half_open", 1.0, seed=6), use_every_connection, pool_size=6
     )
     c = snap.counters
     assert injected(snap, "half_open") > 0
@@ -152,22 +168,22 @@ def test_half_open_without_health_check_costs_at_most_the_read_timeout(
     assert snap.latency()["max"] < 200_000  # successful requests never waited on one
 
 
-def test_close_idle_is_reaped_without_failures(server: tuple[str, int]) -> None:
-    snap = run_with_fault(*server, Fault("close_idle", 1.0, seed=7), pool_size=6)
+def test_close_idle_is_reaped_without_failures(server: Peer) -> None:
+    snap = run_with_fault(server, Fault("close_idle", 1.0, seed=7), pool_size=6)
     assert injected(snap, "close_idle") > 0
     evicted = snap.counters["connections.evicted.peer_closed"]
     assert evicted + snap.counters["connections.evicted.validation"] >= injected(snap, "close_idle")
     assert snap.counters["requests.failed"] == 0
 
 
-def test_leak_really_leaks_a_descriptor(server: tuple[str, int]) -> None:
-    snap = run_with_fault(*server, Fault("leak", 1.0, seed=8), max_requests_per_conn=20)
+def test_leak_really_leaks_a_descriptor(server: Peer) -> None:
+    snap = run_with_fault(server, Fault("leak", 1.0, seed=8), max_requests_per_conn=20)
     assert injected(snap, "leak") > 0  # run_with_fault checked fds == baseline + leaked
 
 
-def test_rate_zero_has_no_effect(server: tuple[str, int]) -> None:
+def test_rate_zero_has_no_effect(server: Peer) -> None:
     for kind in ("reset", "timeout", "half_open", "close_idle", "leak"):
-        snap = run_with_fault(*server, Fault(kind, 0.0, seed=9), duration_s=0.9)
+        snap = run_with_fault(server, Fault(kind, 0.0, seed=9), duration_s=0.9)
         assert sum(v for k, v in snap.counters.items() if k.startswith("injected.")) == 0
         assert snap.counters["requests.failed"] == 0
 

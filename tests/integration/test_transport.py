@@ -64,9 +64,9 @@ class Recording(Plain):
         self.calls["probe"] += 1
         return super().probe(sock)
 
-    def close(self, sock: socket.socket) -> None:
+    def close(self, sock: socket.socket, notify: bool = False) -> None:
         self.calls["close"] += 1
-        super().close(sock)
+        super().close(sock, notify)
 
 
 def run_with(transport: Recording, target: TargetServer, **values: Any) -> stats.Snapshot:

@@ -11,6 +11,8 @@ EVENTS = sorted({e for row in cx.TRANSITIONS.values() for e in row})
 
 EXPECTED = {
     (cx.CONNECTING, "connected"): cx.IDLE,
+    (cx.CONNECTING, "secure"): cx.HANDSHAKING,
+    (cx.HANDSHAKING, "secured"): cx.IDLE,
     (cx.IDLE, "checkout"): cx.RESERVED,
     (cx.RESERVED, "send"): cx.BUSY,
     (cx.RESERVED, "check"): cx.CHECKING,

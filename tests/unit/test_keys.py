@@ -28,7 +28,9 @@ def _sub(command: str) -> argparse.ArgumentParser:
 @pytest.mark.parametrize("f", _FLAGGED, ids=lambda f: f.name)
 def test_every_flag_sets_its_key_with_the_keys_type(f: object) -> None:
     name, meta = f.name, f.metadata  # type: ignore[attr-defined]
-    if meta["const"] is not None:
+    if not meta["flag"].startswith("-"):  # the argument
+        argv, want = ["https://x.example/p"], "https://x.example/p"
+    elif meta["const"] is not None:
         argv, want = [meta["flag"]], meta["const"]
     elif name == "headers":
         argv, want = [meta["flag"], "X-A: b"], [("X-A", "b")]
