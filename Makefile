@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck fmt clean venv bench bench-tools chaos soak
+.PHONY: run test check lint typecheck fmt clean venv bench bench-tools chaos soak report-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ bench: $(STAMP) $(BENCH_VENV)/.installed bench-tools
 ## errors, recovery, leaked fds, lost counts, pass/fail). A fast subset runs in `make test`.
 chaos: $(STAMP)
 	$(BIN)/python -m tools.chaos
+
+## The HTML report of a 10 s open-loop run with injected faults (build/report-demo.html),
+## and its screenshot in headless Chromium (docs/report.png, shown in the README).
+report-demo: $(STAMP)
+	mkdir -p build
+	$(BIN)/poolsvc run --duration 10s --rate 1500 --inject-failures \
+	  --report build/report-demo.html --hlog build/report-demo.hlog --json > build/report-demo.json
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,3000 \
+	  --proxy-server=127.0.0.1:9 --user-data-dir=build/chromium \
+	  --screenshot=docs/report.png file://$(CURDIR)/build/report-demo.html
 
 ## Soak: steady load for 3 minutes; RSS and fd counts per worker must stay flat.
 soak: $(STAMP)

@@ -28,6 +28,7 @@ import orjson
 
 from poolsvc.keys import Config
 from poolsvc.runner import Outcome, execute
+from poolsvc.usage import EXIT_USAGE
 
 DEFAULT_RATE = 1000.0
 
@@ -44,12 +45,19 @@ def strategies(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+RUN_OUTPUTS = ("report", "hlog", "metrics_addr", "linger_s")
+
+
 def churn(
     cfg: Config, out: TextIO | None = None, err: TextIO | None = None, as_json: bool = False
 ) -> int:
     """Run ``cfg`` pooled, then with a connection per request; print the comparison."""
     out = out or sys.stdout
     err = err or sys.stderr
+    for key in RUN_OUTPUTS:  # each of these describes one run; churn makes several
+        if getattr(cfg, key):
+            print(f"poolsvc: error: {key} is for run and serve, not churn", file=err)
+            return EXIT_USAGE
     rate = cfg.rate or DEFAULT_RATE
     base = dataclasses.replace(cfg, rate=rate, timeline=None)
     results: dict[str, Outcome] = {}

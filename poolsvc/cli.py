@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from poolsvc import config, plan
+from poolsvc import config, files, htmlreport, plan, result
 from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import claim, prepare_dir
@@ -105,13 +105,31 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("churn", help="the same load pooled and per request: what churn costs"),
         False,
     )
+    rep = sub.add_parser("report", help="the HTML report of a saved JSON result")
+    rep.add_argument("result", metavar="RESULT.json", help="written by `poolsvc run --json`")
+    rep.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file")
     return parser
+
+
+def report_command(result_path: str, output: str) -> int:
+    """``poolsvc report RESULT.json -o run.html``: exit 2 with one line on a bad file."""
+    try:
+        files.check_output(output, "output")
+        doc = result.load(result_path)
+    except ConfigError as exc:
+        print(f"poolsvc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    files.write_text(output, htmlreport.render(doc))
+    print(f"[report] {output}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     options = vars(args)
     command = options.pop("command")
+    if command == "report":
+        return report_command(args.result, args.output)
     serving = command == "serve"
     control = options.pop("control")
     try:

@@ -33,7 +33,7 @@ def cmd_metrics(svc: Service, args: dict[str, Any]) -> Any:
     if fmt == "text":
         return "".join(f"{k}={v}\n" for k, v in report.metrics(snap, svc.run_info()).items())
     if fmt == "prometheus":
-        return prometheus.exposition(snap, svc.breaker_status())
+        return prometheus.exposition(svc.view())
     raise ControlError("bad_request", f"format must be json, text or prometheus, not {fmt!r}")
 
 

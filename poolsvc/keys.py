@@ -287,6 +287,31 @@ class Config:
         flag="--timeline",
         shown="none",
     )
+    report: str | None = key(
+        None,
+        "write the run's HTML report to this file (one file, opens offline)",
+        flag="--report",
+        shown="none",
+    )
+    hlog: str | None = key(
+        None,
+        "per-second latency histograms to this file (HdrHistogram log, one tag per target)",
+        flag="--hlog",
+        shown="none",
+    )
+    metrics_addr: str | None = key(
+        None,
+        "serve `GET /metrics` (Prometheus, OpenMetrics) on HOST:PORT (port 0: any free one)",
+        flag="--metrics-addr",
+        shown="none",
+    )
+    linger_s: float = key(
+        0.0,
+        "after the run, keep `--metrics-addr` up this long for a final scrape",
+        low=0,
+        high=3600,
+        flag="--linger",
+    )
     targets: list[dict[str, Any]] | None = key(
         None,
         "several targets: a list of objects with `host`, `port`, `name`, `weight`"

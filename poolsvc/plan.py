@@ -22,6 +22,7 @@ from poolsvc import __version__
 from poolsvc.breaker import BreakerSettings
 from poolsvc.config import faults, target_configs, target_spec, target_weights
 from poolsvc.keys import Config
+from poolsvc.metricsserver import parse_addr
 from workers.admission import SharedView
 from workers.errors import ConfigError
 from workers.http import parse_statuses, status_table
@@ -164,6 +165,8 @@ class RunPlan:
     drain_timeout_s: float
     audit_every_s: float
     audit_report: str | None
+    metrics_addr: tuple[str, int] | None  # serve GET /metrics here (None: no endpoint)
+    linger_s: float  # after a bounded run, keep the endpoint up this long
 
     @property
     def names(self) -> list[str]:
@@ -254,6 +257,8 @@ def resolve(
         drain_timeout_s=cfg.drain_timeout_ms / 1000.0,
         audit_every_s=cfg.audit_every_s,
         audit_report=cfg.audit_report,
+        metrics_addr=parse_addr(cfg.metrics_addr) if cfg.metrics_addr else None,
+        linger_s=cfg.linger_s,
     )
 
 

@@ -1,130 +1,232 @@
-"""The Prometheus text exposition of a snapshot and the breaker states.
+"""The Prometheus exposition of the service: text format 0.0.4, or OpenMetrics 1.0.
 
-Every series is built from the same snapshot as the report, under the same names
-(``requests.ok`` is ``poolsvc_requests_total{result="ok"}``).
+Built from one :class:`poolsvc.service.View` (the same read as ``poolctl status``),
+so a scrape reads the shared region like ``status`` and asks nothing of the
+workers. Conventions: base units (``_seconds``, ``_bytes``), counters end in
+``_total``, request latency as classic histograms with fixed buckets (so
+``histogram_quantile(0.99, sum by (le) (rate(..._bucket[1m])))`` aggregates
+across workers and machines), bounded labels only (target name, status class
+and code, error name, phase, fault kind; never a URL or a message).
+
+Run-wide families carry no ``target`` label; what is kept per target has its own
+``poolsvc_target_*`` families with one, so no family mixes the two.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import platform
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
 
+from poolsvc import __version__
+from poolsvc.service import View
 from workers import histogram
+from workers.errors import ERROR_NAMES, PHASES
+from workers.injection import KINDS
 from workers.stats import EVICT_REASONS, STATUS_CLASSES, Snapshot
 
-RESULTS = ("ok", "failed", "unsent", "lost", "abandoned", "in_doubt")
+TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+RESULTS: Final = ("ok", "failed", "unsent", "lost", "abandoned", "in_doubt")
+BREAKER_CODES: Final = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}
+# Bucket boundaries in seconds, the same for every latency histogram and every run
+# (fixed: aggregation across machines needs equal `le`s). Our own buckets are finer
+# (1/64 of a value); each count lands under the first boundary at or above its
+# bucket's top, so a boundary's count is exact to that precision.
+LE: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+Labels = tuple[tuple[str, str], ...]
 
 
 def label(value: object) -> str:
-    """A label value escaped as the text exposition format requires: backslash, double
-    quote and newline (a target's name is the user's, and may hold any of them)."""
+    """A label value escaped as both formats require: backslash, double quote and
+    newline (a target's name is the user's, and may hold any of them)."""
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _line(out: list[str], name: str, kind: str, help_text: str) -> None:
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
+@dataclass(slots=True)
+class Family:
+    """One metric family; ``name`` without ``_total`` for a counter."""
+
+    name: str
+    kind: str  # counter, gauge, histogram, info
+    help: str
+    samples: list[tuple[str, Labels, float]] = field(default_factory=list)
+
+    def add(self, value: float, suffix: str = "", **labels: object) -> None:
+        self.samples.append((suffix, tuple((k, str(v)) for k, v in labels.items()), value))
+
+    def render(self, out: list[str], openmetrics: bool) -> None:
+        kind = self.kind
+        if not openmetrics and kind == "info":
+            kind = "gauge"
+        head = self.name + ("_total" if kind == "counter" and not openmetrics else "")
+        if kind == "gauge" and not openmetrics and self.kind == "info":
+            head = self.name + "_info"
+        out.append(f"# HELP {head} {self.help}")
+        out.append(f"# TYPE {head} {kind}")
+        for suffix, labels, value in self.samples:
+            inner = ",".join(f'{k}="{label(v)}"' for k, v in labels)
+            shown = f"{value:.6f}" if isinstance(value, float) else str(value)
+            out.append(
+                f"{self.name}{suffix}{{{inner}}} {shown}"
+                if inner
+                else f"{self.name}{suffix} {shown}"
+            )
 
 
-# Histogram boundaries for the exposition, in seconds (our buckets are finer; these
-# are cumulative counts at each boundary, exact up to the 1/64 bucket precision).
-_LE = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-
-
-def exposition(snap: Snapshot, breakers: list[dict[str, Any]]) -> str:
-    """The Prometheus text exposition of ``snap`` and the breaker states."""
-    c, g = snap.counters, snap.gauges
-    out: list[str] = []
-    _line(out, "poolsvc_requests_total", "counter", "Requests by outcome (see the ledger).")
-    for result in RESULTS:
-        out.append(f'poolsvc_requests_total{{result="{result}"}} {c[f"requests.{result}"]}')
-    _line(out, "poolsvc_requests_sent_total", "counter", "Requests whose last byte was written.")
-    out.append(f"poolsvc_requests_sent_total {c['requests.sent']}")
-    _line(out, "poolsvc_responses_total", "counter", "Final responses by HTTP status class.")
-    for cls in STATUS_CLASSES:
-        out.append(f'poolsvc_responses_total{{class="{cls}"}} {c[f"responses.{cls}"]}')
-    _line(out, "poolsvc_responses_by_code_total", "counter", "Final responses by status code.")
-    for code, n in sorted(snap.statuses.items()):
-        out.append(f'poolsvc_responses_by_code_total{{code="{code}"}} {n}')
-    _line(out, "poolsvc_errors_total", "counter", "Request failures by name; sent or not.")
-    for sent, named in (("true", snap.failures()), ("false", snap.unsent())):
-        for name, value in named.items():
-            out.append(f'poolsvc_errors_total{{error="{name}",sent="{sent}"}} {value}')
-    _line(out, "poolsvc_connect_errors_total", "counter", "Connects with no request that failed.")
-    for name, value in snap.connect_errors().items():
-        out.append(f'poolsvc_connect_errors_total{{error="{name}"}} {value}')
-    _line(out, "poolsvc_connections_created_total", "counter", "Handshakes completed.")
-    out.append(f"poolsvc_connections_created_total {c['connections.created']}")
-    _line(out, "poolsvc_connections_reused_total", "counter", "Requests on a reused connection.")
-    out.append(f"poolsvc_connections_reused_total {c['connections.reused']}")
-    _line(out, "poolsvc_connections_evicted_total", "counter", "Connections evicted, by reason.")
-    for reason in EVICT_REASONS:
-        out.append(
-            f'poolsvc_connections_evicted_total{{reason="{reason}"}} '
-            f"{c[f'connections.evicted.{reason}']}"
-        )
-    _line(
-        out, "poolsvc_stale_reuse_total", "counter", "Requests re-sent once after a stale socket."
-    )
-    out.append(f"poolsvc_stale_reuse_total {c['retries.stale_reuse']}")
-    _line(out, "poolsvc_pool_connections", "gauge", "Pool connections by state.")
-    for state in ("active", "idle", "connecting"):
-        out.append(f'poolsvc_pool_connections{{state="{state}"}} {g[f"connections.{state}"]}')
-    _line(out, "poolsvc_pool_waiting", "gauge", "Requests waiting for a connection.")
-    out.append(f"poolsvc_pool_waiting {g['pool.waiting']}")
-    _line(out, "poolsvc_breaker_state", "gauge", "Breaker state: 0 closed, 1 open, 2 half-open.")
-    codes = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}
-    for b in breakers:
-        out.append(f'poolsvc_breaker_state{{target="{label(b["target"])}"}} {codes[b["state"]]}')
-    name = "poolsvc_request_duration_seconds"
-    _line(out, name, "histogram", "Latency of requests that got a final response.")
-    _histogram(out, name, "", snap.hist, c["latency.sum_us"])
-    name = "poolsvc_connect_duration_seconds"
-    _line(out, name, "histogram", "TCP connect time: connect() to SO_ERROR == 0.")
-    _histogram(out, name, "", snap.timings["connect"], c["connect.sum_us"])
-    _line(out, "poolsvc_tls_handshakes_total", "counter", "TLS handshakes, full or resumed.")
-    for kind in ("full", "resumed"):
-        out.append(f'poolsvc_tls_handshakes_total{{kind="{kind}"}} {c[f"tls.handshakes.{kind}"]}')
-    _line(
-        out, "poolsvc_tls_sessions_offered_total", "counter", "New connections offering a session."
-    )
-    out.append(f"poolsvc_tls_sessions_offered_total {c['tls.sessions.offered']}")
-    name = "poolsvc_tls_handshake_duration_seconds"
-    _line(out, name, "histogram", "TLS handshake time, full and resumed apart.")
-    for kind in ("full", "resumed"):
-        counts = snap.timings[f"tls_{kind}"]
-        _histogram(out, name, f'kind="{kind}",', counts, c[f"tls.{kind}.sum_us"])
-    return "\n".join(out) + "\n"
-
-
-def _histogram(out: list[str], name: str, labels: str, counts: list[int], sum_us: int) -> None:
-    """One histogram's series: cumulative counts at each boundary, the sum and the count
-    (``labels``: extra labels, each followed by a comma)."""
-    cumulative = 0
-    i = 0
-    for le in _LE:
+def _histogram(fam: Family, counts: Sequence[int], sum_us: int, **labels: object) -> None:
+    """One histogram's samples: cumulative counts at each boundary, the sum, the count."""
+    cumulative, i = 0, 0
+    for le in LE:
         limit_us = int(le * 1_000_000)
         while i < len(counts) and histogram.bucket_high(i) <= limit_us:
             cumulative += counts[i]
             i += 1
-        out.append(f'{name}_bucket{{{labels}le="{le:g}"}} {cumulative}')
-    out.append(f'{name}_bucket{{{labels}le="+Inf"}} {sum(counts)}')
-    tail = f"{{{labels.rstrip(',')}}}" if labels else ""
-    out.append(f"{name}_sum{tail} {sum_us / 1e6:.6f}")
-    out.append(f"{name}_count{tail} {sum(counts)}")
+        fam.add(cumulative, "_bucket", **labels, le=f"{le:g}")
+    total = sum(counts)
+    fam.add(total, "_bucket", **labels, le="+Inf")
+    fam.add(sum_us / 1e6, "_sum", **labels)
+    fam.add(total, "_count", **labels)
+
+
+def run_families(snap: Snapshot) -> Iterable[Family]:
+    """The run-wide families: every worker, retired ones included."""
+    c = snap.counters
+    f = Family("poolsvc_requests", "counter", "Requests by outcome (see the ledger).")
+    for result in RESULTS:
+        f.add(c[f"requests.{result}"], "_total", result=result)
+    yield f
+    f = Family("poolsvc_requests_sent", "counter", "Requests whose last byte was written.")
+    f.add(c["requests.sent"], "_total")
+    yield f
+    f = Family("poolsvc_requests_late", "counter", "Open loop: sent over 1 ms after due.")
+    f.add(c["requests.late"], "_total")
+    yield f
+    f = Family("poolsvc_requests_dropped", "counter", "Open loop: never issued (backlog full).")
+    f.add(c["requests.dropped"], "_total")
+    yield f
+    f = Family("poolsvc_responses", "counter", "Final responses by HTTP status class.")
+    for cls in STATUS_CLASSES:
+        f.add(c[f"responses.{cls}"], "_total", **{"class": cls})
+    yield f
+    f = Family("poolsvc_responses_by_code", "counter", "Final responses by status code.")
+    for code, n in sorted(snap.statuses.items()):
+        f.add(n, "_total", code=code)
+    yield f
+    f = Family("poolsvc_errors", "counter", "Request failures by name; sent or not.")
+    for name in ERROR_NAMES:
+        f.add(c[f"failed.{name}"], "_total", error=name, sent="true")
+        f.add(c[f"unsent.{name}"], "_total", error=name, sent="false")
+    yield f
+    f = Family("poolsvc_errors_by_phase", "counter", "Request failures by the phase they hit.")
+    for phase in PHASES:
+        f.add(c[f"errors.phase.{phase}"], "_total", phase=phase)
+    yield f
+    f = Family("poolsvc_connect_errors", "counter", "Connects with no request that failed.")
+    for name in ERROR_NAMES:
+        f.add(c[f"connect_errors.{name}"], "_total", error=name)
+    yield f
+    f = Family("poolsvc_injected_faults", "counter", "Injected faults that hit, by kind.")
+    for kind in KINDS:
+        f.add(c[f"injected.{kind}"], "_total", kind=kind)
+    yield f
+    for name, key, text in (
+        ("connections_attempted", "connections.attempted", "connect() calls."),
+        ("connections_created", "connections.created", "Connections established."),
+        ("connections_reused", "connections.reused", "Requests on a reused connection."),
+        ("health_checks", "connections.health_checks", "Health checks of idle connections."),
+        ("stale_reuse", "retries.stale_reuse", "Requests re-sent once after a stale socket."),
+        ("received_bytes", "bytes.in", "Bytes read from targets."),
+        ("sent_bytes", "bytes.out", "Bytes written to targets."),
+    ):
+        f = Family(f"poolsvc_{name}", "counter", text)
+        f.add(c[key], "_total")
+        yield f
+    f = Family("poolsvc_connections_evicted", "counter", "Connections evicted, by reason.")
+    for reason in EVICT_REASONS:
+        f.add(c[f"connections.evicted.{reason}"], "_total", reason=reason)
+    yield f
+    f = Family("poolsvc_tls_handshakes", "counter", "TLS handshakes, full or resumed.")
+    for kind in ("full", "resumed"):
+        f.add(c[f"tls.handshakes.{kind}"], "_total", kind=kind)
+    yield f
+    f = Family("poolsvc_tls_sessions_offered", "counter", "New connections offering a session.")
+    f.add(c["tls.sessions.offered"], "_total")
+    yield f
+    yield from _timing_families(snap)
+
+
+def _timing_families(snap: Snapshot) -> Iterable[Family]:
+    c = snap.counters
+    f = Family(
+        "poolsvc_request_duration_seconds",
+        "histogram",
+        "Latency of requests with a final response (open loop: from the intended time).",
+    )
+    _histogram(f, snap.hist, c["latency.sum_us"])
+    yield f
+    f = Family(
+        "poolsvc_failure_duration_seconds",
+        "histogram",
+        "How long failed requests took to fail, from when they were due.",
+    )
+    _histogram(f, snap.timings["failure_time"], c["failure_time.sum_us"])
+    yield f
+    f = Family("poolsvc_connect_duration_seconds", "histogram", "TCP connect time.")
+    _histogram(f, snap.timings["connect"], c["connect.sum_us"])
+    yield f
+    f = Family("poolsvc_tls_handshake_duration_seconds", "histogram", "TLS handshake time.")
+    for kind in ("full", "resumed"):
+        _histogram(f, snap.timings[f"tls_{kind}"], c[f"tls.{kind}.sum_us"], kind=kind)
+    yield f
+
+
+def target_families(view: View) -> Iterable[Family]:
+    """What is kept per target: outcomes, failures by name, latency, pool, breaker."""
+    req = Family("poolsvc_target_requests", "counter", "A target's requests by outcome.")
+    err = Family("poolsvc_target_errors", "counter", "A target's request failures by name.")
+    lat = Family(
+        "poolsvc_target_request_duration_seconds", "histogram", "A target's request latency."
+    )
+    pool = Family("poolsvc_pool_connections", "gauge", "Pool connections by state, live workers.")
+    wait = Family("poolsvc_pool_waiting", "gauge", "Requests waiting for a connection.")
+    brk = Family("poolsvc_breaker_state", "gauge", "Breaker state: 0 closed, 1 open, 2 half-open.")
+    trips = Family("poolsvc_breaker_trips", "counter", "Times the breaker opened.")
+    for t in view.targets:
+        for result in ("ok", "failed", "unsent"):
+            req.add(t.figures[result], "_total", target=t.name, result=result)
+        for name, n in t.errors.items():
+            err.add(n, "_total", target=t.name, error=name)
+        _histogram(lat, t.own.hist, t.own.counters["latency.sum_us"], target=t.name)
+        for state in ("active", "idle", "connecting"):
+            pool.add(t.pool[state], target=t.name, state=state)
+        wait.add(t.pool["waiting"], target=t.name)
+        brk.add(BREAKER_CODES[t.breaker["state"]], target=t.name)
+        trips.add(t.breaker["trips"], "_total", target=t.name)
+    yield from (req, err, lat, pool, wait, brk, trips)
+
+
+def exposition(view: View, openmetrics: bool = False) -> str:
+    """The whole exposition of ``view``, in the text format or OpenMetrics."""
+    build = Family("poolsvc_build", "info", "The poolsvc build that serves these metrics.")
+    build.add(1, "_info", version=__version__, python=platform.python_version())
+    workers = Family("poolsvc_workers", "gauge", "Worker processes running.")
+    workers.add(view.load.workers)
+    up = Family("poolsvc_uptime_seconds", "gauge", "Seconds since the service started.")
+    up.add(float(view.uptime_s))
+    out: list[str] = []
+    for fam in (build, workers, up, *run_families(view.snapshot), *target_families(view)):
+        fam.render(out, openmetrics)
+    if openmetrics:
+        out.append("# EOF")
+    return "\n".join(out) + "\n"
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an Accept header asks for OpenMetrics (as Prometheus does when it may)."""
+    return "application/openmetrics-text" in accept.lower()

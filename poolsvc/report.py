@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from poolsvc.ledger import unbalanced
 from workers.stats import EVICT_REASONS, STATUS_CLASSES, Snapshot
 
@@ -38,6 +36,7 @@ class RunInfo:
     drain_s: float = 0.0  # from then until the last worker finished
     breaker: bool = True  # False: --no-breaker
     tls_resume_ratio: float | None = None  # asked of TLS targets (None: no TLS target)
+    started_at: float = 0.0  # wall clock (epoch seconds) when the service started
 
 
 def _ms(us: int) -> float:
@@ -115,13 +114,13 @@ def timing_metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
     """The connect time, and with TLS the handshakes: full and resumed apart."""
     c = snap.counters
     out: dict[str, Any] = {}
-    names = ("connect",) + (
-        ("tls_full", "tls_resumed") if info.tls_resume_ratio is not None else ()
-    )
-    for name in names:
+    names = {"connect": "connect", "failure_time": "failure_time"}
+    if info.tls_resume_ratio is not None:
+        names |= {"tls_full": "tls.full", "tls_resumed": "tls.resumed"}
+    for name, shown in names.items():
         summary = snap.timing(name)
         for key in ("p50", "p90", "p99", "max"):
-            out[f"{name.replace('_', '.')}.{key}_ms"] = _ms(summary[key]) if summary else 0.0
+            out[f"{shown}.{key}_ms"] = _ms(summary[key]) if summary else 0.0
     if info.tls_resume_ratio is not None:
         full, resumed = c["tls.handshakes.full"], c["tls.handshakes.resumed"]
         out["tls.handshakes.full"] = full
@@ -142,6 +141,13 @@ def _timing_lines(snap: Snapshot, info: RunInfo) -> list[str]:
         lines.append(
             f"[pool] connect time p50={_fmt_ms(connect['p50'])} p99={_fmt_ms(connect['p99'])} "
             f"max={_fmt_ms(connect['max'])} (TCP, {c['connections.created']} connections)"
+        )
+    failing = snap.timing("failure_time")
+    if failing is not None:
+        lines.append(
+            f"[errors] time to fail p50={_fmt_ms(failing['p50'])} "
+            f"p99={_fmt_ms(failing['p99'])} max={_fmt_ms(failing['max'])} "
+            "(from when each failed request was due)"
         )
     if info.tls_resume_ratio is None:
         return lines
@@ -287,23 +293,3 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     lines.append("")
     lines.extend(f"{k}={v}" for k, v in metrics(snap, info).items())
     return "\n".join(lines) + "\n"
-
-
-def as_json(
-    snap: Snapshot, info: RunInfo, audit_final: list[dict[str, Any]] | None = None
-) -> bytes:
-    """One JSON document with the same figures as :func:`text`."""
-    doc = {
-        "target": info.target,
-        "embedded_target": info.embedded,
-        "concurrency": info.concurrency,
-        "pool_size": info.pool_size,
-        "workers": info.workers,
-        "recovered": recovered(snap),
-        "metrics": metrics(snap, info),
-        "per_worker": info.per_worker,
-        "per_target": info.per_target,
-        "events": info.events,
-        "audit": audit_final or [],
-    }
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"

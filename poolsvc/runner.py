@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from poolsvc import audit, config, files, plan
+from poolsvc import audit, config, files, htmlreport, plan, readings
+from poolsvc.hlog import HlogFile
 from poolsvc.intervals import Interval
 from poolsvc.keys import Config
 from poolsvc.progress import Progress, Timeline
-from poolsvc.report import RunInfo, as_json, text
+from poolsvc.recording import Recording
+from poolsvc.report import RunInfo, text
+from poolsvc.result import as_json, document
 from poolsvc.supervisor import Supervisor
 from poolsvc.usage import EXIT_LEAK, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from workers.errors import ConfigError, ConnectError, errno_name, oserror_name, tls_detail, tls_name
@@ -76,6 +79,8 @@ class Outcome:
     final_audits: list[dict[str, Any]]
     time_wait: list[int]  # TIME_WAIT sockets toward the targets added by this run, each second
     cpu_s: float  # CPU time (user + sys) of the supervisor and its workers
+    recording: Recording | None = None  # the run over time (the HTML report, the JSON)
+    owns: list[Snapshot] | None = None  # each target's own totals
 
 
 def execute(
@@ -100,7 +105,7 @@ def execute(
             print(line, file=out, flush=True)
 
     try:  # every output path, before any load: exit 2 now, not a traceback later
-        for key in ("timeline", "audit_report"):
+        for key in ("timeline", "audit_report", "report", "hlog"):
             if getattr(cfg, key):
                 files.check_output(getattr(cfg, key), key)
     except ConfigError as exc:
@@ -152,8 +157,15 @@ def execute(
         except OSError as exc:  # the control socket: in use, or an unsafe directory
             print(f"poolsvc: error: control socket: {exc}", file=err)
             return EXIT_USAGE
+        except ConfigError as exc:  # the metrics address: in use, or not ours to bind
+            print(f"poolsvc: error: {exc}", file=err)
+            return EXIT_USAGE
+        hlog = stack.enter_context(HlogFile(cfg.hlog, run_plan.names, supervisor.started_wall))
+        supervisor.on_second = hlog.feed
         if control is not None:
             emit(f"[pool] control socket {control} (poolctl --control {control} status)")
+        if supervisor.metrics is not None:
+            emit(f"[pool] metrics at {supervisor.metrics.url}")
         code = supervisor.run()
         cpu = _cpu() - cpu_before  # the workers are reaped, the embedded target not yet
         live.clear()
@@ -165,7 +177,10 @@ def execute(
         per_target=supervisor.per_target(snap),
         events=events,
     )
-    return Outcome(code, snap, info, supervisor.final_audits, samples, cpu)
+    owns = readings.own_snapshots(supervisor.region, supervisor.slots, len(run_plan.names), snap)
+    return Outcome(
+        code, snap, info, supervisor.final_audits, samples, cpu, supervisor.recording, owns
+    )
 
 
 def _cpu() -> float:
@@ -192,11 +207,18 @@ def run(
     final = result.final_audits
     leaked = sum(len(r["leaked"]) for r in final)
     unknown = audit.final_incomplete(final)  # an audit that could not run is never clean
-    if as_json_doc:
-        out.write(as_json(result.snap, result.info, audit_final=final).decode())
+    doc = None
+    if as_json_doc or cfg.report:
+        doc = document(result.snap, result.info, final, result.recording, result.owns)
+    if cfg.report and doc is not None:
+        files.write_text(cfg.report, htmlreport.render(doc))
+    if as_json_doc and doc is not None:
+        out.write(as_json(doc).decode())
     else:
         out.write(text(result.snap, result.info))
         out.write(audit.verdict_line(final) + "\n")
+        if cfg.report:
+            out.write(f"[report] {cfg.report} (open it in a browser; it needs no network)\n")
         for r in final:
             for row in r["leaked"]:
                 out.write(

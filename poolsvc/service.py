@@ -46,6 +46,7 @@ class TargetView:
     figures: dict[str, Any]  # ok, failed, unsent, refused, ... (readings.per_target)
     interval: Interval | None  # its last second
     errors: dict[str, int]
+    own: Snapshot  # its own totals (one target: the run's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class View:
     uptime_s: float
     seed: int
     control: str | None
+    metrics: str | None  # the Prometheus endpoint's URL (None: none)
     snapshot: Snapshot
     info: RunInfo
     interval: Interval | None  # the last second, all targets

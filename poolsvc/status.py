@@ -24,6 +24,7 @@ def service_status(view: View) -> dict[str, Any]:
             "uptime_s": view.uptime_s,
             "seed": view.seed,
             "control": view.control,
+            "metrics": view.metrics,
         },
         "totals": report.metrics(view.snapshot, view.info),
         "interval": view.interval.as_dict() if view.interval else None,

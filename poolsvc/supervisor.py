@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from poolsvc import commands, files, ledger, plan, readings
+from poolsvc import commands, files, ledger, plan, prometheus, readings
 from poolsvc.auditor import Auditor
 from poolsvc.breaker import Breaker
 from poolsvc.breakers import BreakerDesk
@@ -52,12 +52,15 @@ from poolsvc.ctlserver import ControlServer, Deferred
 from poolsvc.faults import FaultBoard
 from poolsvc.fleet import Fleet
 from poolsvc.intervals import Interval, Intervals
+from poolsvc.metricsserver import MetricsServer
 from poolsvc.plan import RunPlan
+from poolsvc.recording import Recording
 from poolsvc.report import RunInfo
 from poolsvc.service import LoadView, TargetView, View
 from poolsvc.signals import SignalBox
 from poolsvc.slots import DONE, RETIRED, Slot
 from workers import shm, stats
+from workers.errors import ConfigError
 
 TICK: Final = 0.005
 REAP_POLL: Final = 0.1
@@ -81,6 +84,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         control: Path | None = None,
         on_interval: Callable[[Interval], None] | None = None,
+        on_second: Callable[[float, list[stats.Snapshot]], None] | None = None,
     ) -> None:
         self.plan, self.seed, self.emit, self.clock = run, run.seed, emit, clock
         self.names = run.names
@@ -89,6 +93,9 @@ class Supervisor:
         self.layout = shm.Layout(workers=plan.MAX_WORKERS, targets=len(run.targets))
         self.region = shm.Region(self.layout, os.getpid())
         now = self.started_at = clock()
+        self.started_wall = time.time()  # the same instant on the wall clock
+        self.recording = Recording(now, len(self.names))
+        self.on_second = on_second  # each second: the seconds so far, each target's totals
         self.finished_at = 0.0
         self.run_clock = ledger.RunClock()
         self.desk = BreakerDesk(self.region, run.breaker, self.names, run.seed, emit, now)
@@ -113,6 +120,17 @@ class Supervisor:
         self.control = (
             ControlServer(control, self.sel, self._command, clock) if control is not None else None
         )
+        try:
+            self.metrics = (
+                MetricsServer(run.metrics_addr, self.sel, self._exposition, clock)
+                if run.metrics_addr is not None
+                else None
+            )
+        except OSError as exc:
+            if self.control is not None:
+                self.control.close()
+            host, port = run.metrics_addr or ("", 0)
+            raise ConfigError(f"metrics_addr {host}:{port}: {exc.strerror or exc}") from None
 
     @property
     def slots(self) -> list[Slot]:
@@ -147,9 +165,15 @@ class Supervisor:
             last = self.intervals.add(self.finished_at, final, last=True)  # the partial last one
             if last is not None and self.on_interval is not None:
                 self.on_interval(last)
+            self._record(self.finished_at, final)
+            if self.on_second is not None:
+                self.on_second(self.finished_at - self.started_at, self._owns(final))
             self.final_audits = self.auditor.finals([s.index for s in self.slots])
+            self._linger()
             return self.exit_code
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             self.fleet.kill_all()
             if self.auditor.run_dir:
                 shutil.rmtree(self.auditor.run_dir, ignore_errors=True)
@@ -181,6 +205,8 @@ class Supervisor:
         if now >= self._next_second:
             self._next_second = now + 1.0
             self._every_second(now)
+        if self.recording.due(now):
+            self._record(now, self.snapshot())
         if self.stopping and self.kill_at and now >= self.kill_at:
             self.fleet.kill_all()
 
@@ -192,9 +218,12 @@ class Supervisor:
         interval = self.intervals.add(now, snap)
         if interval is not None and self.on_interval is not None:
             self.on_interval(interval)
+        owns = self._owns(snap)
         if len(self.names) > 1:
-            for t, intervals in enumerate(self.target_intervals):
-                intervals.add(now, readings.target_snapshot(self.region, self.slots, t))
+            for intervals, own in zip(self.target_intervals, owns, strict=True):
+                intervals.add(now, own)
+        if self.on_second is not None:
+            self.on_second(now - self.started_at, owns)
         for slot in self.slots:
             total = self.region.slot(slot.index)[stats.REQ_SENT] + slot.sent_before
             last_t, last = self.rates.get(slot.index, (now, total))
@@ -202,6 +231,38 @@ class Supervisor:
             slot.rps = (total - last) / (now - last_t) if now > last_t else 0.0
         if self.control is not None:
             self.control.sweep(now)
+        if self.metrics is not None:
+            self.metrics.sweep(now)
+
+    def _exposition(self, openmetrics: bool) -> str:
+        return prometheus.exposition(self.view(), openmetrics)
+
+    def _linger(self) -> None:
+        """After the run: keep answering scrapes (and poolctl) for ``linger_s``, so the
+        final figures can be scraped; a signal ends it early."""
+        if self.metrics is None or self.plan.linger_s <= 0:
+            return
+        end = self.clock() + self.plan.linger_s
+        self.emit(
+            f"[pool] run over: {self.metrics.url} stays up {self.plan.linger_s:g}s"
+            " for a final scrape (Ctrl-C ends it)"
+        )
+        while (now := self.clock()) < end:
+            for key, mask in self.sel.select(min(0.1, end - now)):
+                key.data(mask)
+            if self.control is not None:
+                self.control.service()
+            if any(signum != signal.SIGCHLD for signum in self.signals.take()):
+                return
+            self.metrics.sweep(self.clock())
+
+    def _owns(self, snap: stats.Snapshot) -> list[stats.Snapshot]:
+        return readings.own_snapshots(self.region, self.slots, len(self.names), snap)
+
+    def _record(self, now: float, snap: stats.Snapshot) -> None:
+        """A row of the run's recording (the HTML report's and the JSON result's timeline)."""
+        states = [b.state for b in self.breakers]
+        self.recording.add(now, snap, states, [f.kind for f in self.board.faults])
 
     def _command(self, cmd: str, args: dict[str, Any]) -> Any:
         return commands.dispatch(self, cmd, args)
@@ -298,7 +359,9 @@ class Supervisor:
             own = owns[t]
             latest = (self.target_intervals[t] if several else self.intervals).latest()
             pool = readings.pool(self.region, live, t)
-            targets.append(TargetView(brk["target"], brk, pool, figures[t], latest, own.errors()))
+            targets.append(
+                TargetView(brk["target"], brk, pool, figures[t], latest, own.errors(), own)
+            )
         fleet = self.fleet
         return View(
             pid=os.getpid(),
@@ -307,6 +370,7 @@ class Supervisor:
             uptime_s=round(now - self.started_at, 3),
             seed=self.seed,
             control=str(self.control.path) if self.control else None,
+            metrics=self.metrics.url if self.metrics else None,
             snapshot=snap,
             info=self.run_info(),
             interval=self.intervals.latest(),
@@ -341,6 +405,7 @@ class Supervisor:
             drain_s=clock.drain_s(),
             breaker=self.plan.breaker.enabled,
             tls_resume_ratio=self.plan.tls_resume_ratio,
+            started_at=self.started_wall,
         )
 
     def __repr__(self) -> str:

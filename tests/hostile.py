@@ -168,5 +168,7 @@ class Hostile:
             sock.sendall(b"HTTP/1.1 999 Odd\r\nContent-Length: 3\r\n\r\nok\n")
         elif mode == "status":
             sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 3\r\n\r\nno\n" % self.status)
+        elif mode == "silent":
+            pass  # reads every request, answers none
         else:
             raise ValueError(f"unknown mode {mode!r}")

@@ -51,16 +51,18 @@ def ab(base: str, rounds: int, seconds: float) -> str:
             for name, cwd in order if i % 2 == 0 else order[::-1]:  # A B, B A, ...
                 runs[name].append(steady(ng, cmd, seconds, cwd=cwd))
     lines = [
-        "| code | user per request | kernel per request | total | req/s | rounds |",
-        "|---|---|---|---|---|---|",
+        "| code | user per request | kernel per request | total | req/s | supervisor CPU "
+        "| rounds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, rows in runs.items():
         user = statistics.median(r[0] for r in rows)
         kern = statistics.median(r[1] for r in rows)
         rps = statistics.median(r[2] for r in rows)
+        rest = statistics.median(r[3] for r in rows)
         lines.append(
             f"| {name} | {user:.2f} µs | {kern:.2f} µs | {user + kern:.2f} µs | {rps:,.0f} "
-            f"| {len(rows)} |"
+            f"| {rest:.2f} % | {len(rows)} |"
         )
     ratios = [
         (a[0] + a[1]) / (b[0] + b[1]) for a, b in zip(runs["this tree"], runs[base], strict=True)

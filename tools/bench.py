@@ -56,7 +56,7 @@ from typing import Any
 import psutil
 
 from poolsvc.target import TargetServer
-from tools.nginx import Nginx
+from tools.nginx import Nginx, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -383,15 +383,48 @@ def status_cost(rounds: int, seconds: float) -> str:
         for _ in range(rounds):
             runs["without status reads"].append(steady(ng, [*cmd, "--control", sock], seconds))
             runs["with status reads"].append(steady(ng, [*cmd, "--control", sock], seconds, watch))
+    return _cost_table(runs, "watcher")
+
+
+def _cost_table(runs: dict[str, list[Steady]], reader: str) -> str:
+    """The worker's CPU per request and the supervisor's (plus ``reader``'s) CPU share."""
     lines = [
         "| poolsvc against nginx | worker user per request | worker kernel per request "
-        "| supervisor + watcher CPU | req/s meanwhile |",
+        f"| supervisor + {reader} CPU | req/s meanwhile |",
         "|---|---|---|---|---|",
     ]
     for name, rows in runs.items():
         user, kern, rps, rest = _medians(rows)
         lines.append(f"| {name} | {user:.2f} µs | {kern:.2f} µs | {rest:.1f} % | {rps:,.0f} |")
     return "\n".join(lines)
+
+
+SCRAPER = """
+import sys, time, urllib.request
+url, every, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+for _ in range(count):  # bounded: stops by itself
+    try:
+        urllib.request.urlopen(url, timeout=5).read()
+    except OSError:
+        break  # the service is gone
+    time.sleep(every)
+"""
+
+
+def scrape_cost(rounds: int, seconds: float) -> str:
+    """As :func:`status_cost`, with a Prometheus-like scraper reading ``/metrics`` every
+    0.2 s (25 times a Prometheus default interval of 5 s) instead of poolctl."""
+    runs: dict[str, list[Steady]] = {"without scrapes": [], "with scrapes every 0.2 s": []}
+    with nginx() as ng:
+        for _ in range(rounds):
+            port = free_port()
+            cmd = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
+            cmd += ["--metrics-addr", f"127.0.0.1:{port}"]
+            url = f"http://127.0.0.1:{port}/metrics"
+            scraper = [PY, "-c", SCRAPER, url, "0.2", str(int(seconds * 5) + 5)]
+            runs["without scrapes"].append(steady(ng, cmd, seconds))
+            runs["with scrapes every 0.2 s"].append(steady(ng, cmd, seconds, scraper))
+    return _cost_table(runs, "scraper")
 
 
 def scaling(seconds: float) -> str:
@@ -573,6 +606,10 @@ def main() -> int:
         (
             "Reading status costs the workers nothing measurable",
             lambda: status_cost(args.rounds, args.seconds),
+        ),
+        (
+            "Scraping /metrics costs the workers nothing measurable",
+            lambda: scrape_cost(args.rounds, args.seconds),
         ),
         ("Scaling with workers (both cores shared, 50 connections)", lambda: scaling(args.seconds)),
         (

@@ -22,6 +22,7 @@ from workers.client import Client
 from workers.connection import CHECKING, READING, Connection
 from workers.decide import Drop, Fail, Park, Recheck, Resend, after_failure, on_refusal
 from workers.errors import ERROR_INDEX
+from workers.histogram import bucket_of
 from workers.state import RunState
 from workers.stats import count_error
 from workers.target import Target
@@ -179,6 +180,15 @@ class Failures:
         s = self.s
         s[st.REQ_FAILED if sent else st.REQ_UNSENT] += 1
         count_error(s, phase, name, sent)
+        # how long it took to fail, from when it was due (a timeout shows as its
+        # timeout, a refused connect as a few us): failures are timed too, apart
+        # (run.now is the loop step's time: a request refused as it is issued in this
+        # step started after it, hence the clamp)
+        us = max(0, int((self.run.now - client.start) * 1_000_000)) if client.start else 0
+        s[st.FAILURE_BASE + bucket_of(us)] += 1
+        s[st.FAILURE_SUM] += us
+        if us > s[st.FAILURE_MAX]:
+            s[st.FAILURE_MAX] = us
         target = self.targets[client.target]
         if target.own:  # several targets: this target's own figures too
             self.w[target.block + (shm.T_RESP_FAILED if sent else shm.T_UNSENT)] += 1

@@ -16,6 +16,7 @@ alignment; ``W`` = 8 bytes)::
     .. +histogram.BUCKETS     TCP connect time (connect() to SO_ERROR == 0)
     .. +histogram.BUCKETS     TLS handshake time, full handshakes
     .. +histogram.BUCKETS     TLS handshake time, resumed sessions
+    .. +histogram.BUCKETS     failure time: from a failed request's due time to its failure
 
 ``SLOT_WORDS`` words in all.  The writer increments words in place; a reader
 copies the slot (``bytes(view)``) and decodes it.  An aligned 8-byte store is a
@@ -91,6 +92,8 @@ COUNTERS: Final[tuple[str, ...]] = (
     "connect.sum_us",
     "tls.full.sum_us",
     "tls.resumed.sum_us",
+    "failure_time.max_us",  # the longest a failed request took to fail
+    "failure_time.sum_us",
 )
 
 GAUGES: Final = (
@@ -122,7 +125,8 @@ HIST2_BASE: Final = HIST_BASE + histogram.BUCKETS
 CONNECT_BASE: Final = HIST2_BASE + histogram.BUCKETS
 TLS_FULL_BASE: Final = CONNECT_BASE + histogram.BUCKETS
 TLS_RESUMED_BASE: Final = TLS_FULL_BASE + histogram.BUCKETS
-SLOT_WORDS: Final = TLS_RESUMED_BASE + histogram.BUCKETS
+FAILURE_BASE: Final = TLS_RESUMED_BASE + histogram.BUCKETS
+SLOT_WORDS: Final = FAILURE_BASE + histogram.BUCKETS
 SLOT_BYTES: Final = SLOT_WORDS * 8
 
 # Hot-path indices, resolved once at import.
@@ -161,13 +165,18 @@ TLS_RESUMED_MAX: Final = INDEX["tls.resumed.max_us"]
 CONNECT_SUM: Final = INDEX["connect.sum_us"]
 TLS_FULL_SUM: Final = INDEX["tls.full.sum_us"]
 TLS_RESUMED_SUM: Final = INDEX["tls.resumed.sum_us"]
+FAILURE_MAX: Final = INDEX["failure_time.max_us"]
+FAILURE_SUM: Final = INDEX["failure_time.sum_us"]
 #: merged with max, not summed
-MAXED: Final = frozenset({LAT_MAX, LAT2_MAX, CONNECT_MAX, TLS_FULL_MAX, TLS_RESUMED_MAX})
+MAXED: Final = frozenset(
+    {LAT_MAX, LAT2_MAX, CONNECT_MAX, TLS_FULL_MAX, TLS_RESUMED_MAX, FAILURE_MAX}
+)
 #: the histograms after the two of the request latency: name -> (base, max, sum counters)
 TIMINGS: Final = {
     "connect": (CONNECT_BASE, "connect.max_us", "connect.sum_us"),
     "tls_full": (TLS_FULL_BASE, "tls.full.max_us", "tls.full.sum_us"),
     "tls_resumed": (TLS_RESUMED_BASE, "tls.resumed.max_us", "tls.resumed.sum_us"),
+    "failure_time": (FAILURE_BASE, "failure_time.max_us", "failure_time.sum_us"),
 }
 
 #: Figures derived from the stored counters when a snapshot is decoded (kept for the

@@ -55,7 +55,16 @@ def test_the_wheel_holds_the_product_and_runs_on_its_own(tmp_path: Path) -> None
     assert install.returncode == 0, install.stderr[-2000:]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     run = subprocess.run(
-        [str(venv / "bin" / "poolsvc"), "run", "--duration", "1", "--workers", "1"],
+        [
+            str(venv / "bin" / "poolsvc"),
+            "run",
+            "--duration",
+            "1",
+            "--workers",
+            "1",
+            "--report",
+            str(tmp_path / "r.html"),
+        ],
         cwd="/",
         env=env,
         capture_output=True,
@@ -64,6 +73,7 @@ def test_the_wheel_holds_the_product_and_runs_on_its_own(tmp_path: Path) -> None
     )
     assert run.returncode == 0, run.stderr
     assert "(embedded target)" in run.stdout and "requests sent" in run.stdout
+    assert "uPlot" in (tmp_path / "r.html").read_text()  # the report's assets are in the wheel
     ctl = subprocess.run(
         [str(venv / "bin" / "poolctl"), "--help"],
         cwd="/",
