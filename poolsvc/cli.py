@@ -76,6 +76,8 @@ def _add_run_options(p: argparse.ArgumentParser, serving: bool) -> None:
             )
         elif f.name == "headers":
             p.add_argument(meta["flag"], dest=f.name, type=_header, action="append", help=text)
+        elif f.name == "thresholds":
+            p.add_argument(meta["flag"], dest=f.name, action="append", help=text)
         else:
             p.add_argument(meta["flag"], dest=f.name, type=_typed(flag_type(f.name)), help=text)
     p.add_argument("--config", help="JSON config file; flags override it")

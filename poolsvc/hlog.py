@@ -143,7 +143,7 @@ class HlogFile:
             self.writer = HlogWriter(self.out.file, self.start_wall)
         return self
 
-    def feed(self, t: float, owns: Sequence[Snapshot]) -> None:
+    def feed(self, t: float, whole: Snapshot, owns: Sequence[Snapshot]) -> None:
         """``t``: seconds since the run started; ``owns``: each target's totals."""
         if self.writer is None or t <= self._last_t:
             return

@@ -49,6 +49,9 @@ def render(doc: dict[str, Any]) -> str:
 injected. Every figure is exact: rows are differences of the run's counters, and each
 row's percentiles come from its own histogram.</p>
 <main id="charts"></main>
+<section id="gate" hidden><h2>Thresholds</h2>
+<table id="thresholds"><thead><tr><th>threshold</th><th>value</th><th>verdict</th></tr></thead>
+<tbody></tbody></table></section>
 <h2>Summary</h2>
 <p class="note">The same figures, under the same names, as <code>poolsvc run --json</code>.</p>
 <table id="summary"><thead><tr><th>metric</th><th>value</th></tr></thead><tbody></tbody></table>

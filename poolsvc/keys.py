@@ -312,6 +312,19 @@ class Config:
         high=3600,
         flag="--linger",
     )
+    thresholds: list[Any] | None = key(
+        None,
+        "objectives, e.g. `latency:p(99)<25ms`, `requests.failed:rate<1%` (`--threshold`,"
+        " repeatable); one that fails exits 99",
+        flag="--threshold",
+        shown="none",
+    )
+    junit: str | None = key(
+        None,
+        "write the thresholds' verdicts as JUnit XML to this file (one test case each)",
+        flag="--junit",
+        shown="none",
+    )
     targets: list[dict[str, Any]] | None = key(
         None,
         "several targets: a list of objects with `host`, `port`, `name`, `weight`"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from poolsvc import audit, config, files, htmlreport, plan, readings
+from poolsvc.gate import Gate, Verdict, from_config, write_junit
 from poolsvc.hlog import HlogFile
 from poolsvc.intervals import Interval
 from poolsvc.keys import Config
@@ -32,7 +33,7 @@ from poolsvc.recording import Recording
 from poolsvc.report import RunInfo, text
 from poolsvc.result import as_json, document
 from poolsvc.supervisor import Supervisor
-from poolsvc.usage import EXIT_LEAK, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from poolsvc.usage import EXIT_LEAK, EXIT_OK, EXIT_THRESHOLD, EXIT_UNREACHABLE, EXIT_USAGE
 from workers.errors import ConfigError, ConnectError, errno_name, oserror_name, tls_detail, tls_name
 from workers.stats import Snapshot
 from workers.target import resolve
@@ -81,6 +82,7 @@ class Outcome:
     cpu_s: float  # CPU time (user + sys) of the supervisor and its workers
     recording: Recording | None = None  # the run over time (the HTML report, the JSON)
     owns: list[Snapshot] | None = None  # each target's own totals
+    verdicts: list[Verdict] | None = None  # each threshold's, at the end
 
 
 def execute(
@@ -105,7 +107,7 @@ def execute(
             print(line, file=out, flush=True)
 
     try:  # every output path, before any load: exit 2 now, not a traceback later
-        for key in ("timeline", "audit_report", "report", "hlog"):
+        for key in ("timeline", "audit_report", "report", "hlog", "junit"):
             if getattr(cfg, key):
                 files.check_output(getattr(cfg, key), key)
     except ConfigError as exc:
@@ -124,6 +126,7 @@ def execute(
             hosts = [(str(tc.host), int(tc.port or 0)) for tc in config.target_configs(cfg)]
         try:  # the configuration, resolved once: everything from here on takes the plan
             run_plan = plan.resolve(cfg, hosts, seed, forever=forever, trust=trust)
+            gate = Gate(from_config(cfg.thresholds, run_plan.names), run_plan.names)
         except ConfigError as exc:
             print(f"poolsvc: error: {exc}", file=err)
             return EXIT_USAGE
@@ -161,7 +164,16 @@ def execute(
             print(f"poolsvc: error: {exc}", file=err)
             return EXIT_USAGE
         hlog = stack.enter_context(HlogFile(cfg.hlog, run_plan.names, supervisor.started_wall))
-        supervisor.on_second = hlog.feed
+
+        def on_second(t: float, whole: Snapshot, owns: list[Snapshot]) -> None:
+            hlog.feed(t, whole, owns)
+            breached = gate.feed(t, whole, owns)
+            if breached is not None and not supervisor.stopping:
+                window = f"{breached.for_s:g}s" if breached.for_s else "a second"
+                emit(f"[threshold] {breached.expr} breached for {window}: stopping the run")
+                supervisor.drain()
+
+        supervisor.on_second = on_second
         if control is not None:
             emit(f"[pool] control socket {control} (poolctl --control {control} status)")
         if supervisor.metrics is not None:
@@ -178,8 +190,17 @@ def execute(
         events=events,
     )
     owns = readings.own_snapshots(supervisor.region, supervisor.slots, len(run_plan.names), snap)
+    verdicts = gate.verdicts(snap, owns, info.load_s)
     return Outcome(
-        code, snap, info, supervisor.final_audits, samples, cpu, supervisor.recording, owns
+        code,
+        snap,
+        info,
+        supervisor.final_audits,
+        samples,
+        cpu,
+        supervisor.recording,
+        owns,
+        verdicts,
     )
 
 
@@ -207,9 +228,11 @@ def run(
     final = result.final_audits
     leaked = sum(len(r["leaked"]) for r in final)
     unknown = audit.final_incomplete(final)  # an audit that could not run is never clean
+    verdicts = result.verdicts or []
     doc = None
     if as_json_doc or cfg.report:
         doc = document(result.snap, result.info, final, result.recording, result.owns)
+        doc["thresholds"] = [v.as_dict() for v in verdicts]
     if cfg.report and doc is not None:
         files.write_text(cfg.report, htmlreport.render(doc))
     if as_json_doc and doc is not None:
@@ -217,6 +240,7 @@ def run(
     else:
         out.write(text(result.snap, result.info))
         out.write(audit.verdict_line(final) + "\n")
+        out.writelines(v.line() + "\n" for v in verdicts)
         if cfg.report:
             out.write(f"[report] {cfg.report} (open it in a browser; it needs no network)\n")
         for r in final:
@@ -227,6 +251,10 @@ def run(
                     f"{row['age_s']}s): registry: {row['registry']}\n"
                 )
     out.flush()
+    if cfg.junit:
+        write_junit(cfg.junit, verdicts, result.info.elapsed_s)
+    if result.code == EXIT_OK and not all(v.ok for v in verdicts):
+        return EXIT_THRESHOLD
     if result.code == EXIT_OK and (leaked or unknown) and cfg.fail_on_leak:
         return EXIT_LEAK
     return result.code

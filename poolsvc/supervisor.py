@@ -84,7 +84,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         control: Path | None = None,
         on_interval: Callable[[Interval], None] | None = None,
-        on_second: Callable[[float, list[stats.Snapshot]], None] | None = None,
+        on_second: Callable[[float, stats.Snapshot, list[stats.Snapshot]], None] | None = None,
     ) -> None:
         self.plan, self.seed, self.emit, self.clock = run, run.seed, emit, clock
         self.names = run.names
@@ -95,7 +95,7 @@ class Supervisor:
         now = self.started_at = clock()
         self.started_wall = time.time()  # the same instant on the wall clock
         self.recording = Recording(now, len(self.names))
-        self.on_second = on_second  # each second: the seconds so far, each target's totals
+        self.on_second = on_second  # each second: seconds so far, the totals, each target's
         self.finished_at = 0.0
         self.run_clock = ledger.RunClock()
         self.desk = BreakerDesk(self.region, run.breaker, self.names, run.seed, emit, now)
@@ -167,7 +167,7 @@ class Supervisor:
                 self.on_interval(last)
             self._record(self.finished_at, final)
             if self.on_second is not None:
-                self.on_second(self.finished_at - self.started_at, self._owns(final))
+                self.on_second(self.finished_at - self.started_at, final, self._owns(final))
             self.final_audits = self.auditor.finals([s.index for s in self.slots])
             self._linger()
             return self.exit_code
@@ -223,7 +223,7 @@ class Supervisor:
             for intervals, own in zip(self.target_intervals, owns, strict=True):
                 intervals.add(now, own)
         if self.on_second is not None:
-            self.on_second(now - self.started_at, owns)
+            self.on_second(now - self.started_at, snap, owns)
         for slot in self.slots:
             total = self.region.slot(slot.index)[stats.REQ_SENT] + slot.sent_before
             last_t, last = self.rates.get(slot.index, (now, total))

@@ -15,6 +15,7 @@ EXIT_USAGE = 2  # invalid configuration or arguments
 EXIT_REFUSED = 3  # poolctl: the service refused the command
 EXIT_UNREACHABLE = 4  # the target (poolsvc) or the service (poolctl) cannot be reached
 EXIT_LEAK = 5  # an audit found a leak, or could not rule one out
+EXIT_THRESHOLD = 99  # a threshold failed (k6's code)
 
 
 def one_line(text: str) -> str:

@@ -209,6 +209,19 @@
       { axes: [{ label: "seconds since start" }, { label: "per second", size: 70 }] });
   }
 
+  function gate() {
+    const rows = doc.thresholds || [];
+    if (!rows.length) return;
+    document.getElementById("gate").hidden = false;
+    const body = document.querySelector("#thresholds tbody");
+    for (const v of rows) {
+      const tr = el("tr", { class: v.ok ? "pass" : "fail" });
+      tr.append(el("td", {}, v.threshold), el("td", {}, v.shown),
+        el("td", {}, (v.ok ? "pass" : "FAIL") + (v.aborted_the_run ? " (stopped the run)" : "")));
+      body.append(tr);
+    }
+  }
+
   function header() {
     document.getElementById("what").textContent =
       `${doc.target} · ${doc.mode} loop` + (open ? ` at ${doc.rate} req/s` : ` · concurrency ${doc.concurrency}`) +
@@ -220,6 +233,7 @@
 
   header();
   summary();
+  gate();
   if (rows.length) {
     throughput();
     percentiles();

@@ -74,6 +74,7 @@ class Summary(HTMLParser):
         self.charts = 0
         self.external: list[str] = []
         self.rendered = ""
+        self.verdicts: list[str] = []
         self._key = ""
         self._cell = False
         self._in_summary = False
@@ -88,6 +89,8 @@ class Summary(HTMLParser):
             self._key = a["data-key"] or ""
         if tag == "td" and self._key:
             self._cell = True
+        if tag == "tr" and a.get("class") in ("pass", "fail"):
+            self.verdicts.append("pass" if a["class"] == "pass" else "FAIL")
         if tag == "div" and "uplot" in (a.get("class") or "").split():
             self.charts += 1
         for name in ("src", "href"):
@@ -141,13 +144,15 @@ def test_the_report_opens_offline_and_its_table_is_the_json_result(
     html, out = tmp_path / "run.html", tmp_path / "run.json"
     proc = subprocess.run(
         [*POOLSVC, "run", "--host", target.host, "--port", str(target.port), "--duration",
-         "2s", "--rate", "800", "--inject-failures", "--report", str(html), "--json"],
+         "2s", "--rate", "800", "--inject-failures", "--report", str(html), "--json",
+         "--threshold", "rps>1", "--threshold", "latency:p(99)<1us"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 99, proc.stderr  # the second threshold cannot hold
     out.write_text(proc.stdout)
     doc = json.loads(proc.stdout)
     parsed = read(html, tmp_path)
+    assert parsed.verdicts == ["pass", "FAIL"]  # the thresholds' table, drawn
     assert not parsed.external, parsed.external  # nothing loaded from anywhere
     assert set(parsed.rows) == set(doc["metrics"])
     wrong = {

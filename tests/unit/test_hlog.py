@@ -95,7 +95,8 @@ def test_the_intervals_of_a_log_add_up_to_the_run(tmp_path: Path) -> None:
         for second in range(1, 6):
             for name in seen:
                 seen[name] += [rng.randint(50, 90_000) for _ in range(rng.randint(0, 300))]
-            log.feed(float(second), [snap_with(seen["api"]), snap_with(seen["db"])])
+            owns = [snap_with(seen["api"]), snap_with(seen["db"])]
+            log.feed(float(second), Snapshot(), owns)
     reader = HistogramLogReader(str(path), HdrHistogram(1, hlog.HIGHEST, 3))
     try:
         first = reader.get_next_interval_histogram()  # the reference reader reads it

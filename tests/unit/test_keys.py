@@ -34,6 +34,9 @@ def test_every_flag_sets_its_key_with_the_keys_type(f: object) -> None:
         argv, want = [meta["flag"]], meta["const"]
     elif name == "headers":
         argv, want = [meta["flag"], "X-A: b"], [("X-A", "b")]
+    elif name == "thresholds":  # repeatable: each one kept, as written
+        argv = [meta["flag"], "rps>5", meta["flag"], "latency:p(99)<1ms"]
+        want = ["rps>5", "latency:p(99)<1ms"]
     else:
         accepted = keys.KEYS[name][0]
         text, want = _SAMPLE[float if float in accepted else accepted[0]]
