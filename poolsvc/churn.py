@@ -45,7 +45,7 @@ def strategies(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-RUN_OUTPUTS = ("report", "hlog", "metrics_addr", "linger_s")
+RUN_OUTPUTS = ("report", "hlog", "metrics_addr", "linger_s", "shard", "shards", "start_at")
 
 
 def churn(

@@ -15,13 +15,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from poolsvc import config, files, htmlreport, plan, result
+from poolsvc import config, files, hlog, htmlreport, merge, plan, report, result
 from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import claim, prepare_dir
+from poolsvc.gate import Gate, from_config, write_junit
 from poolsvc.keys import Config, flag_type
+from poolsvc.result import as_json
 from poolsvc.runner import run
-from poolsvc.usage import EXIT_USAGE, Parser
+from poolsvc.usage import EXIT_THRESHOLD, EXIT_USAGE, Parser
 from workers.errors import ConfigError
 
 
@@ -107,10 +109,58 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("churn", help="the same load pooled and per request: what churn costs"),
         False,
     )
+    mer = sub.add_parser("merge", help="the shards of one run (--shard K/N), merged exactly")
+    mer.add_argument("files", nargs="+", metavar="FILE", help="each shard's --json result (.json)"
+                     " and, to merge them too, its --hlog log (.hlog)")  # fmt: skip
+    mer.add_argument("--json", action="store_true", help="print the merged result as JSON")
+    mer.add_argument("--report", metavar="FILE", help="the merged HTML report")
+    mer.add_argument("--hlog", metavar="FILE", help="the merged HdrHistogram log (of the .hlog)")
+    mer.add_argument("--threshold", action="append", help="judged on the merge (exit 99)")
+    mer.add_argument("--junit", metavar="FILE", help="the thresholds as JUnit XML")
     rep = sub.add_parser("report", help="the HTML report of a saved JSON result")
     rep.add_argument("result", metavar="RESULT.json", help="written by `poolsvc run --json`")
     rep.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file")
     return parser
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    """``poolsvc merge``: exit 2 with one line on a bad or mismatched file, 99 when a
+    threshold fails on the merge."""
+    try:
+        for key in ("report", "hlog", "junit"):
+            if getattr(args, key):
+                files.check_output(getattr(args, key), key)
+        results = [f for f in args.files if not f.endswith(".hlog")]
+        logs = [f for f in args.files if f.endswith(".hlog")]
+        if not results:
+            raise ConfigError("merge needs the shards' JSON results")
+        if logs and not args.hlog:
+            raise ConfigError("the .hlog files need --hlog OUT (the merged log)")
+        merged = merge.merge([(p, result.load(p)) for p in results])
+        doc, total, owns = merged.doc, merged.total, merged.owns
+        names = [t["target"] for t in doc["per_target"]]
+        gate = Gate(from_config(args.threshold, names), names)
+    except ConfigError as exc:
+        print(f"poolsvc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    verdicts = gate.verdicts(total, owns, doc["metrics"]["run.load_s"])
+    doc["thresholds"] = [v.as_dict() for v in verdicts]
+    if logs:
+        try:
+            hlog.merge_logs(logs, args.hlog)
+        except (OSError, ValueError) as exc:
+            print(f"poolsvc: error: hlog: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.report:
+        files.write_text(args.report, htmlreport.render(doc))
+    if args.junit:
+        write_junit(args.junit, verdicts, doc["metrics"]["run.elapsed_s"])
+    if args.json:
+        sys.stdout.write(as_json(doc).decode())
+    else:
+        sys.stdout.write(report.text(total, merged.info))
+        sys.stdout.writelines(v.line() + "\n" for v in verdicts)
+    return EXIT_THRESHOLD if not all(v.ok for v in verdicts) else 0
 
 
 def report_command(result_path: str, output: str) -> int:
@@ -132,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = options.pop("command")
     if command == "report":
         return report_command(args.result, args.output)
+    if command == "merge":
+        return merge_command(args)
     serving = command == "serve"
     control = options.pop("control")
     try:

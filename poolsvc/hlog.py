@@ -22,6 +22,7 @@ default unit ratio for microsecond values is 1e6, as the reference writer uses).
 from __future__ import annotations
 
 import base64
+import math
 import re
 import struct
 import time
@@ -161,3 +162,78 @@ class HlogFile:
     def __exit__(self, *exc: object) -> None:
         if self.out is not None:
             self.out.commit()  # what was recorded is true, even of a run that failed
+
+
+def _value_of(index: int) -> int:
+    """The lowest value an HdrHistogram counts index (3 digits, lowest 1) stands for."""
+    bucket = (index >> _HALF_MAGNITUDE) - 1
+    sub = (index & ((1 << _HALF_MAGNITUDE) - 1)) + (1 << _HALF_MAGNITUDE)
+    if bucket < 0:
+        bucket, sub = 0, sub - (1 << _HALF_MAGNITUDE)
+    return sub << bucket
+
+
+def decode(text: str) -> list[int]:
+    """One of our encoded histograms back as our bucket counts (the inverse of
+    :func:`encode`: each HdrHistogram bucket lies inside one of ours)."""
+    raw = base64.b64decode(text)
+    cookie, length = struct.unpack(">ii", raw[:8])
+    if cookie != _COMPRESSED or length != len(raw) - 8:
+        raise ValueError("not a V2 compressed histogram")
+    data = zlib.decompress(raw[8:])
+    cookie, size = struct.unpack(">ii", data[:8])
+    if cookie != _ENCODING:
+        raise ValueError("not a V2 histogram")
+    counts = [0] * histogram.BUCKETS
+    at, pos, end = 0, 40, 40 + size
+    while pos < end:
+        value, shift = 0, 0
+        for i in range(9):
+            byte = data[pos]
+            pos += 1
+            value |= (byte if i == 8 else byte & 0x7F) << shift
+            shift += 7
+            if i < 8 and not byte & 0x80:
+                break
+        n = (value >> 1) ^ -(value & 1)
+        if n < 0:
+            at += -n
+            continue
+        if n:
+            counts[histogram.bucket_of(_value_of(at))] += n
+        at += 1
+    return counts
+
+
+def read_log(path: str) -> tuple[float, list[tuple[str, float, float, list[int]]]]:
+    """A log of ours: its start (epoch seconds) and its lines (tag, start, length, counts)."""
+    start, lines = 0.0, []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#[StartTime:"):
+                start = float(line.split()[1])
+            elif line.startswith("Tag="):
+                tag_part, offset, length, _max, payload = line.rstrip("\n").split(",")
+                lines.append((tag_part[4:], float(offset), float(length), decode(payload)))
+    return start, lines
+
+
+def merge_logs(paths: Sequence[str], out_path: str) -> int:
+    """The logs of one run's shards as one: every line re-binned on the wall clock
+    into whole seconds from the earliest start, per tag (counts exact); the lines."""
+    logs = [read_log(p) for p in paths]
+    origin = math.floor(min(start for start, _ in logs))
+    bins: dict[tuple[str, int], list[int]] = {}
+    for start, lines in logs:
+        for tag_name, offset, length, counts in lines:
+            key = (tag_name, int(start + offset + length / 2 - origin))
+            merged = bins.setdefault(key, [0] * histogram.BUCKETS)
+            histogram.merge_into(merged, counts)
+    with files.replacing(out_path) as out:
+        writer = HlogWriter(out, float(origin))
+        for (tag_name, second), counts in sorted(bins.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            top = max((i for i, n in enumerate(counts) if n), default=-1)
+            writer.interval(
+                tag_name, float(second), 1.0, counts, histogram.bucket_high(top) if top >= 0 else 0
+            )
+    return len(bins)

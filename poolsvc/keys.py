@@ -312,6 +312,26 @@ class Config:
         high=3600,
         flag="--linger",
     )
+    shard: str | None = key(
+        None,
+        "run instance K of N of one run (`--shard 0/3`): its exact share, no coordinator",
+        flag="--shard",
+        shown="none",
+    )
+    shards: int | None = key(
+        None,
+        "N shards, this one's index from `$JOB_COMPLETION_INDEX` (a Kubernetes Indexed Job)",
+        low=1,
+        high=100_000,
+        flag="--shards",
+        shown="none",
+    )
+    start_at: str | None = key(
+        None,
+        "start the load at this wall-clock time (RFC 3339 or epoch seconds), every shard alike",
+        flag="--start-at",
+        shown="none",
+    )
     thresholds: list[Any] | None = key(
         None,
         "objectives, e.g. `latency:p(99)<25ms`, `requests.failed:rate<1%` (`--threshold`,"

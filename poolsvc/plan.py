@@ -18,11 +18,12 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from poolsvc import __version__
+from poolsvc import __version__, sharding
 from poolsvc.breaker import BreakerSettings
 from poolsvc.config import faults, target_configs, target_spec, target_weights
 from poolsvc.keys import Config
 from poolsvc.metricsserver import parse_addr
+from poolsvc.sharding import ALONE, Instance, open_loop_share
 from workers.admission import SharedView
 from workers.errors import ConfigError
 from workers.http import parse_statuses, status_table
@@ -71,7 +72,9 @@ class Shard:
     requests: int  # 0 = no count bound
     seed: int
     rate: float = 0.0  # open loop: the total rate, all workers together (0: closed loop)
-    workers: int = 1  # open loop: how many workers share it (this one is `index`)
+    workers: int = 1  # how many workers share the run (this one is `index`)
+    stride: int = 1  # open loop: it fires the global arrivals i = phase (mod stride)
+    phase: int = 0
 
     @property
     def pool_size(self) -> int:
@@ -79,22 +82,36 @@ class Shard:
 
 
 def split_shards(
-    pools: list[tuple[int, int]], concurrency: int, requests: int, rate: float, n: int, seed: int
+    pools: list[tuple[int, int]],
+    concurrency: int,
+    requests: int,
+    rate: float,
+    n: int,
+    seed: int,
+    inst: Instance = ALONE,
 ) -> list[Shard]:
     """``n`` shards of the whole: each target's pool (max, kept-open min), the
-    concurrency and the request bound split as evenly as integers allow."""
+    concurrency and the request bound split as evenly as integers allow. Open loop,
+    worker i of this instance (``inst``, see :mod:`poolsvc.sharding`) fires the global
+    arrivals ``inst.index + inst.count * i (mod inst.count * n)``, and its request
+    bound is the number of those below the global bound."""
     conc = split(concurrency, n)
-    reqs = split(requests, n) if requests else [0] * n
     shares = [(split(size, n), split(minimum, n)) for size, minimum in pools]
-    return [
-        Shard(i, tuple((s[i], m[i]) for s, m in shares), conc[i], reqs[i], seed + i, rate, n)
-        for i in range(n)
-    ]
+    out = []
+    for i in range(n):
+        stride, phase = inst.count * n, inst.index + inst.count * i
+        if rate:
+            reqs = open_loop_share(requests, phase, stride)
+        else:
+            reqs = split(requests, n)[i] if requests else 0
+        pool = tuple((s[i], m[i]) for s, m in shares)
+        out.append(Shard(i, pool, conc[i], reqs, seed + i, rate, n, stride, phase))
+    return out
 
 
-def shards(cfg: Config, n: int, seed: int) -> list[Shard]:
+def shards(cfg: Config, n: int, seed: int, inst: Instance = ALONE) -> list[Shard]:
     pools = [(tc.pool_size, tc.effective_pool_min) for tc in target_configs(cfg)]
-    return split_shards(pools, concurrency(cfg), cfg.requests, cfg.rate, n, seed)
+    return split_shards(pools, concurrency(cfg), cfg.requests, cfg.rate, n, seed, inst)
 
 
 def target_names(cfg: Config, hosts: list[tuple[str, int]]) -> list[str]:
@@ -167,6 +184,9 @@ class RunPlan:
     audit_report: str | None
     metrics_addr: tuple[str, int] | None  # serve GET /metrics here (None: no endpoint)
     linger_s: float  # after a bounded run, keep the endpoint up this long
+    instance: Instance = ALONE  # this instance's shard of the run (poolsvc.sharding)
+    start_at: float = 0.0  # wall clock: when every shard's load starts (0: now)
+    run_id: str = ""  # the whole run's digest, equal on every shard
 
     @property
     def names(self) -> list[str]:
@@ -186,7 +206,7 @@ class RunPlan:
     def reshard(self, n: int, concurrency: int, rate: float) -> list[Shard]:
         """The shards of ``n`` workers running ``concurrency`` and ``rate`` in total."""
         pools = [(t.pool.max_size, t.pool.min_size) for t in self.targets]
-        return split_shards(pools, concurrency, self.requests, rate, n, self.seed)
+        return split_shards(pools, concurrency, self.requests, rate, n, self.seed, self.instance)
 
     def spec(self, shard: Shard) -> WorkerSpec:
         """What the worker of ``shard`` runs."""
@@ -208,8 +228,11 @@ class RunPlan:
             rate=shard.rate,
             ramp=self.ramp_s,
             max_outstanding=self.max_outstanding,
-            stride=shard.workers,
-            phase=shard.index,
+            stride=shard.stride,
+            phase=shard.phase,
+            start_wall=self.start_at,
+            shard=self.instance.index,
+            shards=self.instance.count,
         )
         return WorkerSpec(shard.index, targets, bounds, self.settings, self.backoff, shard.seed)
 
@@ -226,6 +249,9 @@ def resolve(
     run time: the embedded target's port is the kernel's choice) with ``n`` workers
     (default: :func:`worker_count`); ``trust``: the PEM of a CA to trust besides
     ``cacert`` (the embedded target's throwaway one). Raises ConfigError."""
+    inst = sharding.instance(cfg)
+    whole = sharding.run_id(cfg, inst)
+    cfg = sharding.instance_config(cfg, inst)  # from here on: this shard's share
     n = worker_count(cfg) if n is None else n
     names = target_names(cfg, hosts)
     targets = tuple(
@@ -241,7 +267,7 @@ def resolve(
     )
     return RunPlan(
         targets=targets,
-        shards=tuple(shards(cfg, n, seed)),
+        shards=tuple(shards(cfg, n, seed, inst)),
         seed=seed,
         forever=forever,
         concurrency=concurrency(cfg),
@@ -259,6 +285,9 @@ def resolve(
         audit_report=cfg.audit_report,
         metrics_addr=parse_addr(cfg.metrics_addr) if cfg.metrics_addr else None,
         linger_s=cfg.linger_s,
+        instance=inst,
+        start_at=sharding.start_at(cfg.start_at),
+        run_id=whole,
     )
 
 

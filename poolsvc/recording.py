@@ -24,7 +24,7 @@ from workers.stats import Snapshot
 FIRST_PERIOD: Final = 0.2
 CAP: Final = 400
 #: breaker states, worst last: a merged row keeps the worst one seen
-_SEVERITY: Final = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
+SEVERITY: Final = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 #: the histograms a row keeps: Snapshot attribute or timing name -> row key
 HISTS: Final = ("latency", "latency_uncorrected", "failure_time")
 
@@ -76,7 +76,7 @@ class Row:
             counts[k] = counts.get(k, 0) + v
         hists = {k: _add_sparse(self.hists[k], later.hists[k]) for k in HISTS}
         breakers = [
-            max(a, b, key=_SEVERITY.__getitem__)
+            max(a, b, key=SEVERITY.__getitem__)
             for a, b in zip(self.breakers, later.breakers, strict=True)
         ]
         faults = sorted({*self.faults, *later.faults})

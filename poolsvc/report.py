@@ -37,6 +37,7 @@ class RunInfo:
     breaker: bool = True  # False: --no-breaker
     tls_resume_ratio: float | None = None  # asked of TLS targets (None: no TLS target)
     started_at: float = 0.0  # wall clock (epoch seconds) when the service started
+    shard: dict[str, Any] = field(default_factory=dict)  # index, count, run_id, start skew
 
 
 def _ms(us: int) -> float:
@@ -219,6 +220,25 @@ def _outcome_lines(snap: Snapshot, info: RunInfo) -> list[str]:
     return lines
 
 
+def _shard_lines(info: RunInfo) -> list[str]:
+    shard = info.shard
+    if not shard or (shard["count"] == 1 and not shard["start_at"]):
+        return []
+    skew = shard["start_skew_ms"]
+    if shard["index"] is None:  # a merge: every shard's
+        shown = ", ".join("-" if s is None else f"{s:+.1f}" for s in skew or [])
+        return [
+            f"[shard] {shard['count']} shards of run {shard['run_id']} merged; each ready after"
+            f" --start-at by (ms): {shown}"
+        ]
+    line = f"[shard] {shard['index']} of {shard['count']} of run {shard['run_id']}"
+    if shard["start_at"]:
+        line += f", started at {shard['start_at']:.3f}" + (
+            f" (ready {skew:+.1f} ms after it)" if skew is not None else ""
+        )
+    return [line]
+
+
 def text(snap: Snapshot, info: RunInfo) -> str:
     """The human report followed by the key=value metrics block."""
     c, g = snap.counters, snap.gauges
@@ -234,6 +254,7 @@ def text(snap: Snapshot, info: RunInfo) -> str:
         + (" (from intended send times)" if info.rate else ""),
     ]
     lines.extend(_timing_lines(snap, info))
+    lines.extend(_shard_lines(info))
     raw = snap.latency_uncorrected()
     if raw is not None:
         lines.append(

@@ -67,6 +67,7 @@ def document(
     if owns is not None and len(owns) == len(per_target):
         for row, own in zip(per_target, owns, strict=True):
             row["latency"] = buckets(own.hist, own.counters["latency.max_us"])
+            row["errors"] = own.errors()
     started = info.started_at
     return {
         "format": FORMAT,
@@ -78,6 +79,7 @@ def document(
         "mode": "open" if info.rate else "closed",
         "rate": info.rate,
         "seed": info.seed,
+        "shard": info.shard,
         "started_at": round(started, 3),
         "started_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "recovered": recovered(snap),

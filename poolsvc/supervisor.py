@@ -406,7 +406,22 @@ class Supervisor:
             breaker=self.plan.breaker.enabled,
             tls_resume_ratio=self.plan.tls_resume_ratio,
             started_at=self.started_wall,
+            shard=self._shard_info(),
         )
+
+    def _shard_info(self) -> dict[str, Any]:
+        """This instance's place in the run, and how late it was ready (``--start-at``)."""
+        plan, g = self.plan, self.snapshot().gauges
+        skew = None
+        if plan.start_at and g["time.ready_us"] and g["time.started_us"]:
+            skew = round((g["time.ready_us"] - g["time.started_us"]) / 1000, 3)
+        return {
+            "index": plan.instance.index,
+            "count": plan.instance.count,
+            "run_id": plan.run_id,
+            "start_at": plan.start_at or None,
+            "start_skew_ms": skew,
+        }
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.fleet!r} {self.desk} exit={self.exit_code}>"

@@ -48,8 +48,11 @@ class RunState:
         "one_closed",
         "paused",
         "ready",
+        "ready_at",
         "renewed",
         "schedule",
+        "shard",
+        "shards",
         "started_at",
         "stop_requested",
         "stopping",
@@ -75,6 +78,7 @@ class RunState:
         self.in_flight = 0
         self.schedule: Schedule | None = None  # open loop, from the start of the load
         self.max_outstanding = bounds.max_outstanding  # open loop: per worker
+        self.shard, self.shards = bounds.shard, bounds.shards  # this instance of the run
         # Closed loop with one target: a client may keep its connection between
         # requests (Responses.response_done) while nothing stops or pauses the load.
         self.one_closed = targets == 1 and not bounds.rate
@@ -87,6 +91,7 @@ class RunState:
         self.fault_gen = -1
         self.fixed_end = end_at  # a replacement worker ends when the one it replaces would
         self.started_at = self.end_at = self.finished_at = 0.0
+        self.ready_at = 0.0  # when the load could begin (after --start-at's wait, warm-up)
         self.issue_end = 0.0  # when this worker stopped issuing requests
         self.load_end_times: tuple[float, float] | None = None  # (last ok, last fail) then
 

@@ -104,6 +104,7 @@ GAUGES: Final = (
     "time.last_ok_us",  # monotonic us of the last good response
     "time.last_fail_us",  # monotonic us of the last failed request
     "time.started_us",  # monotonic us when the load started (after warm-up)
+    "time.ready_us",  # monotonic us when it was ready to send (after --start-at's wait)
     "time.end_us",  # monotonic us when the duration bound ends (0 = none)
     "time.issue_end_us",  # monotonic us when this worker stopped issuing (0 = still issuing)
     "time.finished_us",  # monotonic us when the worker finished (0 = still running)

@@ -120,8 +120,10 @@ class Upkeep:
         n = row[shm.C_WORKERS]
         me = self.shared.worker
         sched = run.schedule
-        if sched is not None and rate and me < n and (rate, n) != (sched.rate, sched.stride):
-            sched.change_rate(rate, run.now, stride=n, phase=me)
+        shards, shard = run.shards, run.shard  # n workers in each of the shards
+        stride = shards * n
+        if sched is not None and rate and me < n and (rate, stride) != (sched.rate, sched.stride):
+            sched.change_rate(rate, run.now, stride=stride, phase=shard + shards * me)
         concurrency = row[shm.C_CONCURRENCY]
         if concurrency and concurrency != run.concurrency:
             self._set_concurrency(concurrency)
@@ -217,6 +219,7 @@ class Upkeep:
             "time.last_ok_us": last_ok,
             "time.last_fail_us": last_fail,
             "time.started_us": run.started_at,
+            "time.ready_us": run.ready_at,
             "time.end_us": run.end_at,
             "time.issue_end_us": run.issue_end,
             "time.finished_us": run.finished_at,

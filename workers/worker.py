@@ -170,8 +170,12 @@ class Worker:
         """Warm the pools, run the load until a bound is reached, drain, close."""
         run, loop, upkeep, b = self.run_state, self.loop, self.upkeep, self.bounds
         try:
+            if b.start_wall and not self._wait_until(b.start_wall):
+                return  # told to stop before the start
             self._warm_up()
-            run.started_at = run.now = run.clock()
+            run.ready_at = run.started_at = run.now = run.clock()
+            if b.start_wall:  # every shard's schedule from the same wall-clock instant
+                run.started_at = run.now + (b.start_wall - time.time())
             if run.fixed_end:
                 run.end_at = run.fixed_end
             elif b.duration:
@@ -198,6 +202,16 @@ class Worker:
                 upkeep.run_audit("final")
             loop.close()
             upkeep.reserve.close()
+
+    def _wait_until(self, wall: float) -> bool:
+        """Sleep until wall-clock ``wall`` (``--start-at``), in short naps so that a
+        stop is heeded; False when told to stop first."""
+        run = self.run_state
+        while (left := wall - time.time()) > 0:
+            if run.stop_requested:
+                return False
+            time.sleep(min(left, 0.05))
+        return not run.stop_requested
 
     def _warm_up(self) -> None:
         """Open ``min_size`` connections per target before measuring anything."""
