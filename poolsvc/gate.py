@@ -97,7 +97,12 @@ class Gate:
         self.thresholds = list(thresholds)
         self.names = list(names)
         self.watched = [t for t in self.thresholds if t.abort_on_fail]
-        self._last: tuple[float, Snapshot, list[Snapshot]] | None = None
+        # primed with zeros at the start: the first second is judged too
+        self._last: tuple[float, Snapshot, list[Snapshot]] | None = (
+            0.0,
+            Snapshot(),
+            [Snapshot() for _ in self.names],
+        )
         self._breached_since: dict[int, float] = {}  # watched index -> start of its breach
         self.aborted_by: Threshold | None = None
 

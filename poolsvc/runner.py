@@ -167,8 +167,10 @@ def execute(
 
         def on_second(t: float, whole: Snapshot, owns: list[Snapshot]) -> None:
             hlog.feed(t, whole, owns)
+            if supervisor.stopping or supervisor.finished_at:
+                return  # draining or over: nothing left to stop (a drain's tail is not judged)
             breached = gate.feed(t, whole, owns)
-            if breached is not None and not supervisor.stopping:
+            if breached is not None:
                 window = f"{breached.for_s:g}s" if breached.for_s else "a second"
                 emit(f"[threshold] {breached.expr} breached for {window}: stopping the run")
                 supervisor.drain()

@@ -72,7 +72,7 @@ def slow_for(target: TargetServer, start: float, seconds: float) -> threading.Th
 
 
 def test_abort_on_fail_stops_the_run_after_a_sustained_breach(target: TargetServer) -> None:
-    slow_for(target, 1.0, 30.0)
+    target.set(delay_ms=30)  # slow from the first request on
     started = time.monotonic()
     proc = poolsvc_run(
         *at(target), "--duration", "30s", "--size", "4",
@@ -83,8 +83,9 @@ def test_abort_on_fail_stops_the_run_after_a_sustained_breach(target: TargetServ
     doc = json.loads(proc.stdout)
     (v,) = doc["thresholds"]
     assert v["aborted_the_run"] and not v["ok"]
-    # slow from 1 s on, breached in every second for 3 s: stopped after 4 s, not before
-    assert 4.0 <= doc["metrics"]["run.load_s"] < 9.0 and took < 20
+    # breached in every second from the start: stopped once the 3 s window was whole
+    # (the first second also holds the warm-up, hence the slack), long before 30 s
+    assert 2.5 <= doc["metrics"]["run.load_s"] < 8.0 and took < 20
     assert any("breached for 3s: stopping the run" in e for e in doc["events"])
 
 

@@ -118,3 +118,27 @@ def test_the_intervals_of_a_log_add_up_to_the_run(tmp_path: Path) -> None:
             assert totals[name].get_value_at_percentile(p) == pytest.approx(
                 at_rank(counts, rank), rel=1e-3
             )
+
+
+def test_our_decoder_gives_back_exactly_what_was_encoded() -> None:
+    rng = random.Random(11)
+    counts = counts_of([int(rng.lognormvariate(8, 2.5)) + 1 for _ in range(4000)])
+    counts[5] = 2**41  # a count past seven bytes of varint
+    assert hlog.decode(hlog.encode(counts)) == counts
+    with pytest.raises(ValueError, match="not a V2"):
+        hlog.decode("AAAAAAAAAAA=")
+
+
+def test_logs_of_shards_merge_per_tag_and_second(tmp_path: Path) -> None:
+    paths = []
+    for k, start in enumerate((1_700_000_000.2, 1_700_000_000.7)):
+        path = tmp_path / f"s{k}.hlog"
+        with hlog.HlogFile(str(path), ["api"], start_wall=start) as log:
+            log.feed(1.0, Snapshot(), [snap_with([1000] * (10 + k))])
+            log.feed(2.0, Snapshot(), [snap_with([1000] * (10 + k) + [9000] * 5)])
+        paths.append(str(path))
+    out = tmp_path / "merged.hlog"
+    hlog.merge_logs(paths, str(out))
+    _, lines = hlog.read_log(str(out))
+    assert sum(sum(c) for *_, c in lines) == 15 + 16  # every sample of both, once
+    assert {tag for tag, *_ in lines} == {"api"}

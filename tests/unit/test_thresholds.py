@@ -179,3 +179,9 @@ def test_a_threshold_that_stopped_the_run_fails_whatever_the_final_figure() -> N
     fast_overall = snap_of([1000] * 100)
     (v,) = gate.verdicts(fast_overall, [fast_overall, snap_of([])], 22.0)
     assert v.aborted and not v.ok and "stopped the run" in v.line()
+
+
+def test_the_first_second_is_judged_too() -> None:
+    gate = Gate([parse("latency:p(50)<10ms abort_on_fail", TARGETS)], TARGETS)
+    slow = snap_of([50_000] * 10)
+    assert gate.feed(1.0, slow, [slow, snap_of([])]) is not None
