@@ -33,6 +33,8 @@ def check(docs: Sequence[tuple[str, dict[str, Any]]]) -> int:
     """The shard count, if ``docs`` are every shard of one run exactly once."""
     first_path, first = docs[0]
     run, count = first.get("shard", {}).get("run_id"), first.get("shard", {}).get("count")
+    if not run or not isinstance(count, int):
+        raise ConfigError(f"{first_path} has no shard record: not a result poolsvc can merge")
     seen: dict[int, str] = {}
     for path, doc in docs:
         shard = doc.get("shard") or {}

@@ -162,3 +162,15 @@ def test_the_job_s_arguments_are_a_valid_command_line(tmp_path: Path) -> None:
         env={"JOB_COMPLETION_INDEX": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode == 4, proc.stderr
+
+
+def test_merge_refuses_a_result_without_its_shard_record(
+    simulated: dict[str, Any], tmp_path: Path
+) -> None:
+    doc = json.loads(simulated["paths"][0].read_text())
+    del doc["shard"]
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(doc))
+    proc = merge(str(bare), *map(str, simulated["paths"][1:]))
+    assert proc.returncode == 2 and "no shard record" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
