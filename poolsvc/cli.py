@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from poolsvc import config, files, hlog, htmlreport, merge, plan, report, result
+from poolsvc import config, files, hlog, htmlreport, merge, netns, plan, report, result
 from poolsvc.churn import churn
 from poolsvc.client import ENV, resolve_path
 from poolsvc.ctlserver import claim, prepare_dir
@@ -105,9 +106,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_run_options(sub.add_parser("run", help="run a bounded load and print the report"), False)
     _add_run_options(sub.add_parser("serve", help="run until stopped, controlled by poolctl"), True)
-    _add_run_options(
-        sub.add_parser("churn", help="the same load pooled and per request: what churn costs"),
-        False,
+    ch = sub.add_parser("churn", help="the same load pooled and per request: what churn costs")
+    _add_run_options(ch, False)
+    ch.add_argument(
+        "--netns",
+        action="store_true",
+        help="run the study in a private network namespace with 1,000 ephemeral ports and"
+        " tcp_tw_reuse off, so that churn really runs out of ports (root)",
+    )
+    ch.add_argument("--capture", metavar="DIR", help="a pcap of each half here (with --netns)")
+    ch.add_argument(
+        "--nagle",
+        action="store_true",
+        help="instead: one pooled load twice, head and body written apart, with TCP_NODELAY"
+        " and with Nagle's algorithm on: the stall of small writes",
     )
     mer = sub.add_parser("merge", help="the shards of one run (--shard K/N), merged exactly")
     mer.add_argument("files", nargs="+", metavar="FILE", help="each shard's --json result (.json)"
@@ -121,6 +133,18 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("result", metavar="RESULT.json", help="written by `poolsvc run --json`")
     rep.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file")
     return parser
+
+
+def churn_in_namespace(argv: list[str]) -> int:
+    """``poolsvc churn --netns``: the same command again, inside a namespace of its own."""
+    try:
+        with netns.Namespace() as ns:
+            env = {**os.environ, netns.INSIDE: ns.name}
+            inner = ns.argv(sys.executable, "-m", "poolsvc", *argv)
+            return subprocess.run(inner, env=env, check=False).returncode
+    except ConfigError as exc:
+        print(f"poolsvc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def merge_command(args: argparse.Namespace) -> int:
@@ -177,9 +201,14 @@ def report_command(result_path: str, output: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(raw)
     options = vars(args)
     command = options.pop("command")
+    in_netns, capture = options.pop("netns", False), options.pop("capture", None)
+    nagle = options.pop("nagle", False)
+    if in_netns and not os.environ.get(netns.INSIDE):
+        return churn_in_namespace([a for a in raw if a != "--netns"])
     if command == "report":
         return report_command(args.result, args.output)
     if command == "merge":
@@ -207,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     try:
         if command == "churn":
-            return churn(cfg, as_json=as_json)
+            return churn(cfg, as_json=as_json, capture=capture, nagle=nagle)
         return run(cfg, as_json_doc=as_json, control=path, forever=serving)
     except KeyboardInterrupt:
         print("poolsvc: interrupted", file=sys.stderr)

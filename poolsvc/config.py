@@ -275,6 +275,8 @@ def target_spec(
         health_path=cfg.health_check_path,
         user_agent=user_agent,
         tls=tls_spec(cfg, host, trust),
+        nodelay=cfg.tcp_nodelay,
+        split_writes=cfg.split_writes,
     )
 
 

@@ -118,6 +118,18 @@ class Config:
     keep_alive: bool = key(
         True, "false: `Connection: close` on every request", flag="--no-keepalive", const=False
     )
+    tcp_nodelay: bool = key(
+        True,
+        "false: leave Nagle's algorithm on (see `poolsvc churn --nagle`)",
+        flag="--no-tcp-nodelay",
+        const=False,
+    )
+    split_writes: bool = key(
+        False,
+        "write each request's head and body apart, as many clients do (needs a body)",
+        flag="--split-writes",
+        const=True,
+    )
     pool_size: int = key(
         10, "max connections in the pool, split across workers", low=1, high=100_000, flag="--size"
     )

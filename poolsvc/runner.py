@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from poolsvc import audit, config, files, htmlreport, plan, readings
+from poolsvc import audit, config, files, htmlreport, plan, readings, sockstats
 from poolsvc.gate import Gate, Verdict, from_config, write_junit
 from poolsvc.hlog import HlogFile
 from poolsvc.intervals import Interval
@@ -78,7 +78,7 @@ class Outcome:
     snap: Snapshot
     info: RunInfo
     final_audits: list[dict[str, Any]]
-    time_wait: list[int]  # TIME_WAIT sockets toward the targets added by this run, each second
+    sockets: list[dict[str, int]]  # churn: poolsvc.sockstats toward the target, each second
     cpu_s: float  # CPU time (user + sys) of the supervisor and its workers
     recording: Recording | None = None  # the run over time (the HTML report, the JSON)
     owns: list[Snapshot] | None = None  # each target's own totals
@@ -92,7 +92,7 @@ def execute(
     quiet: bool = False,
     control: Path | None = None,
     forever: bool = False,
-    sample_time_wait: bool = False,
+    sample_sockets: bool = False,
 ) -> Outcome | int:
     """Run ``cfg``; an exit code if it could not start, else the :class:`Outcome`.
     ``quiet``: events are collected, not printed (JSON output, comparisons)."""
@@ -144,16 +144,18 @@ def execute(
             print(f"poolsvc: error: {exc}", file=err)
             return EXIT_USAGE
         timeline = stack.enter_context(Timeline(cfg.timeline))
-        samples: list[int] = []
+        samples: list[dict[str, int]] = []
         # TIME_WAIT this run creates: counted against what was there before it began
-        tw_before = sum(audit.time_wait_toward(hosts).values()) if sample_time_wait else 0
+        before = sockstats.sample(hosts[0]) if sample_sockets else None
 
         def on_interval(interval: Interval) -> None:
             timeline.write(interval)
             live.show(interval, supervisor)
-            if sample_time_wait:
-                now_tw = sum(audit.time_wait_toward(hosts).values())
-                samples.append(max(0, now_tw - tw_before))
+            if before is not None and (now := sockstats.sample(hosts[0])) is not None:
+                samples.append(
+                    {k: max(0, v - before[k]) if k.startswith("time_wait") else v
+                     for k, v in now.items()}
+                )  # fmt: skip
 
         try:
             supervisor = Supervisor(run_plan, emit, control=control, on_interval=on_interval)

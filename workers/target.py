@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from workers.http import IDEMPOTENT, build_request, host_header
 from workers.tls import Tls, TlsSpec
-from workers.transport import Plain, Transport
+from workers.transport import Plain, Transport, Tuned
 
 if TYPE_CHECKING:
     from workers.client import Client
@@ -33,6 +33,8 @@ class TargetSpec:
     health_path: str = "/health"
     user_agent: str = ""  # sent unless the headers hold a User-Agent
     tls: TlsSpec | None = None  # None: plain TCP
+    nodelay: bool = True  # False: Nagle's algorithm left on
+    split_writes: bool = False  # a request's head and body in two writes
 
     @property
     def name(self) -> str:
@@ -117,7 +119,10 @@ class Target:
         self.spec = spec
         self.family, self.addr = resolve(spec.host, spec.port)
         # How every socket to this target is spoken: TLS when its spec says so.
-        self.transport: Transport = transport or (Tls(spec.tls) if spec.tls else Plain())
+        base: Transport = Tls(spec.tls) if spec.tls else Plain()
+        if not spec.nodelay or spec.split_writes:  # the Nagle study's client, on request
+            base = Tuned(base, nodelay=spec.nodelay, split=spec.split_writes)
+        self.transport: Transport = transport or base
         self.handshake_timeout = spec.tls.handshake_timeout if spec.tls else 0.0
         hh = host_header(spec.host, spec.port, spec.default_port)
         ua = spec.user_agent

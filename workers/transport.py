@@ -122,6 +122,65 @@ class Plain:
         return "<Transport tcp>"
 
 
+class Tuned:
+    """A transport as a different client would use it, for the Nagle study: Nagle's
+    algorithm left on (``nodelay`` False) and/or each request's head and body
+    written apart (``split``: the first write stops at the end of the head, and the
+    send path writes the rest when it next can, as a client that writes headers
+    then body does). Everything else is the inner transport's."""
+
+    def __init__(self, inner: Transport, nodelay: bool, split: bool) -> None:
+        self.inner, self.nodelay, self.split = inner, nodelay, split
+        self.name, self.handshakes = inner.name, inner.handshakes
+
+    def open(self, family: int) -> socket.socket:
+        sock = self.inner.open(family)
+        if not self.nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        return sock
+
+    def connect(self, sock: socket.socket, addr: tuple[Any, ...]) -> int:
+        return self.inner.connect(sock, addr)
+
+    def connected(self, sock: socket.socket) -> int:
+        return self.inner.connected(sock)
+
+    def wrap(self, sock: socket.socket) -> tuple[socket.socket, bool]:
+        return self.inner.wrap(sock)
+
+    def handshake(self, sock: Any) -> int:
+        return self.inner.handshake(sock)
+
+    def streams(self, sock: socket.socket) -> tuple[Send, Recv]:
+        send, recv = self.inner.streams(sock)
+        if not self.split:
+            return send, recv
+
+        def send_head_first(data: Any) -> int:
+            view = memoryview(data)
+            end = bytes(view[:8192]).find(b"\r\n\r\n")
+            if 0 <= end < len(view) - 4:  # a head with something after it: the head alone
+                return send(view[: end + 4])
+            return send(view)
+
+        return send_head_first, recv
+
+    def probe(self, sock: socket.socket) -> str:
+        return self.inner.probe(sock)
+
+    def reset(self, sock: socket.socket) -> None:
+        self.inner.reset(sock)
+
+    def shut(self, sock: socket.socket) -> None:
+        self.inner.shut(sock)
+
+    def close(self, sock: socket.socket, notify: bool = False) -> None:
+        self.inner.close(sock, notify)
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.name} nodelay={self.nodelay} split={self.split}>"
+
+
 # Socket primitives -------------------------------------------------------------
 
 
