@@ -66,6 +66,25 @@ def cmd_load(svc: Service, args: dict[str, Any]) -> Any:
     return status.load_status(svc.view().load)
 
 
+def cmd_pool(svc: Service, args: dict[str, Any]) -> Any:
+    """Show each target's pool, or set its bounds: ``size`` (and ``min``), for the
+    target named ``target`` (default: every target)."""
+    size = optional(args, "size", int)
+    minimum = optional(args, "min", int)
+    name = optional(args, "target", str)
+    targets = svc.view().targets
+    names = [t.name for t in targets]
+    if name is not None and name not in names:
+        raise ControlError("bad_request", f"unknown target {name!r} (targets: {', '.join(names)})")
+    if size is None and minimum is not None:
+        raise ControlError("bad_request", "min goes with size")
+    if size is not None:
+        chosen = [names.index(name)] if name is not None else list(range(len(names)))
+        svc.set_pool(chosen, size, minimum)
+        targets = svc.view().targets
+    return [{"target": t.name, **t.pool} for t in targets]
+
+
 def cmd_workers(svc: Service, args: dict[str, Any]) -> Any:
     count = optional(args, "count", int)
     if count is not None:
@@ -116,6 +135,7 @@ def cmd_stop(svc: Service, args: dict[str, Any]) -> Any:
 HANDLERS: dict[str, Handler] = {
     "status": cmd_status,
     "metrics": cmd_metrics,
+    "pool": cmd_pool,
     "breaker": cmd_breaker,
     "load": cmd_load,
     "workers": cmd_workers,

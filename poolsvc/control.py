@@ -43,6 +43,7 @@ COMMANDS: Final[dict[str, frozenset[str]]] = {
     "metrics": frozenset({"format"}),
     "breaker": frozenset({"action", "target"}),
     "load": frozenset({"concurrency", "pause", "resume", "rate"}),
+    "pool": frozenset({"size", "min", "target"}),
     "workers": frozenset({"count"}),
     "inject": frozenset(
         {"action", "fault", "rate", "target", "for_s", "seed", "delay_ms", "timeout_ms", "mode"}

@@ -45,6 +45,9 @@ from workers.process import WorkerPlan, worker_main
 Reporter = Callable[[int], Callable[[str, dict[str, Any]], None]]
 
 
+MAX_POOL = 1_000_000  # connections to one target, over all workers
+
+
 class Fleet:
     """The worker slots of one service (see the module docstring).
 
@@ -66,6 +69,8 @@ class Fleet:
         self.target_workers = len(run.shards)
         self.total_concurrency = run.concurrency
         self.total_rate = run.rate
+        # each target's pool bounds over all workers (max, min): the plan's, or poolctl pool's
+        self.pool_totals = [(t.pool.max_size, t.pool.min_size) for t in run.targets]
         self.ctx = multiprocess.get_context("fork")
         self.stopping = False  # nothing is forked again
         self.failed_boot = False  # a slot's workers kept failing at boot: the service stops
@@ -224,6 +229,28 @@ class Fleet:
             slot.shard = dataclasses.replace(slot.shard, concurrency=share)
             self.region.wctrl_row(slot.index)[shm.C_CONCURRENCY] = share
 
+    def set_pool(self, targets: list[int], size: int, minimum: int | None) -> None:
+        """New pool bounds, over all workers, for ``targets`` (poolctl pool): written to
+        their breaker rows; each worker takes its share within a tick, growing with the
+        usual backoff and shrinking idle connections first (busy ones as they come back)."""
+        if self.stopping:
+            raise ControlError("conflict", "the service is stopping")
+        workers = max(self.target_workers, 1)
+        if not workers <= size <= MAX_POOL:
+            raise ControlError(
+                "bad_request", f"size must be between the workers ({workers}) and {MAX_POOL}"
+            )
+        for t in targets:
+            low = min(self.pool_totals[t][1], size) if minimum is None else minimum
+            if not 0 <= low <= size:
+                raise ControlError("bad_request", f"min must be between 0 and size ({size})")
+        for t in targets:
+            low = min(self.pool_totals[t][1], size) if minimum is None else minimum
+            self.pool_totals[t] = (size, low)
+            row = self.region.breaker_row(t)
+            row[shm.B_POOL_MIN] = low  # before the max: a worker acts when the max moves
+            row[shm.B_POOL_MAX] = size
+
     def set_rate(self, total: float) -> None:
         """Open loop: ``total`` requests per second, split over the running workers."""
         if not self.plan.rate:
@@ -243,7 +270,7 @@ class Fleet:
             raise ControlError("conflict", "the service is stopping")
         if self.plan.requests:
             raise ControlError("conflict", "a request-bounded run cannot be rescaled")
-        smallest = min(t.pool.max_size for t in self.plan.targets)  # one to every target each
+        smallest = min(size for size, _ in self.pool_totals)  # one to every target each
         limit = min(plan.MAX_WORKERS, smallest, self.total_concurrency)
         if not 1 <= n <= limit:
             raise ControlError("bad_request", f"workers must be between 1 and {limit}")

@@ -118,6 +118,13 @@ class Config:
     keep_alive: bool = key(
         True, "false: `Connection: close` on every request", flag="--no-keepalive", const=False
     )
+    pool_adaptive: bool = key(
+        False,
+        "grow each pool on demand and shrink it when idle, between pool_min and pool_size"
+        " (the rule: docs/architecture.md)",
+        flag="--pool-adaptive",
+        const=True,
+    )
     tcp_nodelay: bool = key(
         True,
         "false: leave Nagle's algorithm on (see `poolsvc churn --nagle`)",
@@ -231,6 +238,12 @@ class Config:
     )
     backoff_cap_ms: int = key(
         5000, "reconnect backoff ceiling", low=1, high=3_600_000, flag="--backoff-cap-ms"
+    )
+    backoff_adaptive: bool = key(
+        False,
+        "the backoff's base grows with the target's recent connect failure rate (up to 10x)",
+        flag="--backoff-adaptive",
+        const=True,
     )
     retry_stale: bool = key(True, "re-send an idempotent request once if a reused socket was stale")
     drain_timeout_ms: int = key(

@@ -148,6 +148,7 @@ def pool_settings(cfg: Config, size: int, minimum: int) -> PoolSettings:
         health_after=cfg.health_check_after_ms / 1000.0,
         exhaustion=cfg.exhaustion,
         wait_timeout=cfg.pool_wait_timeout_ms / 1000.0,
+        adaptive=cfg.pool_adaptive,
     )
 
 
@@ -176,7 +177,7 @@ class RunPlan:
     ramp_s: float
     max_outstanding: int
     settings: LoopSettings
-    backoff: tuple[float, float]  # reconnect backoff: base and cap, seconds
+    backoff: tuple[float, float, bool]  # reconnect backoff: base and cap (seconds), adaptive
     breaker: BreakerSettings
     faults: tuple[Fault, ...]  # in force from the start (inject_failures)
     drain_timeout_s: float
@@ -277,7 +278,7 @@ def resolve(
         ramp_s=float(cfg.ramp_s),
         max_outstanding=cfg.max_outstanding,
         settings=loop_settings(cfg),
-        backoff=(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0),
+        backoff=(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, cfg.backoff_adaptive),
         breaker=breaker_settings(cfg),
         faults=tuple(faults(cfg, seed)),
         drain_timeout_s=cfg.drain_timeout_ms / 1000.0,

@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--rate", type=float)
     group.add_argument("--pause", action="store_true")
     group.add_argument("--resume", action="store_true")
+    po = sub.add_parser("pool", help="show each target's pool, or set its bounds at runtime")
+    po.add_argument("--size", type=int, help="the pool's maximum over all workers")
+    po.add_argument("--min", type=int, help="with --size: connections kept open (default: kept)")
+    po.add_argument("--target", help="the target's name (default: every target)")
     wo = sub.add_parser("workers", help="show workers, or scale to N")
     wo.add_argument("count", nargs="?", type=int)
     inj = sub.add_parser("inject", help="inject faults: FAULT --rate R | list | clear [FAULT]")
@@ -98,6 +102,9 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return cmd, {"last": True} if args.last else {}
     if cmd == "workers":
         return cmd, {} if args.count is None else {"count": args.count}
+    if cmd == "pool":
+        given = {"size": args.size, "min": args.min, "target": args.target}
+        return cmd, {k: v for k, v in given.items() if v is not None}
     return cmd, {}
 
 
@@ -225,6 +232,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"workers {len(s['workers'])}  requests {s['totals']['requests.total']}",
         "",
         f"{'TARGET':<22} {'BREAKER':<10} {'ACTIVE':>6} {'IDLE':>5} {'CONN':>5} {'WAIT':>5} "
+        f"{'MAX':>5} "
         f"{'REQ/S':>9} {'P50ms':>7} {'P99ms':>7}  ERRORS",
     ]
     for t in s["targets"]:
@@ -232,7 +240,8 @@ def render_status(s: dict[str, Any]) -> str:
         errors = " ".join(f"{k}={v}" for k, v in t["errors"].items()) or "-"
         lines.append(
             f"{t['name']:<22} {t['breaker']['state']:<10} {p['active']:>6} {p['idle']:>5} "
-            f"{p['connecting']:>5} {p['waiting']:>5} {t['rps']:>9.1f} {_ms(t['p50_ms']):>7} "
+            f"{p['connecting']:>5} {p['waiting']:>5} {p.get('max', '-'):>5} {t['rps']:>9.1f} "
+            f"{_ms(t['p50_ms']):>7} "
             f"{_ms(t['p99_ms']):>7}  {errors}"
         )
     lines += [

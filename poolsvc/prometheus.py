@@ -195,6 +195,7 @@ def target_families(view: View) -> Iterable[Family]:
     )
     pool = Family("poolsvc_pool_connections", "gauge", "Pool connections by state, live workers.")
     wait = Family("poolsvc_pool_waiting", "gauge", "Requests waiting for a connection.")
+    bounds = Family("poolsvc_pool_bounds", "gauge", "A target's pool bounds over all workers.")
     brk = Family("poolsvc_breaker_state", "gauge", "Breaker state: 0 closed, 1 open, 2 half-open.")
     trips = Family("poolsvc_breaker_trips", "counter", "Times the breaker opened.")
     for t in view.targets:
@@ -206,9 +207,11 @@ def target_families(view: View) -> Iterable[Family]:
         for state in ("active", "idle", "connecting"):
             pool.add(t.pool[state], target=t.name, state=state)
         wait.add(t.pool["waiting"], target=t.name)
+        for bound in ("max", "min", "limit"):
+            bounds.add(t.pool.get(bound, 0), target=t.name, bound=bound)
         brk.add(BREAKER_CODES[t.breaker["state"]], target=t.name)
         trips.add(t.breaker["trips"], "_total", target=t.name)
-    yield from (req, err, lat, pool, wait, brk, trips)
+    yield from (req, err, lat, pool, wait, bounds, brk, trips)
 
 
 def exposition(view: View, openmetrics: bool = False) -> str:

@@ -113,7 +113,9 @@ def per_target(
 def pool(region: shm.Region, live: Sequence[Slot], t: int) -> dict[str, int]:
     """Target ``t``'s pool over the live workers (their last published gauges)."""
     blocks = [region.target_words(s.index, t) for s in live]
-    return {name: sum(b[shm.T_POOL + i] for b in blocks) for i, name in enumerate(POOL_GAUGES)}
+    out = {name: sum(b[shm.T_POOL + i] for b in blocks) for i, name in enumerate(POOL_GAUGES)}
+    out["limit"] = sum(b[shm.T_POOL_LIMIT] for b in blocks)  # the pools' maxima now
+    return out
 
 
 def _outcomes(slot: Any) -> int:

@@ -42,7 +42,7 @@ class TargetView:
 
     name: str
     breaker: dict[str, Any]
-    pool: dict[str, int]  # active, idle, connecting, waiting
+    pool: dict[str, int]  # active, idle, connecting, waiting; max, min (the bounds)
     figures: dict[str, Any]  # ok, failed, unsent, refused, ... (readings.per_target)
     interval: Interval | None  # its last second
     errors: dict[str, int]
@@ -114,6 +114,10 @@ class Service(Protocol):
     def set_concurrency(self, total: int) -> None: ...
 
     def set_rate(self, total: float) -> None: ...
+
+    def set_pool(self, targets: list[int], size: int, minimum: int | None) -> None:
+        """New pool bounds in total for ``targets`` (indices)."""
+        ...
 
     def set_paused(self, paused: bool) -> None: ...
 

@@ -302,6 +302,9 @@ class Supervisor:
     def set_rate(self, total: float) -> None:
         self.fleet.set_rate(total)
 
+    def set_pool(self, targets: list[int], size: int, minimum: int | None) -> None:
+        self.fleet.set_pool(targets, size, minimum)
+
     def scale(self, n: int) -> None:
         self.fleet.scale(n)
 
@@ -359,6 +362,7 @@ class Supervisor:
             own = owns[t]
             latest = (self.target_intervals[t] if several else self.intervals).latest()
             pool = readings.pool(self.region, live, t)
+            pool["max"], pool["min"] = self.fleet.pool_totals[t]  # the bounds, all workers
             targets.append(
                 TargetView(brk["target"], brk, pool, figures[t], latest, own.errors(), own)
             )

@@ -41,6 +41,12 @@ class SharedView:
     def paused(self) -> bool:
         return bool(self.words[shm.H_PAUSED])
 
+    def pool_bounds(self, target: int) -> tuple[int, int]:
+        """Target ``target``'s pool bounds over all workers as the supervisor last set
+        them (``poolctl pool``): (max, min); (0, 0) while the plan's stand."""
+        at = self.brk[target]
+        return int(self.words[at + shm.B_POOL_MAX]), int(self.words[at + shm.B_POOL_MIN])
+
     def fault_generation(self) -> int:
         return int(self.words[shm.H_INJECT_GEN])
 

@@ -246,13 +246,19 @@ class Dialer:
         if reason:
             self.s[st.EVICT[reason]] += 1
         if not run.stopping:
-            waiter = target.pool.serve_waiter(run.now)
-            if waiter is not None:
-                self.loop.deadlines.disarm(waiter)
-                waiter.fire("connect")
-                self.connect(target, waiter)
+            self.serve_waiters(target, 1)
             if refill:
                 self.refill(target)  # a warm pool replaces what it lost at once (if no backoff)
+
+    def serve_waiters(self, target: Target, most: int = 1_000_000) -> None:
+        """Connect for requests waiting on ``target``'s pool while it has room."""
+        for _ in range(most):
+            waiter = target.pool.serve_waiter(self.run.now)
+            if waiter is None:
+                return
+            self.loop.deadlines.disarm(waiter)
+            waiter.fire("connect")
+            self.connect(target, waiter)
 
     def refill(self, target: Target) -> None:
         """Open what the target's pool lacks of its minimum (none while backing off)."""

@@ -141,6 +141,7 @@ class PoolSettings:
     exhaustion: str = "wait"  # or "fail"
     wait_timeout: float = 1.0
     max_age_jitter: float = 0.025  # retire up to 2.5 % early so connections do not expire together
+    adaptive: bool = False  # max_size follows demand (workers.sizing) up to the worker's share
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -211,6 +212,7 @@ class Pool(Generic[C, W]):
         the first waiter (returned) or the idle list.  ``jitter`` in [0, 1) shortens
         the max age by up to ``max_age_jitter``."""
         self.connecting -= 1
+        self.backoff.connected(now)
         s = self.settings
         conn.created = conn.last_used = now
         conn.expires = now + s.max_age * (1.0 - s.max_age_jitter * jitter) if s.max_age else 0.0

@@ -61,6 +61,7 @@ CMD_RUN, CMD_DRAIN, CMD_STOP = 0, 1, 2
 
 BRK_FIXED: Final = 8
 B_STATE, B_OPEN_UNTIL, B_TRIPS, B_CHANGED = 0, 1, 2, 3
+B_POOL_MAX, B_POOL_MIN = 4, 5  # the target's pool bounds in total (poolctl pool; 0: as planned)
 
 WCTRL_WORDS: Final = 8
 C_CONCURRENCY, C_WORKERS, C_AUDIT, C_RATE = 0, 1, 3, 4
@@ -69,6 +70,7 @@ TGT_FIXED: Final = 16
 T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_CONSEC, T_TRIAL_USED, T_TRIAL_OK, T_TRIAL_FAIL = range(8)
 T_POOL: Final = 8  # four gauges from here: active, idle, connecting, waiting
 T_RESP_OK, T_RESP_FAILED, T_UNSENT = 12, 13, 14  # the target's own request outcomes
+T_POOL_LIMIT: Final = 15  # the pool's maximum now (adaptive: what the sizing rule set)
 T_ERRORS: Final = TGT_FIXED  # several targets only: failures by name (ERROR_NAMES order) ...
 T_HIST: Final = T_ERRORS + len(ERROR_NAMES)  # ... and the latency histogram
 T_MONOTONIC: Final = (T_OK, T_FAILED, T_REFUSED, T_LOCAL, T_RESP_OK, T_RESP_FAILED, T_UNSENT)

@@ -49,5 +49,5 @@ class WorkerSpec:
     targets: tuple[TargetPlan, ...]
     bounds: Bounds
     settings: LoopSettings
-    backoff: tuple[float, float]  # reconnect backoff: base and cap, in seconds
+    backoff: tuple[float, float, bool]  # reconnect backoff: base, cap (seconds), adaptive
     seed: int  # jitter and fault draws

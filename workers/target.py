@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from workers.http import IDEMPOTENT, build_request, host_header
+from workers.sizing import Sizing
 from workers.tls import Tls, TlsSpec
 from workers.transport import Plain, Transport, Tuned
 
@@ -102,7 +103,9 @@ class Target:
         "own",
         "pool",
         "request",
+        "share",
         "size",
+        "sizing",
         "spec",
         "total",
         "transport",
@@ -148,6 +151,9 @@ class Target:
         self.consec = 0  # failures in a row on this target in this worker
         self.consec_gen = 0  # the breaker generation that streak belongs to
         self.total = (0, 0)  # the whole pool over all workers: (max, min), for re-splitting
+        # this worker's share of it (max, min); adaptive, the pool's max moves inside it
+        self.share = (pool.settings.max_size, pool.settings.min_size)
+        self.sizing: Sizing | None = None
         # Indexes into the shared words, set by the worker that owns this target:
         # its breaker's state word and its own `ok` counter (read on every request).
         self.breaker_word = self.ok_word = 0

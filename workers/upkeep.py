@@ -24,6 +24,7 @@ from workers.dialer import Dialer
 from workers.errors import oserror_name
 from workers.injection import Injector
 from workers.loop import Loop
+from workers.sizing import Sizing, decide
 from workers.state import RunState
 from workers.target import Target
 
@@ -93,6 +94,8 @@ class Upkeep:
             for target in self.targets:
                 for conn, reason in target.pool.sweep(now):
                     self.dialer.close(conn, reason)
+                if target.pool.settings.adaptive:
+                    self._size(target, now)
                 self.dialer.refill(target)
         self.publish(pool_gauges=not run.stopping)  # a drain keeps the gauges it recorded
 
@@ -127,15 +130,41 @@ class Upkeep:
         concurrency = row[shm.C_CONCURRENCY]
         if concurrency and concurrency != run.concurrency:
             self._set_concurrency(concurrency)
-        if n and n != self.workers_seen:  # the workers were rescaled: take our new share
+        resized = False
+        for target in self.targets:  # poolctl pool: new bounds for a target, in total
+            bounds = self.shared.pool_bounds(target.index)
+            if bounds[0] and bounds != target.total:
+                target.total, resized = bounds, True
+        if n and (n != self.workers_seen or resized):  # rescaled or resized: our new share
             self.workers_seen = n
             for target in self.targets:
                 size = load.split(target.total[0], n)[me] if target.total[0] else 0
                 minimum = load.split(target.total[1], n)[me] if target.total[0] else 0
-                s = target.pool.settings
-                if size and (size, minimum) != (s.max_size, s.min_size):
-                    for conn in target.pool.resize(size, min(minimum, size)):
-                        self.dialer.close(conn, "resized")
+                if size:
+                    target.share = (size, minimum)
+                    limit = min(size, target.sizing.limit) if target.sizing else size
+                    self._limit(target, limit, min(minimum, limit))
+
+    def _size(self, target: Target, now: float) -> None:
+        """--pool-adaptive: the sizing rule's limit for this tick (workers.sizing)."""
+        pool = target.pool
+        high, low = target.share
+        low = max(1, min(low, high))
+        before = target.sizing or Sizing(low)
+        target.sizing = after = decide(before, now, len(pool.waiters), len(pool.idle), low, high)
+        self._limit(target, after.limit, min(target.share[1], after.limit))
+
+    def _limit(self, target: Target, limit: int, minimum: int) -> None:
+        """Set the pool's limits: idle connections over a lower maximum are closed now
+        (busy ones as they come back); a higher one serves the waiters at once."""
+        pool = target.pool
+        old = pool.settings.max_size
+        if (limit, minimum) == (old, pool.settings.min_size):
+            return
+        for conn in pool.resize(limit, minimum):
+            self.dialer.close(conn, "resized")
+        if limit > old:
+            self.dialer.serve_waiters(target)
 
     def _set_concurrency(self, n: int) -> None:
         """Add clients, or let the surplus retire after their current request."""
@@ -207,6 +236,9 @@ class Upkeep:
                 for i, value in enumerate(target.pool.gauges()):
                     totals[i] += value
                     self.w[at + i] = value
+                self.w[self.shared.targets[target.index] + shm.T_POOL_LIMIT] = (
+                    target.pool.settings.max_size
+                )
             for name, value in zip(st.GAUGES, totals, strict=False):
                 s[st.GAUGE_INDEX[name]] = value
         # Whether the pool recovered is a question about the load: the tail of a drain

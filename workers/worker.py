@@ -303,7 +303,8 @@ def build_worker(
     rng = random.Random(spec.seed)
     targets = []
     for t, plan in enumerate(spec.targets):
-        target = Target(t, plan.spec, Pool(plan.pool, Backoff(*spec.backoff, rng)))
+        base, cap, adaptive = spec.backoff
+        target = Target(t, plan.spec, Pool(plan.pool, Backoff(base, cap, rng, adaptive)))
         target.total = plan.total
         targets.append(target)
     return Worker(

@@ -100,3 +100,35 @@ def test_earlier_rearm_and_disarm() -> None:
     d.arm(b, 2.0)
     Deadlines.disarm(b)
     assert d.pop_expired(3.0) == []
+
+
+def test_adaptive_backoff_scales_its_base_with_the_recent_failure_rate() -> None:
+    from workers.backoff import GAIN, WINDOW
+
+    b = Backoff(0.05, 5.0, random.Random(3), adaptive=True)
+    assert b.ceiling(0.0) == 0.05  # no connects yet: the configured base
+    for i in range(10):
+        b.connected(float(i) / 10)
+    assert b.failure_rate(1.0) == 0.0
+    for _ in range(10):
+        b.failure(1.0)  # one round, failing together: one step
+    assert b.failure_rate(1.1) == pytest.approx(0.5)
+    assert b.attempt == 1
+    assert b.ceiling(1.1) == pytest.approx(min(5.0, 0.05 * (1 + GAIN * 0.5) * 2))
+    assert b.failure_rate(1.0 + WINDOW + 1) == 0.0  # the window moved on: the rate decays
+    b.success()
+    assert b.attempt == 0 and b.not_before == 0.0
+    plain = Backoff(0.05, 5.0, random.Random(3))
+    plain.failure(0.0)
+    assert plain.ceiling(0.0) == 0.1  # not adaptive: the rate is not even kept
+
+
+def test_the_documented_table_is_the_rule() -> None:
+    from pathlib import Path
+
+    from workers.backoff import delays
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    for label, row in zip(("0 %", "50 %", "100 %"), delays(), strict=True):
+        line = f"| {label} | " + " | ".join(f"{v:g} s" for v in row) + " |"
+        assert line in doc, line
