@@ -83,6 +83,14 @@ def duration_in(unit: str) -> Callable[[str], float]:
     return parse
 
 
+def positive_duration(text: str) -> float:
+    """A duration in seconds that must be more than zero (``poolctl inject --for``)."""
+    value = duration_in("s")(text)
+    if not value > 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A validated run configuration: the key table (see the module docstring)."""

@@ -18,6 +18,7 @@ import orjson
 from poolsvc import files
 from poolsvc.audit import render
 from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable, resolve_path
+from poolsvc.keys import positive_duration
 from poolsvc.usage import (
     EXIT_LEAK,
     EXIT_OK,
@@ -27,7 +28,7 @@ from poolsvc.usage import (
     Parser,
 )
 from workers.errors import ConfigError
-from workers.injection import KINDS, parse_duration
+from workers.injection import KINDS
 
 EXIT_UNAVAILABLE = EXIT_UNREACHABLE  # poolctl's word: the service cannot be reached
 TIMEOUT, AUDIT_TIMEOUT = 5.0, 60.0  # seconds: connect, and each reply (an audit takes longer)
@@ -130,7 +131,7 @@ def _count(text: str) -> int:
 
 def _duration(text: str) -> float:
     try:
-        return parse_duration(text)
+        return positive_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

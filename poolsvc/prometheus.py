@@ -40,6 +40,7 @@ LE: Final = (
 )  # fmt: skip
 
 Labels = tuple[tuple[str, str], ...]
+_TEXT_NAMES: Final = {"counter": ("counter", "_total"), "info": ("gauge", "_info")}
 
 
 def label(value: object) -> str:
@@ -61,12 +62,12 @@ class Family:
         self.samples.append((suffix, tuple((k, str(v)) for k, v in labels.items()), value))
 
     def render(self, out: list[str], openmetrics: bool) -> None:
-        kind = self.kind
-        if not openmetrics and kind == "info":
-            kind = "gauge"
-        head = self.name + ("_total" if kind == "counter" and not openmetrics else "")
-        if kind == "gauge" and not openmetrics and self.kind == "info":
-            head = self.name + "_info"
+        # OpenMetrics names a family without its sample suffix; the text format names
+        # a counter by its _total sample and has no info type (a gauge _info instead)
+        kind, head = self.kind, self.name
+        if not openmetrics and kind in _TEXT_NAMES:
+            kind, suffix = _TEXT_NAMES[kind]
+            head += suffix
         out.append(f"# HELP {head} {self.help}")
         out.append(f"# TYPE {head} {kind}")
         for suffix, labels, value in self.samples:

@@ -202,16 +202,17 @@ class Supervisor:
         live = self.live()
         self.desk.tick(now, [s.index for s in self.slots], [s.index for s in live])
         self.auditor.step(now, {s.index for s in live})
+        snap = None
         if now >= self._next_second:
             self._next_second = now + 1.0
-            self._every_second(now)
-        if self.recording.due(now):
-            self._record(now, self.snapshot())
+            snap = self._every_second(now)
+        if self.recording.due(now):  # the same read as the second's, when both are due
+            self._record(now, snap or self.snapshot())
         if self.stopping and self.kill_at and now >= self.kill_at:
             self.fleet.kill_all()
 
-    def _every_second(self, now: float) -> None:
-        """The cheap audit, the per-second figures, the worker rates."""
+    def _every_second(self, now: float) -> stats.Snapshot:
+        """The cheap audit, the per-second figures, the worker rates; the totals read."""
         self.auditor.cheap(now, [(s.index, s.pids[-1], s.shard.concurrency) for s in self.live()])
         snap = self.snapshot()
         self.run_clock.observe(snap.gauges)
@@ -233,6 +234,7 @@ class Supervisor:
             self.control.sweep(now)
         if self.metrics is not None:
             self.metrics.sweep(now)
+        return snap
 
     def _exposition(self, openmetrics: bool) -> str:
         return prometheus.exposition(self.view(), openmetrics)

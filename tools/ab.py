@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tools.bench import ROOT, Steady, nginx, run_argv, steady
+from tools.bench import ROOT, Steady, medians, nginx, run_argv, steady
 
 
 @contextlib.contextmanager
@@ -56,10 +56,7 @@ def ab(base: str, rounds: int, seconds: float) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, rows in runs.items():
-        user = statistics.median(r[0] for r in rows)
-        kern = statistics.median(r[1] for r in rows)
-        rps = statistics.median(r[2] for r in rows)
-        rest = statistics.median(r[3] for r in rows)
+        user, kern, rps, rest = medians(rows)
         lines.append(
             f"| {name} | {user:.2f} µs | {kern:.2f} µs | {user + kern:.2f} µs | {rps:,.0f} "
             f"| {rest:.2f} % | {len(rows)} |"

@@ -345,7 +345,7 @@ def steady(
     )
 
 
-def _medians(rows: list[Steady]) -> Steady:
+def medians(rows: list[Steady]) -> Steady:
     user, kern, rps, rest = (statistics.median(r[i] for r in rows) for i in range(4))
     return user, kern, rps, rest
 
@@ -365,7 +365,7 @@ def steady_cpu(rounds: int, seconds: float) -> str:
         "|---|---|---|---|",
     ]
     for name, rows in runs.items():
-        user, kern, rps, _ = _medians(rows)
+        user, kern, rps, _ = medians(rows)
         lines.append(f"| {name} | {user:.2f} µs | {kern:.2f} µs | {rps:,.0f} |")
     return "\n".join(lines)
 
@@ -394,7 +394,7 @@ def _cost_table(runs: dict[str, list[Steady]], reader: str) -> str:
         "|---|---|---|---|---|",
     ]
     for name, rows in runs.items():
-        user, kern, rps, rest = _medians(rows)
+        user, kern, rps, rest = medians(rows)
         lines.append(f"| {name} | {user:.2f} µs | {kern:.2f} µs | {rest:.1f} % | {rps:,.0f} |")
     return "\n".join(lines)
 

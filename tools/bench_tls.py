@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trustme
 
-from tools.bench import SERVER_CPU, Steady, run_argv, steady
+from tools.bench import SERVER_CPU, Steady, medians, run_argv, steady
 from tools.nginx import Nginx
 
 
@@ -82,9 +82,7 @@ def tls_head_to_head(rounds: int, seconds: float) -> str:
         "|---|---|---|---|---|",
     ]
     for name, rows in runs.items():
-        user = statistics.median(r[0] for r in rows)
-        kern = statistics.median(r[1] for r in rows)
-        rps = statistics.median(r[2] for r in rows)
+        user, kern, rps, _ = medians(rows)
         lines.append(f"| {name} | {user:.2f} µs | {kern:.2f} µs | {rps:,.0f} | {len(rows)} |")
     lines += ["", "| ratio of req/s (median of per-round ratios) | value |", "|---|---|"]
     for scheme in ("http", "https"):

@@ -208,17 +208,3 @@ def parse_fault(item: Mapping[str, Any], now: float, seed: int) -> Fault:
     }.get(kind, 0)
     until = now + float(for_s) if for_s else 0.0
     return Fault(kind, rate, target, until, int(_number(item, "seed", True, 0, seed)), int(param))
-
-
-def parse_duration(text: str) -> float:
-    """'10s', '500ms', '2m' or a bare number of seconds -> seconds (ValueError otherwise)."""
-    text = text.strip().lower()
-    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if text.endswith(suffix):
-            value = float(text[: -len(suffix)]) * scale
-            break
-    else:
-        value = float(text)
-    if not value > 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return value

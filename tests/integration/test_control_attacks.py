@@ -4,6 +4,7 @@ not ours, and a clear one-line error instead of a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -111,11 +112,9 @@ def test_clients_that_trickle_bytes_cannot_keep_poolctl_out(service: Service) ->
             s.close()
 
 
-def test_poolctl_gives_up_when_nobody_accepts_or_answers(tmp_path: Path) -> None:
-    # A listener that never accepts, its queue full: connect would block forever.
-    d = tmp_path / "ctl"
-    d.mkdir(mode=0o700)
-    path = d / "control.sock"
+@contextlib.contextmanager
+def full_queue(path: Path) -> Iterator[None]:
+    """A Unix listener at ``path`` that never accepts, its accept queue filled."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(0)
@@ -130,15 +129,24 @@ def test_poolctl_gives_up_when_nobody_accepts_or_answers(tmp_path: Path) -> None
                 f.close()
                 break
             fillers.append(f)
+        yield
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
+
+
+def test_poolctl_gives_up_when_nobody_accepts_or_answers(tmp_path: Path) -> None:
+    # A listener that never accepts, its queue full: connect would block forever.
+    d = tmp_path / "ctl"
+    d.mkdir(mode=0o700)
+    path = d / "control.sock"
+    with full_queue(path):
         start = time.monotonic()
         proc = poolctl(path, "--timeout", "1", "status", timeout=20)
         assert proc.returncode == 4, proc.stderr
         assert "accepts no connection" in one_line(proc)
         assert time.monotonic() - start < 6
-    finally:
-        for f in fillers:
-            f.close()
-        listener.close()
     # Accepted by the kernel, but nobody reads or answers.
     quiet = d / "quiet.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
@@ -469,26 +477,9 @@ def test_the_socket_of_a_stopped_service_with_a_full_queue_is_not_stale(tmp_path
     from poolsvc.ctlserver import claim
 
     path = tmp_path / "c.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(0)
-    fillers = []
-    try:
-        for _ in range(8):
-            f = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            f.setblocking(False)
-            try:
-                f.connect(str(path))
-            except BlockingIOError:
-                f.close()
-                break
-            fillers.append(f)
+    with full_queue(path):
         with pytest.raises(OSError, match="already listening"):
             claim(path)
         assert path.exists()
-    finally:
-        for f in fillers:
-            f.close()
-        listener.close()
     claim(path)  # now nothing listens: a stale socket of ours, removed
     assert not path.exists()
