@@ -74,6 +74,7 @@ class Fleet:
         self.ctx = multiprocess.get_context("fork")
         self.stopping = False  # nothing is forked again
         self.failed_boot = False  # a slot's workers kept failing at boot: the service stops
+        self.measuring = False  # the measured period began: a worker forked now skips --warmup
 
     # forking and reaping ----------------------------------------------------------------
     def fork_due(self, now: float) -> None:
@@ -90,7 +91,7 @@ class Fleet:
         # A replacement gets the rest of the request bound and its own random stream.
         shard = dataclasses.replace(sh, requests=remaining, seed=sh.seed + 1000 * len(slot.pids))
         wp = WorkerPlan(
-            self.plan.spec(shard),
+            self.plan.spec(shard, warm=not self.measuring),  # the warm-up is the run's start
             self.region.layout,
             os.getpid(),
             slot.end_at,

@@ -311,6 +311,14 @@ class Config:
         high=86_400,
         flag="--ramp",
     )
+    warmup_s: float = key(
+        0.0,
+        "first open the pool and send a ramp of requests for this long; their counts are"
+        " reported apart (`warmup.*`), out of every measured figure (`--warmup 5s`)",
+        low=0,
+        high=86_400,
+        flag="--warmup",
+    )
     max_outstanding: int = key(
         100_000, "open loop: requests in flight or waiting, per worker", low=1, high=10_000_000
     )

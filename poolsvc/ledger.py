@@ -63,10 +63,11 @@ def fold_dead(region: shm.Region, worker: int) -> Dead:
     slot = region.slot(worker)
     in_doubt = 1 if slot[stats.SENDING_FLAG] else 0
     lost = max(0, slot[_SENT] - slot[_OK] - slot[_FAILED] - slot[_ABANDONED])
-    ready = bool(slot[stats.GAUGE_INDEX["time.started_us"]])
+    g = stats.GAUGE_INDEX
+    ready = bool(slot[g["time.started_us"]] or slot[g["time.warmup_us"]])
     slot[_LOST] += lost  # the slot's writer is gone: its words are ours now
     slot[_IN_DOUBT] += in_doubt
-    snap = stats.Snapshot.of([slot])
+    snap = stats.Snapshot.of([region.measured(worker)])  # a warm-up's counts stay apart
     region.fold(worker)
     return Dead(snap, lost, in_doubt, ready)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from poolsvc.recording import SEVERITY, dense, percentile_ms
-from poolsvc.report import RunInfo, metrics, recovered
+from poolsvc.report import WARMUP_COUNTS, RunInfo, metrics, recovered
 from poolsvc.result import FORMAT, buckets, histograms
 from workers import histogram
 from workers.errors import ConfigError
@@ -184,6 +184,18 @@ class Merged:
     info: RunInfo
 
 
+def warmup(docs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The shards' warm-ups (``--warmup``) as one: counts summed, the slowest kept."""
+    parts = [d["metrics"] for d in docs if "warmup.s" in d["metrics"]]
+    if not parts:
+        return None
+    out: dict[str, Any] = {"warmup.s": max(p["warmup.s"] for p in parts)}
+    for name in WARMUP_COUNTS:
+        out[f"warmup.{name}"] = sum(p[f"warmup.{name}"] for p in parts)
+    out["warmup.latency.max_ms"] = max(p["warmup.latency.max_ms"] for p in parts)
+    return out
+
+
 def merge(docs: Sequence[tuple[str, dict[str, Any]]]) -> Merged:
     """The shards ``docs`` (path, result) merged."""
     count = check(docs)
@@ -213,6 +225,7 @@ def merge(docs: Sequence[tuple[str, dict[str, Any]]]) -> Merged:
         drain_s=max(d["metrics"]["run.drain_s"] for d in results),
         started_at=origin,
         shard={**first["shard"], "index": None, "start_skew_ms": skews},
+        warmup=warmup(results),
     )
     doc = {
         "format": FORMAT,

@@ -175,6 +175,7 @@ class RunPlan:
     requests: int  # the request bound (0: none)
     duration_s: float
     ramp_s: float
+    warmup_s: float
     max_outstanding: int
     settings: LoopSettings
     backoff: tuple[float, float, bool]  # reconnect backoff: base and cap (seconds), adaptive
@@ -209,8 +210,9 @@ class RunPlan:
         pools = [(t.pool.max_size, t.pool.min_size) for t in self.targets]
         return split_shards(pools, concurrency, self.requests, rate, n, self.seed, self.instance)
 
-    def spec(self, shard: Shard) -> WorkerSpec:
-        """What the worker of ``shard`` runs."""
+    def spec(self, shard: Shard, warm: bool = True) -> WorkerSpec:
+        """What the worker of ``shard`` runs; ``warm`` False: no warm-up (a worker
+        added or replaced once the measured period has begun joins it at once)."""
         targets = tuple(
             TargetPlan(
                 t.spec,
@@ -228,6 +230,7 @@ class RunPlan:
             forever,
             rate=shard.rate,
             ramp=self.ramp_s,
+            warmup=self.warmup_s if warm else 0.0,
             max_outstanding=self.max_outstanding,
             stride=shard.stride,
             phase=shard.phase,
@@ -276,6 +279,7 @@ def resolve(
         requests=cfg.requests,
         duration_s=float(cfg.duration_s),
         ramp_s=float(cfg.ramp_s),
+        warmup_s=float(cfg.warmup_s),
         max_outstanding=cfg.max_outstanding,
         settings=loop_settings(cfg),
         backoff=(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, cfg.backoff_adaptive),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from poolsvc import __version__
 from poolsvc.service import View
@@ -187,6 +187,16 @@ def _timing_families(snap: Snapshot) -> Iterable[Family]:
     yield f
 
 
+def warmup_families(warmup: dict[str, Any] | None) -> Iterable[Family]:
+    """``--warmup``: its requests by outcome, apart from every measured family."""
+    if warmup is None:
+        return
+    f = Family("poolsvc_warmup_requests", "counter", "Warm-up requests by outcome (not measured).")
+    for result in ("ok", "failed", "unsent", "lost", "abandoned"):
+        f.add(warmup[f"warmup.requests.{result}"], "_total", result=result)
+    yield f
+
+
 def target_families(view: View) -> Iterable[Family]:
     """What is kept per target: outcomes, failures by name, latency, pool, breaker."""
     req = Family("poolsvc_target_requests", "counter", "A target's requests by outcome.")
@@ -224,7 +234,12 @@ def exposition(view: View, openmetrics: bool = False) -> str:
     up = Family("poolsvc_uptime_seconds", "gauge", "Seconds since the service started.")
     up.add(float(view.uptime_s))
     out: list[str] = []
-    for fam in (build, workers, up, *run_families(view.snapshot), *target_families(view)):
+    families = (
+        *run_families(view.snapshot),
+        *warmup_families(view.info.warmup),
+        *target_families(view),
+    )
+    for fam in (build, workers, up, *families):
         fam.render(out, openmetrics)
     if openmetrics:
         out.append("# EOF")

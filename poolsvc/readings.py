@@ -22,19 +22,26 @@ POOL_GAUGES = ("active", "idle", "connecting", "waiting")
 
 
 def totals(region: shm.Region, slots: Sequence[Slot]) -> Snapshot:
-    """The run's totals: every used slot plus the retired block."""
-    return Snapshot.of([*(region.slot(s.index) for s in slots), region.retired_slot()])
+    """The run's totals: every used slot plus the retired block (the measured
+    period's: a warm-up's counts are apart, :func:`warmup`)."""
+    return Snapshot.of([*(region.measured(s.index) for s in slots), region.retired_slot()])
 
 
-def _blocks(region: shm.Region, slots: Sequence[Slot], t: int) -> list[memoryview]:
-    """Target ``t``'s block of every used slot, and of the retired block."""
-    return [*(region.target_words(s.index, t) for s in slots), region.retired_target_words(t)]
+def warmup(region: shm.Region, slots: Sequence[Slot]) -> Snapshot:
+    """The warm-up's totals (``--warmup``): every used slot's, the retired workers'."""
+    warmed = [w for s in slots if (w := region.warmed(s.index)) is not None]
+    return Snapshot.of([*warmed, region.warmup_retired()])
+
+
+def _blocks(region: shm.Region, slots: Sequence[Slot], t: int) -> list[memoryview | list[int]]:
+    """Target ``t``'s block of every used slot (measured), and of the retired block."""
+    return [*(region.measured_target(s.index, t) for s in slots), region.retired_target_words(t)]
 
 
 _TRIES = 8  # a busy worker may keep one read from settling: then the last copy stands
 
 
-def settled(block: memoryview) -> list[int]:
+def settled(block: memoryview | list[int]) -> list[int]:
     """One copy of a target block whose outcome words agree with each other.
 
     A worker writes a failure's count and its name as two words, and a reader
@@ -44,6 +51,8 @@ def settled(block: memoryview) -> list[int]:
     a consistent read with no cost to the writer. Bounded: after ``_TRIES`` the
     last copy is taken as it is (each word is still exact on its own).
     """
+    if isinstance(block, list):
+        return block  # a copy already (a slot split at its warm-up: Region.measured)
     copy = block.tolist()
     for _ in range(_TRIES):
         again = block.tolist()
@@ -127,7 +136,7 @@ def slot_views(region: shm.Region, slots: Sequence[Slot], now: float) -> list[Sl
     """Each slot as ``poolctl workers`` shows it (``now``: the supervisor's clock)."""
     out = []
     for s in slots:
-        words = region.slot(s.index)
+        words = region.measured(s.index)
         beat = words[HEARTBEAT]
         out.append(
             SlotView(
@@ -162,7 +171,7 @@ def per_worker(region: shm.Region, slots: Sequence[Slot]) -> list[dict[str, Any]
     """Per-worker totals for the run report (all incarnations of each slot)."""
     rows = []
     for s in slots:
-        c = Snapshot.of([region.slot(s.index)]).counters
+        c = Snapshot.of([region.measured(s.index)]).counters
         for old in s.retired:
             for k, v in old.counters.items():
                 c[k] += v

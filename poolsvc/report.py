@@ -9,7 +9,7 @@ The ledger's identities (:mod:`poolsvc.ledger`) hold in every form:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from poolsvc.ledger import unbalanced
 from workers.stats import EVICT_REASONS, STATUS_CLASSES, Snapshot
@@ -38,6 +38,7 @@ class RunInfo:
     tls_resume_ratio: float | None = None  # asked of TLS targets (None: no TLS target)
     started_at: float = 0.0  # wall clock (epoch seconds) when the service started
     shard: dict[str, Any] = field(default_factory=dict)  # index, count, run_id, start skew
+    warmup: dict[str, Any] | None = None  # --warmup: its figures (warmup_metrics), apart
 
 
 def _ms(us: int) -> float:
@@ -108,7 +109,36 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
     for t in info.per_target if len(info.per_target) == 1 else ():
         out["breaker.refused"] = t["refused"]
         out["breaker.opened"] = t["breaker_trips"]
+    out.update(info.warmup or {})
     return out
+
+
+#: The warm-up's figures (``--warmup``), reported apart from every measured one:
+#: counts that sum across workers and shards, and the one maximum.
+WARMUP_COUNTS: Final = (
+    *(f"requests.{k}" for k in ("sent", "ok", "failed", "unsent", "abandoned", "lost")),
+    "connections.created",
+)
+
+
+def warmup_metrics(w: Snapshot, seconds: float) -> dict[str, Any]:
+    """``warmup.*``: how long it was asked to last, what it sent and how that ended,
+    the connections it opened, its slowest response."""
+    out: dict[str, Any] = {"warmup.s": seconds}
+    for name in WARMUP_COUNTS:
+        out[f"warmup.{name}"] = w.counters[name]
+    out["warmup.latency.max_ms"] = _ms(w.counters["latency.max_us"])
+    return out
+
+
+def _warmup_line(w: dict[str, Any]) -> str:
+    c = {k[7:]: v for k, v in w.items()}  # without "warmup."
+    return (
+        f"[pool] warm-up {c['s']:g}s before: {c['requests.sent']} requests sent (ok "
+        f"{c['requests.ok']} + failed {c['requests.failed']} + lost {c['requests.lost']} + "
+        f"abandoned {c['requests.abandoned']}), {c['connections.created']} connections opened,"
+        f" max {c['latency.max_ms']:g}ms; in none of the figures below"
+    )
 
 
 def timing_metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
@@ -247,6 +277,7 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     lines = [
         f"[pool] target {where}, workers={info.workers}, concurrency={info.concurrency}, "
         f"pool size={info.pool_size}",
+        *([_warmup_line(info.warmup)] if info.warmup else []),
         f"[pool] created {c['connections.created']} connections",
         *_outcome_lines(snap, info),
         f"[pool] request latency p50={_fmt_ms(lat['p50'])} p95={_fmt_ms(lat['p95'])} "

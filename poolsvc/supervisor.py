@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from poolsvc import commands, files, ledger, plan, prometheus, readings
+from poolsvc import commands, files, ledger, plan, prometheus, readings, report
 from poolsvc.auditor import Auditor
 from poolsvc.breaker import Breaker
 from poolsvc.breakers import BreakerDesk
@@ -112,6 +112,7 @@ class Supervisor:
         self.on_interval = on_interval
         self.rates: dict[int, tuple[float, int]] = {}
         self._next_second = now + 1.0
+        self._measuring = not run.warmup_s  # the measured period has begun
         self.sel = selectors.DefaultSelector()
         self.signals = SignalBox()
         self._reap_due = 0.0
@@ -202,25 +203,39 @@ class Supervisor:
         live = self.live()
         self.desk.tick(now, [s.index for s in self.slots], [s.index for s in live])
         self.auditor.step(now, {s.index for s in live})
+        if not self._measuring:
+            self._watch_warmup(now)
         snap = None
         if now >= self._next_second:
             self._next_second = now + 1.0
             snap = self._every_second(now)
-        if self.recording.due(now):  # the same read as the second's, when both are due
+        if self._measuring and self.recording.due(now):  # one read, if the second's is due
             self._record(now, snap or self.snapshot())
         if self.stopping and self.kill_at and now >= self.kill_at:
             self.fleet.kill_all()
+
+    def _watch_warmup(self, now: float) -> None:
+        """``--warmup``: the per-second figures and the recording begin with the measured
+        period, the first step after a worker publishes its start (its warm-up sealed):
+        the warm-up's seconds are no rows of the run, its counts are apart."""
+        started = stats.GAUGE_INDEX["time.started_us"]
+        if not any(self.region.slot(s.index)[started] for s in self.slots):
+            return
+        self._measuring = self.fleet.measuring = True
+        self.recording = Recording(now, len(self.names))
+        self.intervals = Intervals(now)
+        self.target_intervals = [Intervals(now) for _ in self.names]
 
     def _every_second(self, now: float) -> stats.Snapshot:
         """The cheap audit, the per-second figures, the worker rates; the totals read."""
         self.auditor.cheap(now, [(s.index, s.pids[-1], s.shard.concurrency) for s in self.live()])
         snap = self.snapshot()
         self.run_clock.observe(snap.gauges)
-        interval = self.intervals.add(now, snap)
+        interval = self.intervals.add(now, snap) if self._measuring else None
         if interval is not None and self.on_interval is not None:
             self.on_interval(interval)
         owns = self._owns(snap)
-        if len(self.names) > 1:
+        if len(self.names) > 1 and self._measuring:
             for intervals, own in zip(self.target_intervals, owns, strict=True):
                 intervals.add(now, own)
         if self.on_second is not None:
@@ -372,7 +387,7 @@ class Supervisor:
         return View(
             pid=os.getpid(),
             mode="serve" if self.forever else "run",
-            state="stopping" if self.stopping else "paused" if self.paused() else "running",
+            state=self._state(snap),
             uptime_s=round(now - self.started_at, 3),
             seed=self.seed,
             control=str(self.control.path) if self.control else None,
@@ -391,6 +406,15 @@ class Supervisor:
             ),
             injection=self.board.describe(),
         )
+
+    def _state(self, snap: stats.Snapshot) -> str:
+        if not self.run_clock.started:
+            self.run_clock.observe(snap.gauges)  # the measured load may have begun
+        if self.stopping:
+            return "stopping"
+        if self.paused():
+            return "paused"
+        return "warming up" if self.plan.warmup_s and not self.run_clock.started else "running"
 
     def run_info(self, embedded: bool = False) -> RunInfo:
         """What was run and for how long, as the supervisor measured it (live or final)."""
@@ -413,7 +437,15 @@ class Supervisor:
             tls_resume_ratio=self.plan.tls_resume_ratio,
             started_at=self.started_wall,
             shard=self._shard_info(),
+            warmup=self._warmup_info(),
         )
+
+    def _warmup_info(self) -> dict[str, Any] | None:
+        """``--warmup``: its figures, apart from the measured ones."""
+        seconds = self.plan.warmup_s
+        if not seconds:
+            return None
+        return report.warmup_metrics(readings.warmup(self.region, self.slots), seconds)
 
     def _shard_info(self) -> dict[str, Any]:
         """This instance's place in the run, and how late it was ready (``--start-at``)."""

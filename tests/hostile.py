@@ -20,6 +20,7 @@ Modes (the answer to each request, unless said otherwise):
     greet           a 418 sent at accept, before any request; then like ok
     status_999      a status code outside 100-599
     status          the status code in ``status`` (default 503)
+    slow_start      the first ``SLOW_FIRST`` requests answered after ``SLOW_MS``; then like ok
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from types import TracebackType
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 EXTRA = b"HTTP/1.1 299 Extra\r\nContent-Length: 6\r\n\r\nextra\n"
+SLOW_FIRST, SLOW_MS = 4, 300
 GREETING = b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 4\r\n\r\ntea\n"
 
 
@@ -109,7 +111,8 @@ class Hostile:
                     return
                 with self._lock:
                     self.requests.append(request)
-                self._answer(sock)
+                    n = len(self.requests)  # this request's place among all received
+                self._answer(sock, n)
         except OSError:
             pass
 
@@ -132,9 +135,13 @@ class Hostile:
             buf += data
         return buf[: end + length], buf[end + length :]
 
-    def _answer(self, sock: socket.socket) -> None:
+    def _answer(self, sock: socket.socket, n: int) -> None:
         mode = self.mode
         if mode in ("ok", "greet"):
+            sock.sendall(OK)
+        elif mode == "slow_start":
+            if n <= SLOW_FIRST:
+                time.sleep(SLOW_MS / 1000)
             sock.sendall(OK)
         elif mode == "upgrade":
             sock.sendall(

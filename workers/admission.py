@@ -38,6 +38,10 @@ class SharedView:
         at = layout.wctrl(worker)
         self.wctrl = words[at : at + shm.WCTRL_WORDS]  # what the supervisor wants us to run
 
+    def seal_warmup(self) -> None:
+        """The warm-up is over: its counts set apart (:func:`workers.shm.seal_warmup`)."""
+        shm.seal_warmup(self.words, self.layout, self.worker)
+
     def paused(self) -> bool:
         return bool(self.words[shm.H_PAUSED])
 

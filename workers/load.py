@@ -33,6 +33,7 @@ class Bounds:
     forever: bool = False
     rate: float = 0.0  # > 0: open loop at this many requests per second, all workers together
     ramp: float = 0.0  # seconds to reach full rate (open) or full concurrency (closed)
+    warmup: float = 0.0  # seconds of ramped load before the measured period (counted apart)
     max_outstanding: int = 100_000  # open loop: requests in flight or waiting, at most
     stride: int = 1  # open loop: the workers sharing the rate ...
     phase: int = 0  # ... and which of them this one is (see Schedule)
@@ -43,8 +44,8 @@ class Bounds:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        if self.requests < 0 or self.duration < 0 or self.rate < 0 or self.ramp < 0:
-            raise ValueError("requests, duration, rate and ramp must not be negative")
+        if min(self.requests, self.duration, self.rate, self.ramp, self.warmup) < 0:
+            raise ValueError("requests, duration, rate, ramp and warmup must not be negative")
         if not self.requests and not self.duration and not self.forever:
             raise ValueError("a run needs a bound: requests or duration")
 
@@ -102,6 +103,11 @@ class Schedule:
         at = self.due(self.k)
         self.k += 1
         return at
+
+    def restart(self, start: float, ramp: float) -> None:
+        """Begin again from request 0 at ``start``, ramping over ``ramp`` (the measured
+        period after a warm-up); the rate and this worker's share stay as they are."""
+        self.base, self.ramp, self.k = start, ramp, 0
 
     def change_rate(self, rate: float, now: float, stride: int = 0, phase: int = 0) -> None:
         """From ``now`` on, ``rate`` per second in total (no ramp; nothing owed from before),

@@ -36,6 +36,16 @@ Layout (offsets in words; ``W`` = max_workers, ``T`` = targets)::
              the latency histogram (workers.histogram.BUCKETS words)
     RETIRED   one slot-shaped block, supervisor writes: the monotonic counters
               of workers that exited, folded in so totals never go backwards
+    WARMUP    W slot-shaped blocks, worker w alone writes block w: its slot as it
+              stood when its warm-up ended (``--warmup``; all zero without one)
+    WARMUP_RETIRED  one slot-shaped block, supervisor writes: the warm-up counts of
+              workers that exited
+
+A slot's counts are the warm-up's while its worker warms up (``time.warmup_us``
+set, ``time.started_us`` not yet); from then on the measured period's are the
+slot's minus its WARMUP block (:meth:`Region.measured`), so counters never go
+back and the worker pays nothing per request for the split.  The worker zeroes
+its slot's maxima when it seals the warm-up (a maximum cannot be subtracted).
 
 Each slot is padded to a 4 KiB boundary so two workers never write the same
 cache line.  Readers take no lock: they copy and sum.
@@ -160,12 +170,64 @@ class Layout:
     def retired(self) -> int:
         return self.slot(self.workers)
 
+    def warmup(self, worker: int) -> int:
+        """Worker ``worker``'s WARMUP block (``worker`` = W: WARMUP_RETIRED)."""
+        return self.retired + (1 + worker) * self.slot_words
+
     @property
     def total_words(self) -> int:
-        return self.retired + self.slot_words
+        return self.warmup(self.workers) + self.slot_words
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """The words of a slot that count (offsets within it): they only grow, so they
+        are summed across slots, folded, and split at the warm-up by subtraction.
+        The maxima among them (``stats.MAXED``) merge with ``max`` instead."""
+        tgt = (*T_MONOTONIC, *range(TGT_FIXED, self.tgt_words))
+        return (
+            *range(stats.HEADER, stats.GAUGE_BASE),
+            *range(stats.HIST_BASE, stats.SLOT_WORDS),
+            *(self.target_block(0, t) + i for t in range(self.targets) for i in tgt),
+        )
 
     def target_block(self, slot_base: int, target: int) -> int:
         return slot_base + stats.SLOT_WORDS + target * self.tgt_words
+
+
+def seal_warmup(words: memoryview, layout: Layout, worker: int) -> None:
+    """Worker ``worker``'s warm-up is over, nothing of it in flight: copy its slot
+    into its WARMUP block and zero the slot's maxima, before it publishes
+    ``time.started_us`` (the word that tells readers the block is complete).
+    Only that worker calls this: it is the single writer of both."""
+    base, block, n = layout.slot(worker), layout.warmup(worker), layout.slot_words
+    words[block : block + n] = words[base : base + n]
+    for i in stats.MAXED:
+        words[base + i] = 0
+
+
+_STARTED, _WARMUP = stats.GAUGE_INDEX["time.started_us"], stats.GAUGE_INDEX["time.warmup_us"]
+
+
+def split(layout: Layout, slot: list[int], block: list[int]) -> tuple[list[int], list[int]]:
+    """Copies of a whole slot and of its WARMUP block, as (measured, warm-up) figures.
+
+    While the worker warms up (``time.warmup_us`` set, ``time.started_us`` not yet)
+    every count is the warm-up's. Once it has sealed (:func:`seal_warmup`), the
+    measured counts are the slot's minus the block's and the warm-up's are the
+    block's. Without a warm-up the block is zero and the slot is all measured.
+    The measured figures keep the slot's gauges."""
+    if slot[_WARMUP] and not slot[_STARTED]:
+        measured = slot[:]
+        for i in layout.counts:
+            measured[i] = 0
+        return measured, slot
+    if any(block[i] for i in layout.counts):
+        measured = slot[:]
+        for i in layout.counts:
+            if i not in stats.MAXED:
+                measured[i] -= block[i]
+        return measured, block
+    return slot, block
 
 
 def write_faults(words: memoryview, layout: Layout, faults: list[injection.Fault]) -> None:
@@ -232,29 +294,63 @@ class Region:
     def send_command(self, cmd: int) -> None:
         self.words[H_COMMAND] = command_word(command_seq(self.words[H_COMMAND]) + 1, cmd)
 
-    def fold(self, worker: int) -> None:
-        """Add worker ``worker``'s monotonic counts into RETIRED, then zero its slot.
+    def _copies(self, worker: int) -> tuple[list[int], list[int]]:
+        """Copies of worker ``worker``'s slot and WARMUP block, the slot first (its
+        ``time.started_us`` is then read before the block it vouches for)."""
+        n = self.layout.slot_words
+        base, block = self.layout.slot(worker), self.layout.warmup(worker)
+        slot = self.words[base : base + n].tolist()
+        return slot, self.words[block : block + n].tolist()
 
-        Only call once that worker has exited: it is the slot's single writer.
-        Counters and histogram buckets are added, ``latency.max_us`` is maxed,
-        gauges are dropped (a dead worker holds no connections).
+    def measured(self, worker: int) -> memoryview | list[int]:
+        """Worker ``worker``'s whole slot (stats slot, then target blocks) as the
+        measured period's figures (:func:`split`); without a warm-up, the slot's view
+        itself (readers copy it once, as before)."""
+        base, n = self.layout.slot(worker), self.layout.slot_words
+        slot = self.words[base : base + n]
+        if not slot[stats.GAUGE_INDEX["time.warmup_us"]]:
+            return slot
+        return split(self.layout, *self._copies(worker))[0]
+
+    def measured_target(self, worker: int, target: int) -> memoryview | list[int]:
+        """Worker ``worker``'s block of ``target``, measured as :meth:`measured` says."""
+        whole = self.measured(worker)
+        if isinstance(whole, memoryview):
+            return self.target_words(worker, target)
+        at = self.layout.target_block(0, target)
+        return whole[at : at + self.layout.tgt_words]
+
+    def warmed(self, worker: int) -> list[int] | None:
+        """Worker ``worker``'s warm-up figures (:func:`split`); None without a warm-up."""
+        if not self.words[self.layout.slot(worker) + stats.GAUGE_INDEX["time.warmup_us"]]:
+            return None
+        return split(self.layout, *self._copies(worker))[1]
+
+    def warmup_retired(self) -> memoryview:
+        base = self.layout.warmup(self.layout.workers)
+        return self.words[base : base + self.layout.slot_words]
+
+    def fold(self, worker: int) -> None:
+        """Add worker ``worker``'s counts into RETIRED (the measured period's) and
+        WARMUP_RETIRED (its warm-up's), then zero its slot and its WARMUP block.
+
+        Only call once that worker has exited: it is the writer of both no more.
+        Counts are added, maxima maxed, gauges dropped (a dead worker holds no
+        connections).
         """
-        src, dst = self.slot(worker), self.retired_slot()
-        for i in range(stats.HEADER, stats.GAUGE_BASE):
-            dst[i] = max(dst[i], src[i]) if i in stats.MAXED else dst[i] + src[i]
-        for i in range(stats.HIST_BASE, stats.SLOT_WORDS):
-            if src[i]:
-                dst[i] += src[i]
-        for t in range(self.layout.targets):
-            tsrc, tdst = self.target_words(worker, t), self.retired_target_words(t)
-            for i in (*T_MONOTONIC, *range(TGT_FIXED, self.layout.tgt_words)):
-                tdst[i] += tsrc[i]
-        generation = src[3]
-        base = self.layout.slot(worker)
-        self.words[base : base + self.layout.slot_words] = memoryview(
-            bytearray(self.layout.slot_words * 8)
-        ).cast("Q")
-        src[3] = generation  # keep the incarnation count across restarts
+        lay, n = self.layout, self.layout.slot_words
+        base, block = lay.slot(worker), lay.warmup(worker)
+        measured, warm = split(lay, *self._copies(worker))
+        for src, at in ((measured, lay.retired), (warm, lay.warmup(lay.workers))):
+            dst = self.words[at : at + n]
+            for i in lay.counts:
+                if src[i]:
+                    dst[i] = max(dst[i], src[i]) if i in stats.MAXED else dst[i] + src[i]
+        generation = self.words[base + stats.GENERATION]
+        zero = memoryview(bytearray(n * 8)).cast("Q")
+        self.words[base : base + n] = zero
+        self.words[block : block + n] = zero
+        self.words[base + stats.GENERATION] = generation  # the incarnation count stays
 
     def close(self) -> None:
         self.words.release()

@@ -56,6 +56,7 @@ class RunState:
         "started_at",
         "stop_requested",
         "stopping",
+        "warmup_at",
     )
 
     def __init__(
@@ -91,7 +92,8 @@ class RunState:
         self.fault_gen = -1
         self.fixed_end = end_at  # a replacement worker ends when the one it replaces would
         self.started_at = self.end_at = self.finished_at = 0.0
-        self.ready_at = 0.0  # when the load could begin (after --start-at's wait, warm-up)
+        self.ready_at = 0.0  # when the measured load could begin (after --start-at, --warmup)
+        self.warmup_at = 0.0  # when the warm-up requests began (0: none)
         self.issue_end = 0.0  # when this worker stopped issuing requests
         self.load_end_times: tuple[float, float] | None = None  # (last ok, last fail) then
 

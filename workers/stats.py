@@ -103,7 +103,8 @@ GAUGES: Final = (
     "pool.waiting",  # requests queued for a connection
     "time.last_ok_us",  # monotonic us of the last good response
     "time.last_fail_us",  # monotonic us of the last failed request
-    "time.started_us",  # monotonic us when the load started (after warm-up)
+    "time.started_us",  # monotonic us when the measured load started (after any warm-up)
+    "time.warmup_us",  # monotonic us when the warm-up requests began (0: no warm-up)
     "time.ready_us",  # monotonic us when it was ready to send (after --start-at's wait)
     "time.end_us",  # monotonic us when the duration bound ends (0 = none)
     "time.issue_end_us",  # monotonic us when this worker stopped issuing (0 = still issuing)
@@ -222,13 +223,15 @@ class Snapshot:
         self.statuses: dict[int, int] = {}
 
     @classmethod
-    def of(cls, slots: Sequence[memoryview]) -> Snapshot:
-        """Sum ``slots`` (each a 'Q' view of SLOT_WORDS words).  ``latency.max_us`` and
-        the ``time.*`` gauges are maxed (``time.started_us``: the earliest non-zero)."""
+    def of(cls, slots: Sequence[Sequence[int]]) -> Snapshot:
+        """Sum ``slots`` (each a 'Q' view of at least SLOT_WORDS words, or a copy of one).
+        ``latency.max_us`` and the ``time.*`` gauges are maxed (``time.started_us``: the
+        earliest non-zero)."""
         snap = cls()
         counters, gauges, statuses = snap.counters, snap.gauges, snap.statuses
         for words in slots:
-            copy = words.tolist()  # one copy, then decode without touching shared memory
+            # one copy, then decode without touching shared memory
+            copy = words.tolist() if isinstance(words, memoryview) else words
             for name in COUNTERS:
                 at = INDEX[name]
                 if at in MAXED:

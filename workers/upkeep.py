@@ -252,6 +252,7 @@ class Upkeep:
             "time.last_fail_us": last_fail,
             "time.started_us": run.started_at,
             "time.ready_us": run.ready_at,
+            "time.warmup_us": run.warmup_at,
             "time.end_us": run.end_at,
             "time.issue_end_us": run.issue_end,
             "time.finished_us": run.finished_at,

@@ -10,6 +10,7 @@ A worker is parts behind small interfaces, none a subclass of another:
 - :class:`~workers.failures.Failures`: a failed or refused request is settled.
 - :class:`~workers.drain.Drain`: the end of a run; every request counted.
 - :class:`~workers.upkeep.Upkeep`: the per-tick duties, gauges, audits.
+- :class:`~workers.warmup.Warmup`: ``--warmup``'s load before the measured period.
 
 They share one :class:`~workers.state.RunState` and call each other through
 bound methods the worker hands them here (a fresh connection goes from the
@@ -44,6 +45,7 @@ from workers.state import RunState
 from workers.target import Target
 from workers.transport import Transport
 from workers.upkeep import Report, Upkeep
+from workers.warmup import Warmup
 
 
 class Worker:
@@ -71,6 +73,7 @@ class Worker:
         "shared",
         "targets",
         "upkeep",
+        "warmup",
     )
 
     def __init__(
@@ -108,6 +111,10 @@ class Worker:
             run, loop, self.dialer, ts, shared, s.connect_timeout, watchdog, report
         )
         self.drain = Drain(run, deadlines, ts, conns, shared.slot, self.upkeep.publish)
+        self.warmup = Warmup(
+            run, loop, self.drain, conns, shared.slot, s.drain_timeout, self.dialer.close,
+            shared.seal_warmup, self.upkeep.publish,
+        )  # fmt: skip
         self._wire()
         self.upkeep.sync_faults()
         self.dialer.registry.take_baseline()  # after the epoll set and the spare: part of it
@@ -173,18 +180,18 @@ class Worker:
             if b.start_wall and not self._wait_until(b.start_wall):
                 return  # told to stop before the start
             self._warm_up()
+            warmup = b.warmup if not run.fixed_end else 0.0  # a replacement joins a measured run
+            if warmup:
+                self.warmup.run_for(warmup, self._start_load)
             run.ready_at = run.started_at = run.now = run.clock()
             if b.start_wall:  # every shard's schedule from the same wall-clock instant
-                run.started_at = run.now + (b.start_wall - time.time())
+                run.started_at = run.now + (b.start_wall + warmup - time.time())
             if run.fixed_end:
                 run.end_at = run.fixed_end
             elif b.duration:
                 run.end_at = run.started_at + b.duration
-            if b.rate:
-                run.schedule = Schedule(b.rate, run.started_at, b.ramp, b.stride, b.phase)
-                loop.start_waker()
-            else:
-                self._start_clients()
+            if not run.stop_requested:  # told to stop while warming: nothing new is issued
+                self._start_load(run.started_at, b.ramp)
             upkeep.publish()
             loop.turn_until(self._finished, self.settings.drain_timeout)
             run.finished_at = run.clock()
@@ -228,16 +235,25 @@ class Worker:
             None,
         )
 
-    def _start_clients(self) -> None:
-        """Closed loop: every client now, or (with a ramp) one after another over it."""
-        run, ramp = self.run_state, self.bounds.ramp
+    def _start_load(self, base: float, ramp: float) -> None:
+        """Start the load at ``base``, reaching full rate or concurrency over ``ramp``:
+        open loop, the schedule (the warm-up's, restarted, keeps any rate change made
+        meanwhile); closed loop, every client now or one after another over the ramp."""
+        run, b = self.run_state, self.bounds
+        if b.rate:
+            if run.schedule is None:
+                run.schedule = Schedule(b.rate, base, ramp, b.stride, b.phase)
+                self.loop.start_waker()
+            else:
+                run.schedule.restart(base, ramp)
+            return
         n = len(run.clients)
         for i, client in enumerate(run.clients):
             if not ramp or i == 0:
                 run.ready.append(client)
             else:
                 client.fire("park")  # wakes up at its start time and begins
-                self.loop.deadlines.arm(client, run.started_at + ramp * i / n)
+                self.loop.deadlines.arm(client, base + ramp * i / n)
 
     def _finished(self) -> bool:
         run = self.run_state

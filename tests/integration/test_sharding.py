@@ -25,14 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 RATE, SECONDS = 600, 3
 
 
-def shards(url: str, tmp_path: Path, n: int = 3, rate: int = RATE) -> list[Path]:
+def shards(
+    url: str, tmp_path: Path, n: int = 3, rate: int = RATE, extra: tuple[str, ...] = ()
+) -> list[Path]:
     """``n`` shards of one open-loop run, started together by --start-at."""
     start = f"{time.time() + 4.0:.3f}"  # time for every instance to come up first
     procs = []
     for k in range(n):
         argv = [*POOLSVC, "run", url, "--rate", str(rate), "--duration", f"{SECONDS}s"]
         argv += ["--shard", f"{k}/{n}", "--start-at", start, "--workers", "1", "--size", "4"]
-        argv += ["--hlog", str(tmp_path / f"shard{k}.hlog"), "--json"]
+        argv += ["--hlog", str(tmp_path / f"shard{k}.hlog"), *extra, "--json"]
         procs.append(
             subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
@@ -78,6 +80,23 @@ def test_the_merged_count_is_nginx_s_and_the_one_machine_plan_s(simulated: dict[
     assert len({d["shard"]["run_id"] for d in docs}) == 1
     assert all(0 <= d["shard"]["start_skew_ms"] < 4000 for d in docs)
     assert merged["thresholds"][0]["ok"]
+
+
+def test_shards_warm_up_together_and_merge_their_warm_ups(nginx: Nginx, tmp_path: Path) -> None:
+    """--warmup with --start-at: every shard warms up from the same instant and starts
+    its measured share of the one schedule at start + warm-up, so the merged count is
+    still exactly rate x duration; the warm-ups merge apart."""
+    before = nginx.requests_served()
+    paths = shards(f"http://{nginx.host}:{nginx.port}/", tmp_path, n=2, extra=("--warmup", "1"))
+    served = nginx.requests_served() - before - 1  # minus this status request
+    proc = merge(*map(str, paths), "--json")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout)["metrics"]
+    parts = [json.loads(p.read_text())["metrics"] for p in paths]
+    assert m["requests.sent"] == RATE * SECONDS and m["requests.ok"] == RATE * SECONDS
+    assert m["warmup.requests.sent"] == sum(p["warmup.requests.sent"] for p in parts) > 0
+    assert served == m["requests.sent"] + m["warmup.requests.sent"]
+    assert m["warmup.connections.created"] == sum(p["warmup.connections.created"] for p in parts)
 
 
 def test_merged_percentiles_are_those_of_every_sample_in_one_histogram(

@@ -58,7 +58,9 @@ def test_architecture_layout_tables_match_the_module_of_record() -> None:
     # region sizes: the formulas in the table, evaluated for one layout, against its offsets
     lay = shm.Layout(workers=3, targets=2)
     values = {"W": lay.workers, "T": lay.targets, "slot_words": lay.slot_words}
-    sizes = dict(re.findall(r"^\| ([A-Z]+) \| ([^|]+) \| (?:supervisor|worker w) \|", layout, re.M))
+    sizes = dict(
+        re.findall(r"^\| ([A-Z_]+) \| ([^|]+) \| (?:supervisor|worker w) \|", layout, re.M)
+    )
     times = "\u00d7"  # the tables write products with a multiplication sign
     formula = {k: eval(v.replace(times, "*"), {}, values) for k, v in sizes.items()}
     assert formula["HEADER"] == shm.HEADER_WORDS == lay.breaker(0)
@@ -67,7 +69,9 @@ def test_architecture_layout_tables_match_the_module_of_record() -> None:
     assert formula["FAULTS"] == injection.MAX_FAULTS * injection.FAULT_WORDS
     assert lay.faults + formula["FAULTS"] <= lay.slot(0) and lay.slot(0) % 512 == 0
     assert formula["SLOTS"] == lay.retired - lay.slot(0)
-    assert formula["RETIRED"] == lay.total_words - lay.retired
+    assert formula["RETIRED"] == lay.warmup(0) - lay.retired
+    assert formula["WARMUP"] == lay.warmup(lay.workers) - lay.warmup(0)
+    assert formula["WARMUP_RETIRED"] == lay.total_words - lay.warmup(lay.workers)
     slot = _section(doc, "### Stats slot")
     header = dict(re.findall(r"^\| (\d) \| `(\w+)`", slot, re.M))
     assert {n: int(w) for w, n in header.items()} == {

@@ -39,8 +39,8 @@ class Region:
     def __init__(self, block: Any) -> None:
         self.block = block
 
-    def target_words(self, _index: int, _t: int) -> Any:
-        return self.block
+    def measured_target(self, _index: int, _t: int) -> Any:
+        return self.block  # (no warm-up: the slot's own view)
 
     def retired_target_words(self, _t: int) -> Any:
         return Written(0, 0)

@@ -18,7 +18,11 @@ def test_layout_regions_do_not_overlap_and_slots_are_page_aligned() -> None:
     assert lay.tgt_words == shm.T_HIST + histogram.BUCKETS
     assert shm.Layout(workers=1, targets=1).tgt_words == shm.TGT_FIXED
     assert lay.retired == lay.slot(3)
-    assert lay.total_words == lay.retired + lay.slot_words
+    # after RETIRED, one WARMUP block per worker slot, then WARMUP_RETIRED
+    assert [lay.warmup(w) for w in range(4)] == [
+        lay.retired + (1 + w) * lay.slot_words for w in range(4)
+    ]
+    assert lay.total_words == lay.warmup(3) + lay.slot_words
 
 
 def test_region_header_and_command_word() -> None:
