@@ -95,10 +95,13 @@ def test_the_exposition_parses_in_both_formats_and_agrees_with_status(
     assert families["poolsvc_request_duration_seconds"].type == "histogram"
     build = [v for (n, _), v in samples(text).items() if n == "poolsvc_build_info"]
     assert build == [1.0]
-    # the histogram's count is the responses' count: one read of one moment
+    # the histogram's count is the responses' count: one read (a copy of each slot, not
+    # two reads a moment apart). A copy taken while a worker counts a response may hold
+    # its status and not yet its bucket: the documented skew, one request per live slot
+    # (docs/architecture.md, "Readers copy and sum"); two reads would differ by hundreds.
     count = value(text, "poolsvc_request_duration_seconds_count")
     responses = total(text, "poolsvc_responses_total")
-    assert count == responses > 0
+    assert responses > 0 and abs(count - responses) <= 2, (count, responses)
     inf = value(text, "poolsvc_request_duration_seconds_bucket", le="+Inf")
     assert inf == count
     name = svc.call("status")["targets"][0]["name"]
