@@ -50,6 +50,8 @@ class BreakerDesk:
         for t, breaker in enumerate(self.breakers):
             blocks = [self.region.target_words(w, t) for w in workers]
             blocks.append(self.region.retired_target_words(t))
+            # a folded worker's warm-up counts moved apart: still the breaker's past input
+            blocks.append(self.region.warmup_retired_target_words(t))
             ok = sum(b[shm.T_OK] for b in blocks)
             failed = sum(b[shm.T_FAILED] for b in blocks)
             gen = breaker.generation

@@ -180,7 +180,7 @@ class Fleet:
         self.observe(dead.snapshot.gauges)
         slot.retired.append(dead.snapshot)
         slot.completed += dead.outcomes
-        slot.sent_before += dead.snapshot.counters["requests.sent"]
+        slot.sent_before += dead.sent  # (the rate read from raw slots: warm-up included)
         return dead
 
     def _fold_for_revival(self, slot: Slot, code: int) -> None:

@@ -45,7 +45,8 @@ _LOST, _IN_DOUBT = stats.INDEX["requests.lost"], stats.INDEX["requests.in_doubt"
 class Dead:
     """What a dead worker's slot held when it was folded."""
 
-    snapshot: stats.Snapshot  # its counts, lost and in_doubt included
+    snapshot: stats.Snapshot  # its measured counts, lost and in_doubt included
+    sent: int  # every request it sent, its warm-up's included (the worker's own rate)
     lost: int
     in_doubt: int
     ready: bool  # it had started its load (a death after that is not a boot failure)
@@ -68,8 +69,9 @@ def fold_dead(region: shm.Region, worker: int) -> Dead:
     slot[_LOST] += lost  # the slot's writer is gone: its words are ours now
     slot[_IN_DOUBT] += in_doubt
     snap = stats.Snapshot.of([region.measured(worker)])  # a warm-up's counts stay apart
+    sent = int(slot[_SENT])
     region.fold(worker)
-    return Dead(snap, lost, in_doubt, ready)
+    return Dead(snap, sent, lost, in_doubt, ready)
 
 
 def unbalanced(counters: dict[str, int]) -> str:

@@ -235,6 +235,7 @@ class RunPlan:
             stride=shard.stride,
             phase=shard.phase,
             start_wall=self.start_at,
+            warmup_wall=self.warmup_s if self.start_at else 0.0,  # warmed or not: one anchor
             shard=self.instance.index,
             shards=self.instance.count,
         )

@@ -35,7 +35,8 @@ def warmup(region: shm.Region, slots: Sequence[Slot]) -> Snapshot:
 
 def _blocks(region: shm.Region, slots: Sequence[Slot], t: int) -> list[memoryview | list[int]]:
     """Target ``t``'s block of every used slot (measured), and of the retired block."""
-    return [*(region.measured_target(s.index, t) for s in slots), region.retired_target_words(t)]
+    blocks = [region.measured_target(s.index, t, settled) for s in slots]
+    return [*blocks, region.retired_target_words(t)]
 
 
 _TRIES = 8  # a busy worker may keep one read from settling: then the last copy stands
@@ -93,10 +94,12 @@ def per_target(
     names: Sequence[str],
     breakers: Sequence[Breaker],
     owns: Sequence[Snapshot],
+    trips_before: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     """Each target's outcome counts over every worker (retired ones included), and
     what its breaker did (``owns``: each target's own snapshot, from
-    :func:`own_snapshots`, so that its counts and its failures by name are one read)."""
+    :func:`own_snapshots`, so that its counts and its failures by name are one read;
+    ``trips_before``: each breaker's trips before the measured period, not counted)."""
     out = []
     for t, name in enumerate(names):
         blocks = _blocks(region, slots, t)
@@ -111,7 +114,7 @@ def per_target(
                 "refused": sum(b[shm.T_REFUSED] for b in blocks),
                 "local_failures": sum(b[shm.T_LOCAL] for b in blocks),
                 "breaker": breaker.state,
-                "breaker_trips": breaker.total_trips,
+                "breaker_trips": breaker.total_trips - (trips_before[t] if trips_before else 0),
                 "breaker_because": breaker.opened_because,
                 "breaker_first_because": breaker.first_opened_because,
             }

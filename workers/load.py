@@ -37,9 +37,15 @@ class Bounds:
     max_outstanding: int = 100_000  # open loop: requests in flight or waiting, at most
     stride: int = 1  # open loop: the workers sharing the rate ...
     phase: int = 0  # ... and which of them this one is (see Schedule)
-    start_wall: float = 0.0  # wall clock: anchor the load at this instant (0: when ready)
+    start_wall: float = 0.0  # wall clock: begin at this instant (0: when ready) ...
+    warmup_wall: float = 0.0  # ... and anchor the measured load this long after it (--warmup)
     shard: int = 0  # this instance is shard ``shard`` of ``shards`` (poolsvc.sharding):
     shards: int = 1  # open loop, its workers take the arrivals i = shard (mod shards)
+
+    @property
+    def measure_wall(self) -> float:
+        """Wall clock: where every shard anchors its measured schedule (--start-at)."""
+        return self.start_wall + self.warmup_wall
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

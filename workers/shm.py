@@ -54,6 +54,7 @@ cache line.  Readers take no lock: they copy and sum.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -183,12 +184,16 @@ class Layout:
         """The words of a slot that count (offsets within it): they only grow, so they
         are summed across slots, folded, and split at the warm-up by subtraction.
         The maxima among them (``stats.MAXED``) merge with ``max`` instead."""
-        tgt = (*T_MONOTONIC, *range(TGT_FIXED, self.tgt_words))
         return (
             *range(stats.HEADER, stats.GAUGE_BASE),
             *range(stats.HIST_BASE, stats.SLOT_WORDS),
-            *(self.target_block(0, t) + i for t in range(self.targets) for i in tgt),
+            *(self.target_block(0, t) + i for t in range(self.targets) for i in self.tgt_counts),
         )
+
+    @property
+    def tgt_counts(self) -> tuple[int, ...]:
+        """The words of a target block that count (offsets within it)."""
+        return (*T_MONOTONIC, *range(TGT_FIXED, self.tgt_words))
 
     def target_block(self, slot_base: int, target: int) -> int:
         return slot_base + stats.SLOT_WORDS + target * self.tgt_words
@@ -220,7 +225,10 @@ def split(layout: Layout, slot: list[int], block: list[int]) -> tuple[list[int],
         measured = slot[:]
         for i in layout.counts:
             measured[i] = 0
-        return measured, slot
+        warm = slot[:]
+        for i in stats.MAXED:  # sealed, not yet started: the seal zeroed the slot's maxima
+            warm[i] = max(slot[i], block[i])
+        return measured, warm
     if any(block[i] for i in layout.counts):
         measured = slot[:]
         for i in layout.counts:
@@ -312,13 +320,28 @@ class Region:
             return slot
         return split(self.layout, *self._copies(worker))[0]
 
-    def measured_target(self, worker: int, target: int) -> memoryview | list[int]:
-        """Worker ``worker``'s block of ``target``, measured as :meth:`measured` says."""
-        whole = self.measured(worker)
-        if isinstance(whole, memoryview):
-            return self.target_words(worker, target)
-        at = self.layout.target_block(0, target)
-        return whole[at : at + self.layout.tgt_words]
+    def measured_target(
+        self, worker: int, target: int, copy: Callable[[memoryview], list[int]] = memoryview.tolist
+    ) -> memoryview | list[int]:
+        """Worker ``worker``'s block of ``target``, measured as :func:`split` says;
+        without a warm-up, the block's view itself. ``copy`` takes the block (a
+        reader's consistent copy: ``poolsvc.readings.settled``)."""
+        lay = self.layout
+        base = lay.slot(worker)
+        view = self.target_words(worker, target)
+        if not self.words[base + _WARMUP]:
+            return view
+        started = self.words[base + _STARTED]  # read before the block it vouches for
+        out = copy(view)
+        if not started:  # warming up: nothing measured yet
+            for i in lay.tgt_counts:
+                out[i] = 0
+            return out
+        at = lay.target_block(lay.warmup(worker), target)
+        block = self.words[at : at + lay.tgt_words].tolist()
+        for i in lay.tgt_counts:
+            out[i] -= block[i]
+        return out
 
     def warmed(self, worker: int) -> list[int] | None:
         """Worker ``worker``'s warm-up figures (:func:`split`); None without a warm-up."""
@@ -329,6 +352,10 @@ class Region:
     def warmup_retired(self) -> memoryview:
         base = self.layout.warmup(self.layout.workers)
         return self.words[base : base + self.layout.slot_words]
+
+    def warmup_retired_target_words(self, target: int) -> memoryview:
+        base = self.layout.target_block(self.layout.warmup(self.layout.workers), target)
+        return self.words[base : base + self.layout.tgt_words]
 
     def fold(self, worker: int) -> None:
         """Add worker ``worker``'s counts into RETIRED (the measured period's) and

@@ -48,8 +48,10 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
 }
 # fmt: on
 
-#: Connections that carry no request and may stay in the pool past the seal.
-_KEPT: Final = frozenset({IDLE, CONNECTING, HANDSHAKING})
+#: Connections that carry no request and may stay in the pool past the seal (an
+#: opening one whose client was cancelled is orphaned first: a refill).
+_OPENING: Final = frozenset({CONNECTING, HANDSHAKING})
+_KEPT: Final = _OPENING | {IDLE}
 
 
 class Warmup:
@@ -91,14 +93,20 @@ class Warmup:
         self.state = table.fire(TRANSITIONS, self.state, event, self)
         return self.state
 
-    def run_for(self, seconds: float, start: Callable[[float, float], None]) -> None:
-        """Warm up for ``seconds``: ``start(base, ramp)`` starts the load (the worker's
-        own start, the measured period's too), then settle and seal."""
+    def begin(self) -> None:
+        """The warm-up begins, before the pool opens: from here on (readers learn it at
+        once) every count of the slot is the warm-up's, its connections included."""
         run = self.run
         run.warmup_at = run.now = run.clock()
-        end = run.warmup_at + seconds
-        self.publish()  # before any request: from now on the slot's counts are warm-up's
-        start(run.warmup_at, seconds)
+        self.publish()
+
+    def run_for(self, end: float, start: Callable[[float, float], None]) -> None:
+        """Send the warm-up's ramp until ``end`` (monotonic): ``start(base, ramp)``
+        starts the load (the worker's own start, the measured period's too); then
+        settle and seal."""
+        run = self.run
+        run.now = base = run.clock()
+        start(base, max(end - base, 0.0))
         self.loop.turn_until(lambda: run.stop_requested or run.clock() >= end, None)
         self.fire("over")
         cap, run.issue_cap = run.issue_cap, run.issued  # nothing new: clients retire
@@ -118,6 +126,9 @@ class Warmup:
         run = self.run
         if run.in_flight:
             self.drain.at_deadline()  # abandoned or cancelled: counted, in the warm-up
+        for conn in self.conns.values():
+            if conn.owner is not None and conn.state in _OPENING:
+                conn.owner = None  # its client was cancelled: a refill now, for the pool
         for client in run.clients:
             if client.state is cl.PAUSED or client.state is cl.READY:
                 self.loop.deadlines.disarm(client)  # parked: its wakeup must not issue

@@ -179,13 +179,18 @@ class Worker:
         try:
             if b.start_wall and not self._wait_until(b.start_wall):
                 return  # told to stop before the start
-            self._warm_up()
             warmup = b.warmup if not run.fixed_end else 0.0  # a replacement joins a measured run
             if warmup:
-                self.warmup.run_for(warmup, self._start_load)
+                self.warmup.begin()
+            self._warm_up()
+            if warmup:  # anchored (--start-at): the ramp ends at the shards' measured start
+                end = run.warmup_at + warmup
+                if b.start_wall:
+                    end = run.clock() + (b.measure_wall - time.time())
+                self.warmup.run_for(end, self._start_load)
             run.ready_at = run.started_at = run.now = run.clock()
             if b.start_wall:  # every shard's schedule from the same wall-clock instant
-                run.started_at = run.now + (b.start_wall + warmup - time.time())
+                run.started_at = run.now + (b.measure_wall - time.time())
             if run.fixed_end:
                 run.end_at = run.fixed_end
             elif b.duration:

@@ -19,8 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from poolsvc.client import ControlClient, ServiceUnavailable
 from poolsvc.target import TargetServer
-from tests.conftest import address
+from tests.conftest import address, make
 from tests.hostile import SLOW_FIRST, SLOW_MS, Hostile
+from workers import shm, stats
+from workers.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +209,31 @@ def test_a_bad_warm_up_exits_2_naming_the_key(tmp_path: Path) -> None:
         proc = subprocess.run([*POOLSVC, "run", *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and named in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_pool_opens_inside_the_warm_up(
+    target: TargetServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm-up is published before the pool opens, so no reader ever sees its
+    connections as measured (they would vanish from the run's totals later)."""
+    seen: list[int] = []
+    opened = Worker._warm_up
+
+    def watched(self: Worker) -> None:
+        seen.append(self.s[stats.GAUGE_INDEX["time.warmup_us"]])
+        opened(self)
+
+    monkeypatch.setattr(Worker, "_warm_up", watched)
+    worker = make(target.host, target.port, warmup_s=0.3, duration_s=0.3, pool_size=2)
+    worker.run()
+    assert seen and seen[0] > 0
+    view = worker.shared
+    lay, n = view.layout, view.layout.slot_words
+    slot = view.words[lay.slot(0) : lay.slot(0) + n].tolist()
+    block = view.words[lay.warmup(0) : lay.warmup(0) + n].tolist()
+    measured, warm = shm.split(lay, slot, block)
+    created = stats.INDEX["connections.created"]
+    assert (warm[created], measured[created]) == (2, 0)
+    sent = stats.INDEX["requests.sent"]
+    assert warm[sent] > 0 and measured[sent] > 0
+    assert target.stats()["requests"] == warm[sent] + measured[sent]

@@ -39,8 +39,8 @@ class Region:
     def __init__(self, block: Any) -> None:
         self.block = block
 
-    def measured_target(self, _index: int, _t: int) -> Any:
-        return self.block  # (no warm-up: the slot's own view)
+    def measured_target(self, _index: int, _t: int, _copy: Any = None) -> Any:
+        return self.block  # (no warm-up: the slot's own view, settled by the reader)
 
     def retired_target_words(self, _t: int) -> Any:
         return Written(0, 0)

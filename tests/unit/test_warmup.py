@@ -3,15 +3,22 @@ split by subtraction, the seal, the fold of a worker that died in either part.""
 
 from __future__ import annotations
 
+import socket
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from poolsvc import keys, ledger, readings
+from poolsvc import config, keys, ledger, plan, readings
+from poolsvc.breaker import BreakerSettings
+from poolsvc.breakers import BreakerDesk
 from tests.unit.lifecycle import documented
+from workers import client as cl
 from workers import shm, stats, table, warmup
-from workers.load import Schedule
+from workers.connection import BUSY, Connection
+from workers.load import Bounds, Schedule
+from workers.state import RunState
+from workers.timers import Deadlines
 
 G = stats.GAUGE_INDEX
 SENT, OK, FAILED = (stats.INDEX[f"requests.{k}"] for k in ("sent", "ok", "failed"))
@@ -138,3 +145,80 @@ def test_schedule_restart_keeps_the_rate_and_share() -> None:
 def test_warmup_is_a_duration_key() -> None:
     assert keys.flag_type("warmup_s")("1500ms") == pytest.approx(1.5)
     assert keys.flag_type("warmup_s")("2m") == pytest.approx(120.0)
+
+
+def test_settle_orphans_an_opening_connection_and_closes_one_mid_request() -> None:
+    """At the settle deadline a client still waiting for its own connection to open
+    is cancelled: the connection must not stay its (it would be handed to a finished
+    client, or fail it a second time, in the measured period); it becomes a refill.
+    A connection left mid-request is closed, counted as a shutdown."""
+    run = RunState(Bounds(2, duration=1.0), 1, 0)
+    waiting, reading = run.clients
+    run.in_flight = 2
+    for client, state in ((waiting, cl.CONNECTING), (reading, cl.SENDING)):
+        client.state = state
+    socks = [socket.socket(), socket.socket()]
+    opening, busy = (Connection(s, 0) for s in socks)
+    opening.owner, busy.owner = waiting, reading
+    busy.state = BUSY
+
+    def at_deadline() -> None:  # what Drain.at_deadline does to these two
+        for c in run.clients:
+            c.state, c.conn = cl.DONE, None
+        run.in_flight = 0
+
+    closed: list[Connection] = []
+    slot = memoryview(bytearray(stats.SLOT_WORDS * 8)).cast("Q")
+    phase = warmup.Warmup(
+        run, SimpleNamespace(deadlines=Deadlines()), SimpleNamespace(at_deadline=at_deadline),  # type: ignore[arg-type]
+        {opening.fd: opening, busy.fd: busy}, slot, 1.0, lambda c, _r: closed.append(c),
+        lambda: None, lambda: None,
+    )  # fmt: skip
+    try:
+        phase._settle()
+        assert opening.owner is None and closed == [busy]
+        assert slot[stats.SHUTDOWN] == 1 and run.in_flight == 0
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_the_breaker_desk_keeps_a_folded_warm_up_in_its_input() -> None:
+    """A worker that warmed up and died is folded: its warm-up's ok and failed move to
+    WARMUP_RETIRED. The desk must still count them, or its next window goes negative
+    and a run of failures no longer trips the breaker."""
+    region = shm.Region(shm.Layout(2, 1), pid=1)
+    settings = BreakerSettings(window=10.0, min_calls=20, failure_rate=0.5, consecutive=0)
+    desk = BreakerDesk(region, settings, ["t"], 1, lambda _m: None, 0.0)
+    block = region.target_words(0, 0)
+    _warmed_up(region, 0)
+    block[shm.T_OK] = 1000
+    desk.tick(1.0, [0], [0])
+    _seal(region, 0)
+    region.fold(0)  # died after its warm-up
+    block = region.target_words(0, 0)
+    block[shm.T_FAILED] = 500
+    desk.tick(30.0, [0], [0])  # the warm-up ok have left the window
+    assert desk.breakers[0].state == "OPEN"
+
+
+def test_every_worker_anchors_the_measured_schedule_at_start_plus_warm_up() -> None:
+    """--start-at with --warmup: a worker forked after the measured period began does
+    not warm up, yet it anchors its share of the schedule where the others do."""
+    cfg = config.build(
+        {"rate": 100, "duration_s": 2, "warmup_s": 3, "start_at": "2030-01-01T00:00:00Z"}, {}
+    )
+    run = plan.resolve(cfg, [("127.0.0.1", 8001)], seed=1, n=2)
+    first, late = run.spec(run.shards[0]).bounds, run.spec(run.shards[1], warm=False).bounds
+    assert (first.warmup, late.warmup) == (3.0, 0.0)
+    assert first.measure_wall == late.measure_wall == first.start_wall + 3.0
+
+
+def test_a_worker_dead_between_its_seal_and_its_start_keeps_its_warm_up_maxima() -> None:
+    region = shm.Region(shm.Layout(1, 1), pid=1)
+    _warmed_up(region, 0)
+    _work(region, 0, sent=4, failed=0, max_us=900)
+    shm.seal_warmup(region.words, region.layout, 0)  # killed before it published the start
+    assert readings.warmup(region, [SimpleNamespace(index=0)]).counters["latency.max_us"] == 900  # type: ignore[list-item]
+    region.fold(0)
+    assert region.warmup_retired()[stats.LAT_MAX] == 900
