@@ -230,7 +230,12 @@ def render_status(s: dict[str, Any]) -> str:
     svc = s["service"]
     lines = [
         f"poolsvc pid {svc['pid']}  {svc['mode']}  {svc['state']}  up {svc['uptime_s']:.1f}s  "
-        f"workers {len(s['workers'])}  requests {s['totals']['requests.total']}",
+        f"workers {len(s['workers'])}  requests {s['totals']['requests.total']}"
+        + (
+            f"  (warm-up: {warm} apart)"
+            if (warm := s["totals"].get("warmup.requests.sent"))
+            else ""
+        ),
         "",
         f"{'TARGET':<22} {'BREAKER':<10} {'ACTIVE':>6} {'IDLE':>5} {'CONN':>5} {'WAIT':>5} "
         f"{'MAX':>5} "

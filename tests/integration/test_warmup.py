@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from poolsvc.client import ControlClient, ServiceUnavailable
+from poolsvc.poolctl import render_status
 from poolsvc.target import TargetServer
 from tests.conftest import address, make
 from tests.hostile import SLOW_FIRST, SLOW_MS, Hostile
@@ -175,6 +176,8 @@ def test_status_shows_the_warm_up_then_the_measured_load(
             if st["service"]["state"] == "warming up" and t["warmup.requests.ok"] and not prom:
                 with ControlClient(path) as c:
                     prom.update(samples(c.call("metrics", format="prometheus")))
+                header = render_status(st).splitlines()[0]  # what poolctl status prints
+                assert "warming up" in header and "(warm-up: " in header, header
             time.sleep(0.1)
         warming = [s for s in seen if s[0] == "warming up"]
         assert warming and all(sent == 0 for _, sent, _ in warming), seen
