@@ -88,7 +88,9 @@ def test_failures_and_recovery_lines(target: TargetServer) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20  # the load runs (a loaded machine starts slowly)
+    while target.stats()["requests"] < 50 and time.monotonic() < deadline:
+        time.sleep(0.02)
     target.set(reset=True)
     time.sleep(0.3)
     target.clear()
@@ -203,7 +205,9 @@ def test_sigint_drains_and_reports(target: TargetServer) -> None:
         text=True,
     )
     try:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 20  # the load runs: the handlers are in place
+        while target.stats()["requests"] < 50 and time.monotonic() < deadline:
+            time.sleep(0.02)
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)

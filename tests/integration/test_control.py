@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +75,30 @@ def test_metrics_formats(service: Service) -> None:
     assert 'poolsvc_breaker_state{target="' in prom
 
 
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll until ``condition`` holds: workers act on their next tick (100 ms), later
+    on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def settled(read: Callable[[], int], timeout: float = 10.0) -> int:
+    """A count once it stops moving: two reads 0.3 s apart agree (within ``timeout``)."""
+    last, deadline = read(), time.monotonic() + timeout
+    while True:
+        time.sleep(0.3)
+        now = read()
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, "it kept moving"
+        last = now
+
+
 def test_breaker_force_open_fails_fast_then_reset(service: Service) -> None:
     assert service.poolctl("breaker", "open").returncode == 0
-    time.sleep(0.3)
-    served = service.target.stats()["requests"]
+    served = settled(lambda: int(service.target.stats()["requests"]))
     time.sleep(0.3)
     assert service.target.stats()["requests"] == served  # nothing reaches the target
     assert service.call("metrics")["errors.breaker_open"] > 0
@@ -86,8 +106,7 @@ def test_breaker_force_open_fails_fast_then_reset(service: Service) -> None:
     service.call("breaker", action="close")
     assert service.call("breaker")["forced"] is True
     service.call("breaker", action="reset")
-    time.sleep(0.3)
-    assert service.target.stats()["requests"] > served
+    until(lambda: service.target.stats()["requests"] > served)
     assert service.call("breaker")["state"] == "CLOSED"
 
 
@@ -95,14 +114,13 @@ def test_load_concurrency_pause_resume(service: Service) -> None:
     assert service.poolctl("load", "--concurrency", "2").returncode == 0
     assert sum(w["concurrency"] for w in service.call("workers")) == 2
     service.call("load", pause=True)
-    time.sleep(0.3)  # one tick to take effect, then in-flight requests finish
-    before = service.target.stats()["requests"]
+    # one tick to take effect, then in-flight requests finish
+    before = settled(lambda: int(service.target.stats()["requests"]))
     time.sleep(0.4)
     assert service.target.stats()["requests"] == before
     assert service.call("status")["service"]["state"] == "paused"
     assert service.poolctl("load", "--resume").returncode == 0
-    time.sleep(0.3)
-    assert service.target.stats()["requests"] > before
+    until(lambda: service.target.stats()["requests"] > before)
     refused = service.poolctl("load", "--rate", "100")
     assert refused.returncode == 3 and "conflict" in refused.stderr
 
@@ -110,22 +128,22 @@ def test_load_concurrency_pause_resume(service: Service) -> None:
 def test_workers_scale_down_and_up(service: Service) -> None:
     first = [w["pid"] for w in service.call("workers")]
     assert service.poolctl("workers", "1").returncode == 0
-    time.sleep(1.0)
-    states = [w["state"] for w in service.call("workers")]
-    assert states == ["RUNNING", "RETIRED"]
+
+    def states() -> list[str]:
+        return [w["state"] for w in service.call("workers")]
+
+    until(lambda: states() == ["RUNNING", "RETIRED"])  # drained, exited, reaped
     total = service.requests()
     service.call("workers", count=3)
-    time.sleep(1.0)
+    until(lambda: states() == ["RUNNING"] * 3)
     workers = service.call("workers")
-    assert [w["state"] for w in workers] == ["RUNNING"] * 3
     assert workers[0]["pid"] == first[0] and workers[1]["pid"] != first[1]  # a new incarnation
     assert sum(w["pool_size"] for w in workers) == 6
     assert service.requests() > total  # totals kept across the retirement
     # Down again: the slot added by the scale-up retires like any other.
     added = workers[2]["pid"]
     service.call("workers", count=2)
-    time.sleep(1.0)
-    assert [w["state"] for w in service.call("workers")] == ["RUNNING", "RUNNING", "RETIRED"]
+    until(lambda: states() == ["RUNNING", "RUNNING", "RETIRED"])
     assert not psutil.pid_exists(added) or psutil.Process(added).status() == "zombie"
 
 
@@ -435,13 +453,19 @@ def test_inject_set_list_auto_clear_and_clear(service: Service) -> None:
     assert in_status == without_clock(service.call("inject"))
     time.sleep(0.5)
     m = service.call("metrics")
-    assert m["injected.reset"] > 0 and m["errors.ECONNRESET"] == m["injected.reset"]
+    # a reset is counted injected just before its ECONNRESET: a live read may hold the
+    # one and not yet the other, one request per worker (the documented skew)
+    skew = m["injected.reset"] - m["errors.ECONNRESET"]
+    assert m["injected.reset"] > 0 and 0 <= skew <= len(service.call("workers")), m
     time.sleep(1.2)  # the delay fault clears itself after 1 s
     assert [f["fault"] for f in service.call("inject")] == ["reset"]
     assert service.poolctl("inject", "clear").returncode == 0
     assert service.call("inject") == []
-    time.sleep(0.3)  # a tick for the workers to see it
-    before = service.call("metrics")["injected.reset"]
+    before, deadline = -1, time.monotonic() + 10
+    while (now := service.call("metrics")["injected.reset"]) != before:  # a tick, to see it
+        assert time.monotonic() < deadline, "faults still injected after the clear"
+        before = now
+        time.sleep(0.3)
     time.sleep(0.3)
     assert service.call("metrics")["injected.reset"] == before  # nothing injected any more
 

@@ -90,9 +90,10 @@ def test_bytes_after_a_response_evict_the_connection_and_are_never_counted(mode:
 
 
 def test_a_late_response_on_an_idle_connection_evicts_it() -> None:
-    # Open loop at 10/s: the connection is idle when the late 299 arrives.
+    # Open loop at 5/s: the connection is idle when the late 299 arrives (50 ms after
+    # its response; the next request is 200 ms later, the run's end 200 ms after the last).
     with Hostile("late_extra") as server:
-        snap = run(server.host, server.port, pool_size=1, rate=10, duration_s=1.0)
+        snap = run(server.host, server.port, pool_size=1, rate=5, duration_s=2.0)
     c = snap.counters
     assert c["requests.ok"] == 10 == server.count
     assert snap.statuses == {200: 10}

@@ -136,6 +136,12 @@ def test_every_fault_moves_its_counters(served: tuple[Service, str], kind: str) 
     if kind in ("delay", "timeout"):
         args[f"{kind}_ms"] = 20
     svc.call("inject", **args)
+    failures = ("poolsvc_errors_total", "poolsvc_connect_errors_total")
+    fails = kind in ("reset", "timeout", "connect_fail")  # each fails requests or connects
+
+    def failed(text: str) -> float:
+        return sum(total(text, n) for n in failures)
+
     deadline = time.monotonic() + 10
     moved = False
     while time.monotonic() < deadline and not moved:
@@ -143,11 +149,11 @@ def test_every_fault_moves_its_counters(served: tuple[Service, str], kind: str) 
         after, _ = scrape(url)
         moved = value(after, "poolsvc_injected_faults_total", kind=kind) > value(
             before, "poolsvc_injected_faults_total", kind=kind
-        )
+        )  # and what it causes, counted after it (an injected timeout: 20 ms later)
+        moved = moved and (not fails or failed(after) > failed(before))
     svc.call("inject", action="clear")
     assert moved, kind
-    failures = ("poolsvc_errors_total", "poolsvc_connect_errors_total")
-    if kind in ("reset", "timeout", "connect_fail"):  # each fails requests or connects
+    if fails:
         assert sum(total(after, n) for n in failures) > sum(total(before, n) for n in failures)
         assert total(after, "poolsvc_errors_by_phase_total") >= total(
             before, "poolsvc_errors_by_phase_total"

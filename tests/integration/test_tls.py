@@ -330,8 +330,10 @@ def test_status_and_prometheus_show_the_handshakes(
     }
     handshakes = {
         s.labels["kind"]: s.value for s in families["poolsvc_tls_handshakes"].samples
-    }  # the same exposition: the same moment
-    assert counts == handshakes and counts["full"] > 0 and counts["resumed"] > 0
+    }  # the same exposition: one copy of the worker's slot (a copy taken while it counts
+    # a handshake may hold the count and not yet the bucket: the documented skew, one)
+    assert counts.keys() == handshakes.keys() and counts["full"] > 0 and counts["resumed"] > 0
+    assert all(abs(counts[k] - handshakes[k]) <= 1 for k in counts), (counts, handshakes)
     assert "poolsvc_connect_duration_seconds" in families
 
 
