@@ -23,6 +23,7 @@ then empty.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Final
 
@@ -106,10 +107,11 @@ class Warmup:
         settle and seal."""
         run = self.run
         run.now = base = run.clock()
+        cap, run.issue_cap = run.issue_cap, math.inf  # --requests bounds the measured period
         start(base, max(end - base, 0.0))
         self.loop.turn_until(lambda: run.stop_requested or run.clock() >= end, None)
         self.fire("over")
-        cap, run.issue_cap = run.issue_cap, run.issued  # nothing new: clients retire
+        run.issue_cap = run.issued  # nothing new: each client retires after its request
         kept, run.schedule = run.schedule, None  # open loop: nothing more falls due
         limit = run.clock() + self.drain_timeout
         self.loop.turn_until(lambda: run.in_flight == 0 or run.clock() >= limit, None)

@@ -79,6 +79,15 @@ def test_the_warm_up_opens_the_pool_and_its_requests_are_counted_apart(
     assert rows[0]["sent"] > 0 and sum(r["seconds"] for r in rows) <= 1.5, rows
 
 
+def test_a_request_bound_is_the_measured_period_s_alone(target: TargetServer) -> None:
+    """--requests N with a warm-up: the warm-up runs its time, whatever N; then exactly
+    N requests are measured."""
+    m = run(*address(target), "--workers", "2", "--warmup", "1", "--requests", "500")
+    assert m["requests.sent"] == m["requests.ok"] == 500
+    assert m["warmup.requests.sent"] > 500 and balanced(m, "warmup.")
+    assert target.stats()["requests"] == 500 + m["warmup.requests.sent"]
+
+
 def test_warm_up_latency_is_out_of_the_measured_figures() -> None:
     """The target answers its first requests slowly (a cold cache): with a warm-up they
     are the warm-up's; without one (the control) they are the run's slowest."""
