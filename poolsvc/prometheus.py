@@ -192,7 +192,7 @@ def warmup_families(warmup: dict[str, Any] | None) -> Iterable[Family]:
     if warmup is None:
         return
     f = Family("poolsvc_warmup_requests", "counter", "Warm-up requests by outcome (not measured).")
-    for result in ("ok", "failed", "unsent", "lost", "abandoned"):
+    for result in RESULTS:
         f.add(warmup[f"warmup.requests.{result}"], "_total", result=result)
     yield f
 

@@ -94,12 +94,12 @@ def per_target(
     names: Sequence[str],
     breakers: Sequence[Breaker],
     owns: Sequence[Snapshot],
-    trips_before: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     """Each target's outcome counts over every worker (retired ones included), and
     what its breaker did (``owns``: each target's own snapshot, from
-    :func:`own_snapshots`, so that its counts and its failures by name are one read;
-    ``trips_before``: each breaker's trips before the measured period, not counted)."""
+    :func:`own_snapshots`, so that its counts and its failures by name are one read).
+    The breaker's trips are the breaker's, a warm-up's included: one breaker per target
+    for the whole run, whose count never goes back."""
     out = []
     for t, name in enumerate(names):
         blocks = _blocks(region, slots, t)
@@ -114,7 +114,7 @@ def per_target(
                 "refused": sum(b[shm.T_REFUSED] for b in blocks),
                 "local_failures": sum(b[shm.T_LOCAL] for b in blocks),
                 "breaker": breaker.state,
-                "breaker_trips": breaker.total_trips - (trips_before[t] if trips_before else 0),
+                "breaker_trips": breaker.total_trips,
                 "breaker_because": breaker.opened_because,
                 "breaker_first_because": breaker.first_opened_because,
             }

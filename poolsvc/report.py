@@ -117,6 +117,7 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
 #: counts that sum across workers and shards, and the one maximum.
 WARMUP_COUNTS: Final = (
     *(f"requests.{k}" for k in ("sent", "ok", "failed", "unsent", "abandoned", "lost")),
+    "requests.in_doubt",  # of the lost: the target's count is within [sent - in doubt, sent]
     "connections.created",
 )
 

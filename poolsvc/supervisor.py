@@ -113,7 +113,6 @@ class Supervisor:
         self.rates: dict[int, tuple[float, int]] = {}
         self._next_second = now + 1.0
         self._measuring = not run.warmup_s  # the measured period has begun
-        self._trips_before: list[int] = []  # each breaker's trips in the warm-up
         self.sel = selectors.DefaultSelector()
         self.signals = SignalBox()
         self._reap_due = 0.0
@@ -223,7 +222,6 @@ class Supervisor:
         if not any(self.region.slot(s.index)[started] for s in self.slots):
             return
         self._measuring = self.fleet.measuring = True
-        self._trips_before = [b.total_trips for b in self.breakers]
         self.recording = Recording(now, len(self.names))
         self.intervals = Intervals(now)
         self.target_intervals = [Intervals(now) for _ in self.names]
@@ -366,9 +364,7 @@ class Supervisor:
     ) -> list[dict[str, Any]]:
         whole = snap or self.snapshot()
         owns = owns or readings.own_snapshots(self.region, self.slots, len(self.names), whole)
-        return readings.per_target(
-            self.region, self.slots, self.names, self.breakers, owns, self._trips_before
-        )
+        return readings.per_target(self.region, self.slots, self.names, self.breakers, owns)
 
     def view(self) -> View:
         """The service now, as one read (the control commands render it)."""

@@ -101,10 +101,13 @@ class Warmup:
         run.warmup_at = run.now = run.clock()
         self.publish()
 
-    def run_for(self, end: float, start: Callable[[float, float], None]) -> None:
+    def run_for(
+        self, end: float, start: Callable[[float, float], None], settle_by: float = 0.0
+    ) -> None:
         """Send the warm-up's ramp until ``end`` (monotonic): ``start(base, ramp)``
         starts the load (the worker's own start, the measured period's too); then
-        settle and seal."""
+        settle (within the drain timeout, and by ``settle_by`` if given: the shards'
+        measured start) and seal."""
         run = self.run
         run.now = base = run.clock()
         cap, run.issue_cap = run.issue_cap, math.inf  # --requests bounds the measured period
@@ -114,6 +117,8 @@ class Warmup:
         run.issue_cap = run.issued  # nothing new: each client retires after its request
         kept, run.schedule = run.schedule, None  # open loop: nothing more falls due
         limit = run.clock() + self.drain_timeout
+        if settle_by:
+            limit = min(limit, settle_by)
         self.loop.turn_until(lambda: run.in_flight == 0 or run.clock() >= limit, None)
         self._settle()
         self.seal()

@@ -183,11 +183,8 @@ class Worker:
             if warmup:
                 self.warmup.begin()
             self._warm_up()
-            if warmup:  # anchored (--start-at): the ramp ends at the shards' measured start
-                end = run.warmup_at + warmup
-                if b.start_wall:
-                    end = run.clock() + (b.measure_wall - time.time())
-                self.warmup.run_for(end, self._start_load)
+            if warmup:
+                self._warm_requests(warmup)
             run.ready_at = run.started_at = run.now = run.clock()
             if b.start_wall:  # every shard's schedule from the same wall-clock instant
                 run.started_at = run.now + (b.measure_wall - time.time())
@@ -214,6 +211,19 @@ class Worker:
                 upkeep.run_audit("final")
             loop.close()
             upkeep.reserve.close()
+
+    def _warm_requests(self, warmup: float) -> None:
+        """The warm-up's requests (workers.warmup). Anchored (--start-at), the ramp ends
+        a tenth of the warm-up (at most 1 s) before the shards' measured start, and
+        settling ends by it: every shard starts its share of the schedule on time."""
+        run, b = self.run_state, self.bounds
+        if not b.start_wall:
+            self.warmup.run_for(run.warmup_at + warmup, self._start_load)
+        else:
+            anchor = run.clock() + (b.measure_wall - time.time())
+            end = anchor - min(warmup / 10, 1.0)
+            self.warmup.run_for(end, self._start_load, settle_by=anchor)
+        self.upkeep.apply_control()  # a rate changed while settling: before the restart
 
     def _wait_until(self, wall: float) -> bool:
         """Sleep until wall-clock ``wall`` (``--start-at``), in short naps so that a

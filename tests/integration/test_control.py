@@ -98,7 +98,7 @@ def settled(read: Callable[[], int], timeout: float = 10.0) -> int:
 
 def test_breaker_force_open_fails_fast_then_reset(service: Service) -> None:
     assert service.poolctl("breaker", "open").returncode == 0
-    served = settled(lambda: int(service.target.stats()["requests"]))
+    served = settled(lambda: int(service.target.stats()["requests"]), timeout=3.0)
     time.sleep(0.3)
     assert service.target.stats()["requests"] == served  # nothing reaches the target
     assert service.call("metrics")["errors.breaker_open"] > 0
@@ -115,7 +115,7 @@ def test_load_concurrency_pause_resume(service: Service) -> None:
     assert sum(w["concurrency"] for w in service.call("workers")) == 2
     service.call("load", pause=True)
     # one tick to take effect, then in-flight requests finish
-    before = settled(lambda: int(service.target.stats()["requests"]))
+    before = settled(lambda: int(service.target.stats()["requests"]), timeout=3.0)
     time.sleep(0.4)
     assert service.target.stats()["requests"] == before
     assert service.call("status")["service"]["state"] == "paused"

@@ -111,6 +111,15 @@ def test_timeout_is_a_real_read_timeout(server: Peer) -> None:
     assert snap.counters["errors.read_timeout"] == injected(snap, "timeout")
 
 
+def test_a_timeout_without_its_own_waits_the_configured_read_timeout(server: Peer) -> None:
+    snap = run_with_fault(server, Fault("timeout", 0.2, seed=2), read_timeout_ms=300)
+    assert injected(snap, "timeout") > 0
+    # (a real timeout on a loaded machine could only add to the count)
+    assert snap.counters["errors.read_timeout"] >= injected(snap, "timeout")
+    waited = snap.timing("failure_time")
+    assert waited is not None and waited["max"] >= 300_000  # the configured 300 ms
+
+
 def test_delay_holds_requests(server: Peer) -> None:
     snap = run_with_fault(server, Fault("delay", 0.3, seed=3, param=50))
     assert injected(snap, "delay") > 0 and snap.counters["requests.failed"] == 0

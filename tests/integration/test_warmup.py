@@ -79,6 +79,26 @@ def test_the_warm_up_opens_the_pool_and_its_requests_are_counted_apart(
     assert rows[0]["sent"] > 0 and sum(r["seconds"] for r in rows) <= 1.5, rows
 
 
+def test_an_anchored_warm_up_settles_before_the_measured_start(target: TargetServer) -> None:
+    """--start-at with --warmup: the ramp ends early enough for its requests (200 ms
+    each here) to end before the shards' measured start, so the schedule starts on
+    time, with nothing owed."""
+    target.set(delay_ms=200)
+    start = f"{time.time() + 2.0:.3f}"
+    proc = subprocess.run(
+        [*POOLSVC, "run", *address(target), "--start-at", start, "--warmup", "3",
+         "--rate", "200", "--duration", "2", "--size", "60", "--workers", "1", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    m = doc["metrics"]
+    # ready before the anchor: a negative skew (it settled ~200 ms, within its 300 ms)
+    assert doc["shard"]["start_skew_ms"] < 60, doc["shard"]
+    assert m["requests.sent"] == 400 and m["warmup.requests.sent"] > 0
+    assert m["latency.max_ms"] < 400, m["latency.max_ms"]  # no burst of owed requests
+
+
 def test_a_request_bound_is_the_measured_period_s_alone(target: TargetServer) -> None:
     """--requests N with a warm-up: the warm-up runs its time, whatever N; then exactly
     N requests are measured."""
@@ -160,8 +180,12 @@ def test_a_worker_killed_keeps_both_ledgers(target: TargetServer, when: str) -> 
     m = json.loads(out)["metrics"]
     assert balanced(m) and balanced(m, "warmup.")
     total = m["requests.sent"] + m["warmup.requests.sent"]
-    assert total - m["requests.in_doubt"] <= target.stats()["requests"] <= total
+    doubt = m["requests.in_doubt"] + m["warmup.requests.in_doubt"]
+    assert total - doubt <= target.stats()["requests"] <= total
     assert m["requests.sent"] > 0 and m["warmup.requests.sent"] > 0
+    # what it had in flight is lost in the part it was killed in, and only there
+    died_in, other = ("warmup.", "") if when == "warming" else ("", "warmup.")
+    assert m[f"{died_in}requests.lost"] > 0 and m[f"{other}requests.lost"] == 0, m
 
 
 def _warmup_sent(path: Path) -> int:
@@ -222,7 +246,11 @@ def test_status_shows_the_warm_up_then_the_measured_load(
         assert [w["requests"] > 0 for w in st["workers"]] == [True] * 3, st["workers"]
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a service running after a failure
+            proc.communicate()
 
 
 def test_a_bad_warm_up_exits_2_naming_the_key(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from poolsvc import config, keys, ledger, plan, readings
+from poolsvc import config, keys, ledger, plan, readings, report
 from poolsvc.breaker import BreakerSettings
 from poolsvc.breakers import BreakerDesk
 from tests.unit.lifecycle import documented
@@ -106,13 +106,17 @@ def test_a_worker_dead_in_its_warm_up_is_all_warm_up_and_its_in_flight_lost_ther
     slots: Any = [SimpleNamespace(index=0)]
     _warmed_up(region, 0)
     _work(region, 0, sent=10, failed=1, max_us=900)
-    region.slot(0)[SENT] += 2  # two in flight when it died
+    region.slot(0)[SENT] += 2  # two in flight when it died, one of them inside its send
+    region.slot(0)[stats.SENDING_FLAG] = 1
     dead = ledger.fold_dead(region, 0)
     assert dead.ready and dead.lost == 2  # it had begun: not a boot failure
     assert dead.snapshot.counters["requests.total"] == 0  # no measured outcome
-    warm = readings.warmup(region, slots).counters
-    assert (warm["requests.sent"], warm["requests.lost"]) == (12, 2)
+    warmed = readings.warmup(region, slots)
+    warm = warmed.counters
+    assert (warm["requests.sent"], warm["requests.lost"], warm["requests.in_doubt"]) == (12, 2, 1)
     assert ledger.unbalanced(warm) == ""
+    shown = report.warmup_metrics(warmed, 1.0)  # what the report says of it
+    assert (shown["warmup.requests.lost"], shown["warmup.requests.in_doubt"]) == (2, 1)
     assert readings.totals(region, slots).counters["requests.sent"] == 0
 
 
