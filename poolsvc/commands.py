@@ -57,10 +57,10 @@ def cmd_load(svc: Service, args: dict[str, Any]) -> Any:
         raise ControlError("bad_request", "give exactly one of concurrency, pause, resume, rate")
     if concurrency is not None:
         svc.set_concurrency(concurrency)
-    elif pause:
-        svc.set_paused(True)
-    elif resume:
-        svc.set_paused(False)
+    elif pause is not None:  # (false resumes: the value says what is wanted)
+        svc.set_paused(pause)
+    elif resume is not None:
+        svc.set_paused(not resume)
     elif rate is not None:
         svc.set_rate(float(rate))
     return status.load_status(svc.view().load)
