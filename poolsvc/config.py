@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -25,6 +25,9 @@ from workers.errors import ConfigError
 from workers.http import RequestError, build_request, parse_statuses
 from workers.injection import DEFAULT_MIX, Fault, parse_fault
 from workers.target import TargetSpec, check_host
+
+#: String keys whose value may hold any character (the request body is data).
+BINARY_KEYS: Final = frozenset({"body"})
 
 
 def _check(key: str, value: Any) -> Any:
@@ -37,6 +40,9 @@ def _check(key: str, value: Any) -> Any:
         raise ConfigError(f"{key} must be {names}, not {type(value).__name__}")
     if isinstance(value, int | float):
         _check_range(key, value, low, high)
+    if isinstance(value, str) and "\x00" in value and key not in BINARY_KEYS:
+        # a path, an address, a name: no system call takes a NUL byte in one
+        raise ConfigError(f"{key} must not contain a NUL byte")
     if key == "host" and isinstance(value, str):
         try:
             return check_host(value)

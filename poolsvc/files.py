@@ -29,6 +29,8 @@ from workers.errors import ConfigError
 def check_output(path: str, key: str) -> None:
     """Raise :class:`ConfigError` (naming ``key``) unless ``path`` can be written as
     an output file: its directory exists and is writable, and it is not a directory."""
+    if "\x00" in path:  # (os calls raise ValueError on one: never a traceback)
+        raise ConfigError(f"{key}: a path cannot contain a NUL byte")
     target = Path(path)
     directory = target.parent
     if not directory.is_dir():

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from poolsvc import config
+from poolsvc import config, files
 from workers.errors import ConfigError, ConnectError, errno_name, oserror_name
 from workers.http import (
     RequestError,
@@ -180,6 +180,10 @@ def test_config_defaults_and_overrides() -> None:
         ({"inject_failures": [{"fault": "reset", "rate": 2}]}, "rate must be within"),
         ({"backoff_base_ms": 10, "backoff_cap_ms": 5}, "backoff_cap_ms"),
         ({"duration_s": float("nan")}, "finite"),
+        # a NUL byte in a path or a name: every system call refuses it (ValueError)
+        ({"timeline": "a\x00b"}, "timeline must not contain a NUL byte"),
+        ({"tls": True, "cacert": "\x00"}, "cacert must not contain a NUL byte"),
+        ({"targets": [{"host": "h\x00", "port": 1}]}, "targets[0]: host must not contain"),
     ],
 )
 def test_config_errors_are_one_line(values: dict[str, object], msg: str) -> None:
@@ -210,3 +214,9 @@ def test_errno_names() -> None:
     import pickle
 
     assert pickle.loads(pickle.dumps(err)).name == "ECONNREFUSED"
+
+
+def test_a_body_may_hold_a_nul_byte_and_an_output_path_may_not(tmp_path: pathlib.Path) -> None:
+    assert config.build({"body": "a\x00b", "method": "POST"}, {}).body == "a\x00b"
+    with pytest.raises(ConfigError, match="a path cannot contain a NUL byte"):
+        files.check_output(str(tmp_path / "a\x00b"), "--out")
