@@ -10,6 +10,7 @@ cache, and the TLS versions asked for.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -19,9 +20,16 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: bound together, so none is picked twice."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 class Nginx:
@@ -87,26 +95,54 @@ http {{
         self.dir = directory
         self.host = host
         self.wrap = wrap or []
-        self.port = free_port()
-        self.short_port = free_port()
-        self.tls_port = free_port() if tls else 0
-        log = f"{directory}/access.log" if access_log else "off"
+        self.log = f"{directory}/access.log" if access_log else "off"
+        self.tls, self.tls_protocols = tls, tls_protocols
+        self.conf = directory / "nginx.conf"
+        self._configure()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # once it has listened, its ports are known: kept on restarts
+
+    def _configure(self) -> None:
+        """Pick the ports (distinct) and write the configuration."""
+        tls = self.tls
+        ports = free_ports(3 if tls else 2)
+        self.port, self.short_port = ports[0], ports[1]
+        self.tls_port = ports[2] if tls else 0
         block = (
             self.TLS.format(
-                host=host, port=self.tls_port, cert=tls[0], key=tls[1], protocols=tls_protocols
+                host=self.host,
+                port=self.tls_port,
+                cert=tls[0],
+                key=tls[1],
+                protocols=self.tls_protocols,
             )
             if tls
             else ""
         )
         conf = self.CONF.format(
-            d=directory, host=host, port=self.port, short_port=self.short_port, log=log, tls=block
-        )
-        self.conf = directory / "nginx.conf"
+            d=self.dir, host=self.host, port=self.port, short_port=self.short_port,
+            log=self.log, tls=block,
+        )  # fmt: skip
         self.conf.write_text(conf)
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, cpu: int | None = None) -> None:
-        """Start nginx (pinned to ``cpu`` with taskset when given) and wait until it listens."""
+        """Start nginx (pinned to ``cpu`` with taskset when given) and wait until it
+        listens. A port taken meanwhile (by another socket's ephemeral port, say) is
+        tried again: with new ports on a first start, with the same on a restart."""
+        for _ in range(5):
+            err = self._launch(cpu)
+            if err is None:
+                self.started = True
+                return
+            if b"Address already in use" not in err:
+                raise RuntimeError(f"nginx exited: {err!r}")
+            if not self.started:
+                self._configure()
+            time.sleep(0.2)
+        raise RuntimeError(f"nginx exited: {err!r}")
+
+    def _launch(self, cpu: int | None) -> bytes | None:
+        """Run nginx until it listens (None), or until it exits (its stderr)."""
         pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
         self.proc = subprocess.Popen(
             [
@@ -127,12 +163,14 @@ http {{
         while time.monotonic() < deadline:
             try:
                 socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
+                return None
             except OSError:
                 if self.proc.poll() is not None:
-                    err = self.proc.stderr.read() if self.proc.stderr else b""
-                    raise RuntimeError(f"nginx exited: {err!r}") from None
+                    _, err = self.proc.communicate()  # (closes the pipe)
+                    self.proc = None
+                    return err or b""
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError("nginx did not start listening")
 
     def stop(self) -> None:

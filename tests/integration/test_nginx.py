@@ -119,3 +119,21 @@ def test_signals_never_put_a_byte_on_a_target_socket(logged_nginx: Nginx, tmp_pa
     rows = access_log(logged_nginx)
     assert len(rows) > 300
     assert {r for r in rows} == {("GET / HTTP/1.1", "200")}, [r for r in rows if r[1] != "200"][:5]
+
+
+def test_a_port_taken_before_nginx_first_listens_is_exchanged(tmp_path: Path) -> None:
+    """The test harness's nginx: a port another socket took between the pick and the
+    start (an ephemeral port, say) is picked again, rather than failing the test."""
+    import socket
+
+    ng = Nginx(tmp_path)
+    taken = ng.port
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", taken))  # bound, not listening: nginx cannot bind it
+    try:
+        ng.start()
+        assert ng.port != taken and len({ng.port, ng.short_port}) == 2
+        assert ng.requests_served() >= 1
+    finally:
+        ng.stop()
+        blocker.close()
