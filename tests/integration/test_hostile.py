@@ -108,6 +108,11 @@ def test_a_target_that_talks_first_never_gets_its_greeting_counted_twice() -> No
         snap = run(
             server.host, server.port, pool_size=2, concurrency=1, requests=300, validate_after_ms=0
         )
+        # A greeting may answer our last request before the server's thread has read
+        # it: give the thread the time to read what was sent before the server stops.
+        deadline = time.monotonic() + 5
+        while server.count < snap.counters["requests.sent"] and time.monotonic() < deadline:
+            time.sleep(0.01)
     c = snap.counters
     # Every greeting that arrived on an idle connection evicted it unread; one that
     # raced our first request on a fresh connection could only take that request's
