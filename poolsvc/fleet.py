@@ -74,7 +74,9 @@ class Fleet:
         self.ctx = multiprocess.get_context("fork")
         self.stopping = False  # nothing is forked again
         self.failed_boot = False  # a slot's workers kept failing at boot: the service stops
-        self.measuring = False  # the measured period began: a worker forked now skips --warmup
+        # the measured period has begun (at once without --warmup): a worker forked from
+        # then on skips the warm-up
+        self.measuring = not run.warmup_s
 
     # forking and reaping ----------------------------------------------------------------
     def fork_due(self, now: float) -> None:

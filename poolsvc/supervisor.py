@@ -112,7 +112,6 @@ class Supervisor:
         self.on_interval = on_interval
         self.rates: dict[int, tuple[float, int]] = {}
         self._next_second = now + 1.0
-        self._measuring = not run.warmup_s  # the measured period has begun
         self.sel = selectors.DefaultSelector()
         self.signals = SignalBox()
         self._reap_due = 0.0
@@ -203,13 +202,13 @@ class Supervisor:
         live = self.live()
         self.desk.tick(now, [s.index for s in self.slots], [s.index for s in live])
         self.auditor.step(now, {s.index for s in live})
-        if not self._measuring:
+        if not self.fleet.measuring:
             self._watch_warmup(now)
         snap = None
         if now >= self._next_second:
             self._next_second = now + 1.0
             snap = self._every_second(now)
-        if self._measuring and self.recording.due(now):  # one read, if the second's is due
+        if self.fleet.measuring and self.recording.due(now):  # one read, if the second's is due
             self._record(now, snap or self.snapshot())
         if self.stopping and self.kill_at and now >= self.kill_at:
             self.fleet.kill_all()
@@ -221,7 +220,7 @@ class Supervisor:
         started = stats.GAUGE_INDEX["time.started_us"]
         if not any(self.region.slot(s.index)[started] for s in self.slots):
             return
-        self._measuring = self.fleet.measuring = True
+        self.fleet.measuring = True
         self.recording = Recording(now, len(self.names))
         self.intervals = Intervals(now)
         self.target_intervals = [Intervals(now) for _ in self.names]
@@ -231,11 +230,11 @@ class Supervisor:
         self.auditor.cheap(now, [(s.index, s.pids[-1], s.shard.concurrency) for s in self.live()])
         snap = self.snapshot()
         self.run_clock.observe(snap.gauges)
-        interval = self.intervals.add(now, snap) if self._measuring else None
+        interval = self.intervals.add(now, snap) if self.fleet.measuring else None
         if interval is not None and self.on_interval is not None:
             self.on_interval(interval)
         owns = self._owns(snap)
-        if len(self.names) > 1 and self._measuring:
+        if len(self.names) > 1 and self.fleet.measuring:
             for intervals, own in zip(self.target_intervals, owns, strict=True):
                 intervals.add(now, own)
         if self.on_second is not None:

@@ -195,6 +195,27 @@ class Service:
                 self.proc.communicate()
 
 
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll until ``condition`` holds (things take longer on a loaded machine); fail
+    at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def settled(read: Callable[[], int], timeout: float = 10.0) -> int:
+    """A count once it stops moving: two reads 0.3 s apart agree (within ``timeout``)."""
+    last, deadline = read(), time.monotonic() + timeout
+    while True:
+        time.sleep(0.3)
+        now = read()
+        if now == last:
+            return now
+        assert time.monotonic() < deadline, "it kept moving"
+        last = now
+
+
 def address(server: Any) -> list[str]:
     """``--host H --port P`` of a server (the embedded target, nginx, a hostile one)."""
     return ["--host", server.host, "--port", str(server.port)]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from poolsvc.client import CommandRefused, ServiceUnavailable
 from poolsvc.control import MAX_LINE
 from poolsvc.target import TargetServer
-from tests.conftest import Service
+from tests.conftest import Service, settled, until
 
 pytestmark = pytest.mark.integration
 
@@ -73,27 +73,6 @@ def test_metrics_formats(service: Service) -> None:
     assert 'poolsvc_requests_total{result="ok"}' in prom
     assert 'poolsvc_request_duration_seconds_bucket{le="+Inf"}' in prom
     assert 'poolsvc_breaker_state{target="' in prom
-
-
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll until ``condition`` holds: workers act on their next tick (100 ms), later
-    on a loaded machine."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
-def settled(read: Callable[[], int], timeout: float = 10.0) -> int:
-    """A count once it stops moving: two reads 0.3 s apart agree (within ``timeout``)."""
-    last, deadline = read(), time.monotonic() + timeout
-    while True:
-        time.sleep(0.3)
-        now = read()
-        if now == last:
-            return now
-        assert time.monotonic() < deadline, "it kept moving"
-        last = now
 
 
 def test_breaker_force_open_fails_fast_then_reset(service: Service) -> None:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from poolsvc.supervisor import EXIT_BOOT_FAILURE
 from poolsvc.target import TargetServer
-from tests.conftest import Nginx, in_background, run_json, supervisor
+from tests.conftest import Nginx, in_background, run_json, supervisor, until
 from workers import shm, stats
 
 pytestmark = pytest.mark.integration
@@ -200,14 +199,6 @@ def _shm_entries() -> set[str]:
     return set(os.listdir("/dev/shm")) if Path("/dev/shm").is_dir() else set()
 
 
-def _until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``condition`` until it holds (a start takes longer on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
-
-
 def test_sigterm_under_load_drains_cleanly(target: TargetServer) -> None:
     shm_before = _shm_entries()
     proc = subprocess.Popen(
@@ -228,7 +219,7 @@ def test_sigterm_under_load_drains_cleanly(target: TargetServer) -> None:
         text=True,
     )
     try:
-        _until(lambda: target.stats()["requests"] > 100)  # forked, pools open, load on
+        until(lambda: target.stats()["requests"] > 100)  # forked, pools open, load on
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) == 2
         for child in children:
@@ -262,7 +253,7 @@ def test_workers_exit_when_the_supervisor_is_killed() -> None:
     )
     try:
         # 2 workers + the target, once everything has started (slowly, on a busy machine)
-        _until(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == 3)
+        until(lambda: len(psutil.Process(proc.pid).children(recursive=True)) == 3)
         time.sleep(0.3)  # and nothing more comes
         family = psutil.Process(proc.pid).children(recursive=True)
         assert len(family) == 3

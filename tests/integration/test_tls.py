@@ -306,7 +306,7 @@ def test_status_and_prometheus_show_the_handshakes(
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.conftest import Service
+    from tests.conftest import Service, settled
 
     target = type("T", (), {"host": "127.0.0.1", "port": tls_nginx.tls_port})()
     extra = ("--tls", "--cacert", str(pki.ca), "--workers", "1", "--size", "4")
@@ -316,11 +316,7 @@ def test_status_and_prometheus_show_the_handshakes(
     try:
         time.sleep(1.0)
         svc.call("load", pause=True)  # the counts hold still: the figures agree exactly
-        last, deadline = -1, time.monotonic() + 10
-        while (now := svc.call("status")["totals"]["requests.total"]) != last:
-            assert time.monotonic() < deadline, "the counts kept moving while paused"
-            last = now
-            time.sleep(0.3)
+        settled(lambda: int(svc.call("status")["totals"]["requests.total"]))
         totals = svc.call("status")["totals"]
         text = svc.call("metrics", format="prometheus")
     finally:

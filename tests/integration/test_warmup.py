@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from poolsvc.client import ControlClient, ServiceUnavailable
 from poolsvc.poolctl import render_status
 from poolsvc.target import TargetServer
-from tests.conftest import address, make
+from tests.conftest import address, make, settled
 from tests.hostile import SLOW_FIRST, SLOW_MS, Hostile
 from workers import shm, stats
 from workers.worker import Worker
@@ -230,11 +230,7 @@ def test_status_shows_the_warm_up_then_the_measured_load(
         assert prom[("poolsvc_requests_total", "ok")] == 0, prom
         # "running" once one worker measures: the other may still settle its warm-up.
         # A ramp never pauses, so two equal reads apart mean every warm-up is sealed.
-        warm, deadline = -1, time.monotonic() + 10
-        while (now := _warmup_sent(path)) != warm:
-            assert time.monotonic() < deadline, "a warm-up never ended"
-            warm = now
-            time.sleep(0.3)
+        warm = settled(lambda: _warmup_sent(path))
         # a worker added now joins the measured load at once: no second warm-up
         with ControlClient(path) as c:
             c.call("workers", count=3)
