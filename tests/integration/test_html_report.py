@@ -61,7 +61,13 @@ def load(page: Path, profile: Path) -> tuple[str, list[str]]:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    # (Chromium's own pages may log too, e.g. "Slow network is detected" from
+    # chrome://resources on a busy machine: those are not the page's)
+    console = [
+        line
+        for line in proc.stderr.splitlines()
+        if ":CONSOLE" in line and "source: chrome://" not in line
+    ]
     return proc.stdout, console
 
 
