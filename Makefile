@@ -5,15 +5,33 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck fmt clean venv bench bench-tools chaos soak report-demo
+.PHONY: run test check lint typecheck fmt clean venv toolchain bench bench-tools chaos soak report-demo
 
-$(STAMP): pyproject.toml
+# The accelerated path is a C extension (workers/_lane.c), built by the install below;
+# without a compiler or Python's headers the install goes on with the pure-Python path.
+HAVE_HEADERS = $(PYTHON) -c "import os, sysconfig; \
+	raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"
+
+$(STAMP): pyproject.toml setup.py workers/_lane.c
+	@$(MAKE) --no-print-directory toolchain
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## A C compiler and Python's headers for the accelerated path: installed where missing
+## (Debian's packages, as root); otherwise the pure-Python path is used, and said so.
+toolchain:
+	@if ! command -v cc >/dev/null 2>&1 || ! $(HAVE_HEADERS) 2>/dev/null; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
+	    echo "installing a C compiler and Python's headers (gcc, python3-dev)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev >/dev/null; \
+	  fi; \
+	fi
+	@command -v cc >/dev/null 2>&1 && $(HAVE_HEADERS) 2>/dev/null || \
+	  echo "poolsvc: no C compiler or Python headers: the pure-Python path will run"
 
 ## The main job: a 5-second run against the embedded target server, then the report.
 run: $(STAMP)
@@ -73,4 +91,5 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f workers/_lane*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -430,6 +430,15 @@ class Config:
         flag="--max-header-bytes",
         unit="bytes",
     )
+    busy_poll_us: int = key(
+        50,
+        "accelerated path: polling without sleeping this long before a worker waits for a"
+        " response (0: never; each sleep then costs the target a wakeup on loopback)",
+        low=0,
+        high=10_000,
+        flag="--busy-poll-us",
+        unit="µs",
+    )
     success_statuses: str = key(
         DEFAULT_SUCCESS,
         "final statuses that make a request ok: codes, ranges, classes",

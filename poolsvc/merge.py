@@ -226,6 +226,7 @@ def merge(docs: Sequence[tuple[str, dict[str, Any]]]) -> Merged:
         started_at=origin,
         shard={**first["shard"], "index": None, "start_skew_ms": skews},
         warmup=warmup(results),
+        path=" / ".join(sorted({d["metrics"].get("run.path", "") for d in results})),
     )
     doc = {
         "format": FORMAT,

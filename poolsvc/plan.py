@@ -305,6 +305,7 @@ def loop_settings(cfg: Config) -> LoopSettings:
         retry_stale=cfg.retry_stale,
         injected_count_for_breaker=cfg.inject_counts_toward_breaker,
         max_header_bytes=cfg.max_header_bytes,
+        busy_poll=cfg.busy_poll_us / 1e6,
         success=status_table(parse_statuses(cfg.success_statuses)),
     )
 

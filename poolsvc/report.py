@@ -39,6 +39,7 @@ class RunInfo:
     started_at: float = 0.0  # wall clock (epoch seconds) when the service started
     shard: dict[str, Any] = field(default_factory=dict)  # index, count, run_id, start skew
     warmup: dict[str, Any] | None = None  # --warmup: its figures (warmup_metrics), apart
+    path: str = ""  # the workers' request path: "accelerated" or "pure (why)" (workers.lane)
 
 
 def _ms(us: int) -> float:
@@ -61,6 +62,7 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
         "run.drain_s": round(info.drain_s, 3),
         "run.seed": info.seed,
         "run.model": "open" if info.rate else "closed",
+        "run.path": info.path,
         "run.rate_target": info.rate,
         # requests that reached the target, per second of load
         "run.rps": round(c["requests.sent"] / info.load_s, 1) if info.load_s else 0.0,
@@ -277,7 +279,7 @@ def text(snap: Snapshot, info: RunInfo) -> str:
     where = f"{info.target} (embedded target)" if info.embedded else info.target
     lines = [
         f"[pool] target {where}, workers={info.workers}, concurrency={info.concurrency}, "
-        f"pool size={info.pool_size}",
+        f"pool size={info.pool_size}" + (f", path={info.path}" if info.path else ""),
         *([_warmup_line(info.warmup)] if info.warmup else []),
         f"[pool] created {c['connections.created']} connections",
         *_outcome_lines(snap, info),

@@ -59,7 +59,7 @@ from poolsvc.report import RunInfo
 from poolsvc.service import LoadView, TargetView, View
 from poolsvc.signals import SignalBox
 from poolsvc.slots import DONE, RETIRED, Slot
-from workers import shm, stats
+from workers import lane, shm, stats
 from workers.errors import ConfigError
 
 TICK: Final = 0.005
@@ -437,6 +437,7 @@ class Supervisor:
             started_at=self.started_wall,
             shard=self._shard_info(),
             warmup=self._warmup_info(),
+            path=lane.choose([t.spec for t in self.plan.targets], self.plan.rate),
         )
 
     def _warmup_info(self) -> dict[str, Any] | None:

@@ -3,6 +3,9 @@
 Integration tests talk over loopback to real servers only.  nginx is installed
 by ``.ci/run``; on a machine without it the nginx tests skip, except under CI
 (``CI=true``) where a missing nginx is a failure, so CI cannot pass by skipping.
+
+The data-path modules run every test through both request paths (``both_paths``):
+the accelerated one and the pure-Python reference (workers.lane).
 """
 
 from __future__ import annotations
@@ -27,9 +30,23 @@ from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable
 from poolsvc.supervisor import Supervisor
 from poolsvc.target import TargetServer
 from tools.nginx import Nginx
-from workers import stats
+from workers import lane, stats
 from workers.admission import SharedView
 from workers.worker import Worker
+
+
+@pytest.fixture(params=["accelerated", "pure"])
+def both_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test runs through each request path; workers (in this process or started
+    meanwhile) take the path the environment says when they are built."""
+    asked_pure = os.environ.get("POOLSVC_NO_EXTENSIONS", "") not in ("", "0")
+    if request.param == "pure":
+        monkeypatch.setenv("POOLSVC_NO_EXTENSIONS", "1")
+    elif asked_pure:
+        pytest.skip("the pure-Python path was asked for (POOLSVC_NO_EXTENSIONS)")
+    elif not lane.ACCELERATED:
+        pytest.fail(f"the accelerated path is not available: {lane.path()}")
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ Modes (the answer to each request, unless said otherwise):
     status_999      a status code outside 100-599
     status          the status code in ``status`` (default 503)
     slow_start      the first ``SLOW_FIRST`` requests answered after ``SLOW_MS``; then like ok
+    mixed           by the request's place among all received (so the totals of a bounded
+                    run do not depend on timing): chunked, a head and its body 5 ms apart,
+                    a 404, an interim 100 first, Connection: close (then closed), or ok
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ from types import TracebackType
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 EXTRA = b"HTTP/1.1 299 Extra\r\nContent-Length: 6\r\n\r\nextra\n"
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nok\n\r\n0\r\n\r\n"
 SLOW_FIRST, SLOW_MS = 4, 300
 GREETING = b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 4\r\n\r\ntea\n"
+
+
+def mixed(n: int) -> str:
+    """What the ``mixed`` mode answers to the ``n``-th request it receives (from 1)."""
+    for divisor, kind in ((7, "chunked"), (11, "split"), (13, "404"), (17, "interim")):
+        if n % divisor == 0:
+            return kind
+    return "close" if n % 19 == 0 else "ok"
 
 
 class Hostile:
@@ -135,10 +147,30 @@ class Hostile:
             buf += data
         return buf[: end + length], buf[end + length :]
 
+    def _mixed(self, sock: socket.socket, n: int) -> None:
+        kind = mixed(n)
+        if kind == "chunked":
+            sock.sendall(CHUNKED)
+        elif kind == "split":
+            sock.sendall(OK[:20])
+            time.sleep(0.005)
+            sock.sendall(OK[20:])
+        elif kind == "404":
+            sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n")
+        elif kind == "interim":
+            sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+        elif kind == "close":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nok\n")
+            sock.shutdown(socket.SHUT_WR)
+        else:
+            sock.sendall(OK)
+
     def _answer(self, sock: socket.socket, n: int) -> None:
         mode = self.mode
         if mode in ("ok", "greet"):
             sock.sendall(OK)
+        elif mode == "mixed":
+            self._mixed(sock, n)
         elif mode == "slow_start":
             if n <= SLOW_FIRST:
                 time.sleep(SLOW_MS / 1000)

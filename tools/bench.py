@@ -7,8 +7,9 @@ Sections:
 1. **Head to head.**
    - Setup: nginx on core 0 (one worker, ``return 200``, keep-alive); every load
      generator on core 1; 50 connections each.
-   - Tools: poolsvc (1 worker, closed loop), wrk ``-t1 -c50``, hey ``-c 50``,
-     Locust FastHttpUser (1 process, 50 users).
+   - Tools: poolsvc (1 worker, closed loop) through its accelerated path and
+     through the pure-Python one (``POOLSVC_NO_EXTENSIONS=1``), wrk ``-t1 -c50``,
+     hey ``-c 50``, Locust FastHttpUser (1 process, 50 users).
    - Rounds are interleaved (A B C D, A B C D, ...).
    - Per tool: req/s median, min and max; CPU per request (user + sys of the
      generator's processes, from the OS); p50/p99.
@@ -75,10 +76,12 @@ def nginx(pinned: bool = True) -> Iterator[Nginx]:
             server.stop()
 
 
-def timed(cmd: list[str], timeout: float = 120) -> tuple[str, float]:
+def timed(
+    cmd: list[str], timeout: float = 120, env: dict[str, str] | None = None
+) -> tuple[str, float]:
     """Run ``cmd``; its stdout and the CPU seconds (user + sys) it and its children used."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {proc.stderr[-500:]}")
@@ -108,20 +111,31 @@ def run_argv(url: tuple[str, int], *extra: str) -> list[str]:
     ]
 
 
+def path_env(pure: bool) -> dict[str, str]:
+    """The environment of a poolsvc run through its pure-Python path, or its accelerated
+    one (workers.lane)."""
+    env = {k: v for k, v in os.environ.items() if k != "POOLSVC_NO_EXTENSIONS"}
+    return {**env, "POOLSVC_NO_EXTENSIONS": "1"} if pure else env
+
+
 def poolsvc_metrics(
-    url: tuple[str, int], seconds: float, extra: list[str] | None = None
+    url: tuple[str, int], seconds: float, extra: list[str] | None = None, pure: bool = False
 ) -> tuple[dict[str, Any], float]:
-    """One pinned `poolsvc run` (1 worker, 50 connections): its metrics and CPU seconds."""
+    """One pinned `poolsvc run` (1 worker, 50 connections): its metrics and CPU seconds.
+    Closed loop, the run must have taken the path asked for (its ``run.path``)."""
     cmd = run_argv(url, "--size", "50", "--duration", str(seconds), "--json", *(extra or []))
-    out, cpu = timed(pin(cmd))
+    out, cpu = timed(pin(cmd), env=path_env(pure))
     metrics: dict[str, Any] = json.loads(out[out.index("{") :])["metrics"]
+    took = metrics["run.path"]
+    if metrics["run.model"] == "closed" and (took == "accelerated") == pure:
+        raise RuntimeError(f"asked for the {'pure' if pure else 'accelerated'} path, ran {took}")
     return metrics, cpu
 
 
 def run_poolsvc(
-    url: tuple[str, int], seconds: float, extra: list[str] | None = None
+    url: tuple[str, int], seconds: float, extra: list[str] | None = None, pure: bool = False
 ) -> dict[str, float]:
-    m, cpu = poolsvc_metrics(url, seconds, extra)
+    m, cpu = poolsvc_metrics(url, seconds, extra, pure)
     return {
         "rps": m["run.rps"],
         "requests": m["requests.sent"],
@@ -250,8 +264,13 @@ def _num(text: str) -> float:
     return float(text) if text not in ("", "N/A") else 0.0
 
 
+def run_pure(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    return run_poolsvc(url, seconds, pure=True)
+
+
 TOOLS: dict[str, Callable[[tuple[str, int], float], dict[str, float]]] = {
     "poolsvc": run_poolsvc,
+    "poolsvc (pure Python)": run_pure,
     "wrk": run_wrk,
     "hey": run_hey,
     "locust": run_locust,
@@ -282,11 +301,12 @@ def head_to_head(rounds: int, seconds: float) -> str:
             f"{statistics.median(r['p99'] for r in runs):.2f} ms |"
         )
     lines += ["", "| ratio (median of per-round ratios) | value |", "|---|---|"]
-    for other in (k for k in results if k != "poolsvc"):
-        ratios = [
-            a["rps"] / b["rps"] for a, b in zip(results["poolsvc"], results[other], strict=True)
-        ]
-        lines.append(f"| poolsvc / {other} | {statistics.median(ratios):.2f} |")
+    for ours in ("poolsvc", "poolsvc (pure Python)"):
+        for other in (k for k in results if not k.startswith("poolsvc")):
+            ratios = [
+                a["rps"] / b["rps"] for a, b in zip(results[ours], results[other], strict=True)
+            ]
+            lines.append(f"| {ours} / {other} | {statistics.median(ratios):.2f} |")
     missing = [k for k in TOOLS if k not in tools]
     if missing:
         lines.append(f"\n(not installed here, skipped: {', '.join(missing)})")
@@ -306,13 +326,16 @@ def steady(
     seconds: float,
     helper: list[str] | None = None,
     cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> Steady:
     """Run ``cmd`` pinned; after start-up, measure for ``seconds`` the CPU per request of
     the process doing the work (poolsvc's worker, or ``cmd`` itself) with requests
     counted by nginx, and the CPU share of the rest (poolsvc's supervisor plus an
     optional ``helper`` process started meanwhile, e.g. a status watcher). ``cwd``:
     where ``python -m poolsvc`` finds the code (another checkout, for an A/B)."""
-    proc = subprocess.Popen(pin(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+    proc = subprocess.Popen(
+        pin(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env
+    )
     extra: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(1.5)  # past start-up and warm-up
@@ -352,13 +375,19 @@ def medians(rows: list[Steady]) -> Steady:
 
 def steady_cpu(rounds: int, seconds: float) -> str:
     """User and kernel CPU per request of the process doing the work, poolsvc against wrk."""
-    runs: dict[str, list[Steady]] = {"poolsvc worker": [], "wrk": []}
+    runs: dict[str, list[Steady]] = {
+        "poolsvc worker": [],
+        "poolsvc worker (pure Python)": [],
+        "wrk": [],
+    }
     with nginx() as ng:
         url = f"http://{ng.host}:{ng.port}/"
         poolsvc = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
         wrk = ["wrk", "-t1", "-c50", f"-d{round(seconds + 3)}s", url]
         for _ in range(rounds):
-            runs["poolsvc worker"].append(steady(ng, poolsvc, seconds))
+            runs["poolsvc worker"].append(steady(ng, poolsvc, seconds, env=path_env(False)))
+            pure = steady(ng, poolsvc, seconds, env=path_env(True))
+            runs["poolsvc worker (pure Python)"].append(pure)
             runs["wrk"].append(steady(ng, wrk, seconds))
     lines = [
         "| process | user per request | kernel per request | req/s meanwhile |",
@@ -373,7 +402,11 @@ def steady_cpu(rounds: int, seconds: float) -> str:
 def status_cost(rounds: int, seconds: float) -> str:
     """The worker's CPU per request, and the supervisor's CPU, with and without a
     `poolctl status --watch 0.2` reading the service (interleaved rounds)."""
-    runs: dict[str, list[Steady]] = {"without status reads": [], "with status reads": []}
+    runs: dict[str, list[Steady]] = {
+        f"{path}, {reads}": []
+        for path in ("accelerated", "pure Python")
+        for reads in ("without status reads", "with status reads")
+    }
     with nginx() as ng, tempfile.TemporaryDirectory() as d:
         os.chmod(d, 0o700)
         sock = str(Path(d) / "c.sock")
@@ -381,8 +414,11 @@ def status_cost(rounds: int, seconds: float) -> str:
         watch = [PY, "-m", "poolsvc.poolctl", "--control", sock, "status", "--watch", "0.2"]
         watch += ["--count", str(int(seconds * 5) + 5)]
         for _ in range(rounds):
-            runs["without status reads"].append(steady(ng, [*cmd, "--control", sock], seconds))
-            runs["with status reads"].append(steady(ng, [*cmd, "--control", sock], seconds, watch))
+            for path, pure in (("accelerated", False), ("pure Python", True)):
+                env, ctl = path_env(pure), [*cmd, "--control", sock]
+                runs[f"{path}, without status reads"].append(steady(ng, ctl, seconds, env=env))
+                with_reads = steady(ng, ctl, seconds, watch, env=env)
+                runs[f"{path}, with status reads"].append(with_reads)
     return _cost_table(runs, "watcher")
 
 
@@ -446,6 +482,7 @@ def run_scaled(url: tuple[str, int], workers: int, seconds: float) -> float:
 
 
 def rate_accuracy(seconds: float) -> str:
+    """Open loop: the Python path whatever the setting (the lane serves the closed loop)."""
     lines = ["| asked req/s | achieved | error | late | p99 (corrected) |", "|---|---|---|---|---|"]
     with nginx() as ng:
         for rate in (1000, 5000, 20000):
@@ -507,11 +544,12 @@ def profile(seconds: float) -> str:
         return "(py-spy is not installed: `pip install py-spy`)"
     spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
     with nginx() as ng, tempfile.TemporaryDirectory() as d:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # the Python path: py-spy sees its functions
             pin(run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
+            env=path_env(True),
         )
         time.sleep(2)
         worker = psutil.Process(proc.pid).children()[0].pid
@@ -613,12 +651,12 @@ def main() -> int:
         ),
         ("Scaling with workers (both cores shared, 50 connections)", lambda: scaling(args.seconds)),
         (
-            "Open-loop rate accuracy (1 worker against pinned nginx)",
+            "Open-loop rate accuracy (1 worker against pinned nginx; open loop is the Python path)",
             lambda: rate_accuracy(args.seconds),
         ),
         ("Memory per worker", memory),
         (
-            "Where the time goes (py-spy, a worker at full load against nginx)",
+            "Where the time goes in the pure-Python path (py-spy, a worker at full load)",
             lambda: profile(args.seconds),
         ),
     ]

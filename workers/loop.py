@@ -14,6 +14,11 @@ readable); send the requests that the responses of this wakeup renewed, in one
 burst (:meth:`workers.requests.Requests.send_renewed`); fire the deadlines that
 passed; start the clients that are due; open loop, issue what the schedule says
 is due; every :data:`TICK`, the upkeep; and begin the drain when the run is over.
+
+With the accelerated path (:mod:`workers.lane`), the lane's ``poll`` stands in
+for ``epoll.poll``: it handles its members' responses and their renewed requests
+in C and returns, as ``poll`` would, only the events that are the Python path's;
+what it hands back is settled right after them, before the burst.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, Final
 
 from workers.client import Client
 from workers.connection import CLOSED, Connection
+from workers.lane import Lane
 from workers.state import RunState
 from workers.timers import Deadlines
 from workers.waker import Waker, make_waker
@@ -43,6 +49,7 @@ class Handlers:
     connected: Callable[[Connection], None]  # a connect or TLS handshake can go on
     writable: Callable[[Connection], None]  # the rest of a partial write may go
     readable: Callable[[Connection], None]  # bytes, EOF or an error arrived
+    settle: Callable[[], None]  # the lane handed connections back (workers.lane)
     send_renewed: Callable[[], None]  # the burst of this wakeup's renewed requests
     expired: Callable[[Any], None]  # a connection's or a client's deadline passed
     next: Callable[[Client], None]  # a ready client's next request
@@ -55,7 +62,7 @@ class Handlers:
 class Loop:
     """The epoll set, the deadlines and the open loop's waker of one worker."""
 
-    __slots__ = ("deadlines", "ep", "on", "run", "waker")
+    __slots__ = ("deadlines", "ep", "lane", "on", "run", "waker")
 
     def __init__(self, run: RunState) -> None:
         self.run = run
@@ -63,6 +70,9 @@ class Loop:
         self.deadlines = Deadlines()
         self.waker: Waker | None = None  # open loop: wakes the loop at intended send times
         self.on: Handlers | None = None
+        # The accelerated path (workers.lane): it stands in for ``ep.poll``, handling
+        # its members' responses itself and returning the other events.
+        self.lane: Lane | None = None
 
     def add(self, fd: int, events: int) -> None:
         self.ep.register(fd, events)
@@ -91,6 +101,8 @@ class Loop:
 
     def close(self) -> None:
         self.stop_waker()
+        if self.lane is not None:
+            self.lane.close()
         self.ep.close()
 
     def turn_until(self, finished: Callable[[], bool], drain_timeout: float | None) -> None:
@@ -99,7 +111,8 @@ class Loop:
         on = self.on
         assert on is not None
         run = self.run
-        poll = self.ep.poll
+        lane = self.lane
+        poll = self.ep.poll if lane is None else lane.poll
         ready_conns, every = on.ready, on.every
         deadlines = self.deadlines
         # Bound once: the loop calls these for every event or wakeup (speed: a handler
@@ -126,6 +139,8 @@ class Loop:
                     writable(conn)
                 if ev & ~OUT and conn.state is not CLOSED:
                     readable(conn)
+            if lane is not None:
+                on.settle()  # before the burst: a response read there may renew a request
             if run.renewed:
                 send_renewed()
             if deadlines.next_when() <= now:
@@ -165,4 +180,7 @@ class Loop:
         return max(0.0, when - run.now)
 
     def __repr__(self) -> str:
-        return f"<Loop fd={self.fileno()} deadlines={len(self.deadlines)} waker={self.waker}>"
+        return (
+            f"<Loop fd={self.fileno()} deadlines={len(self.deadlines)} waker={self.waker} "
+            f"lane={self.lane}>"
+        )

@@ -25,6 +25,7 @@ from workers.admission import REFUSE, SharedView
 from workers.client import Client
 from workers.connection import CHECKING, Connection
 from workers.errors import oserror_name
+from workers.lane import Lane
 from workers.loop import IN, OUT, TICK, Loop
 from workers.pool import BackingOff, Connect, Evict, Exhausted, Health, Probe, Use, Wait
 from workers.shm import CODE_MASK
@@ -53,6 +54,7 @@ class Requests:
         "conns",
         "deadlines",
         "fail",
+        "lane",
         "loop",
         "read_timeout",
         "refuse",
@@ -92,6 +94,7 @@ class Requests:
         self.fail: Callable[[Client, str, str, str, bool], None] = _unbound
         self.refuse: Callable[[Client], None] = _unbound
         self.conn_failed: Callable[[Connection, str, str], None] = _unbound
+        self.lane: Lane | None = None  # the accelerated path, when this worker has one
 
     # Issuing ---------------------------------------------------------------------------
     def next(self, client: Client) -> None:
@@ -211,6 +214,8 @@ class Requests:
         run = self.run
         queued, run.renewed = run.renewed, []
         self._send(queued, True)
+        if self.lane is not None:  # sent whole: the lane takes them on from here
+            self.lane.admit(queued)
 
     def _send(self, batch: Sequence[Client], stamp: bool) -> None:
         """The one send path: each client's request, on its connection (RESERVED, linked
@@ -285,7 +290,7 @@ class Requests:
             if n != target.size:
                 sent -= 1
                 s[REQ_SENT] = sent
-                self._write_later(conn, data, n)
+                self.write_later(conn, data, n)
             if conn.heap_when and deadline >= conn.heap_when:
                 conn.deadline = deadline  # its earlier heap entry re-arms it (timers: lazy)
             else:
@@ -313,7 +318,7 @@ class Requests:
             if param:
                 self.deadlines.arm(conn, self.run.now + param / 1000.0)
 
-    def _write_later(self, conn: Connection, data: bytes, n: int) -> None:
+    def write_later(self, conn: Connection, data: bytes, n: int) -> None:
         """Only ``n`` bytes went out: the rest goes when the socket is writable."""
         conn.out = memoryview(data)[n:]
         self.loop.set(conn.fd, IN | OUT)
@@ -369,7 +374,7 @@ class Requests:
             return
         self.s[BYTES_OUT] += n
         if n < len(data):
-            self._write_later(conn, data, n)
+            self.write_later(conn, data, n)
         self.deadlines.arm(conn, self.run.now + self.read_timeout)
 
     def __repr__(self) -> str:

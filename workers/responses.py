@@ -117,6 +117,11 @@ class Responses:
         except OSError as exc:
             self.read_failed(conn, oserror_name(exc))
             return
+        self.received(conn, data)
+
+    def received(self, conn: Connection, data: bytes) -> None:
+        """What one ``recv`` on ``conn`` returned (b"": EOF): count it, parse it, and
+        settle the response if it is complete (the lane hands bytes over here too)."""
         if not data or conn.state not in READING:
             self._read_ended(conn, data)
             return

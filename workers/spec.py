@@ -28,6 +28,7 @@ class LoopSettings:
     count_5xx: bool = True  # 5xx responses count as failures toward the breaker
     injected_count_for_breaker: bool = True  # injected failures feed the breaker too
     max_header_bytes: int = 32768  # a longer header block fails its request
+    busy_poll: float = 0.0  # the accelerated path's spin before a blocking wait (workers.lane)
     success: bytes = status_table(parse_statuses(DEFAULT_SUCCESS))  # by status code: 1 = ok
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from workers import client as cl
-from workers import shm
+from workers import lane, shm
 from workers.admission import SharedView
 from workers.backoff import Backoff
 from workers.client import Client
@@ -43,7 +43,7 @@ from workers.responses import Responses
 from workers.spec import LoopSettings, WorkerSpec
 from workers.state import RunState
 from workers.target import Target
-from workers.transport import Transport
+from workers.transport import Plain, Transport
 from workers.upkeep import Report, Upkeep
 from workers.warmup import Warmup
 
@@ -66,6 +66,7 @@ class Worker:
         "drain",
         "failures",
         "loop",
+        "path",
         "requests",
         "responses",
         "run_state",
@@ -116,6 +117,7 @@ class Worker:
             shared.seal_warmup, self.upkeep.publish,
         )  # fmt: skip
         self._wire()
+        self._accelerate()
         self.upkeep.sync_faults()
         self.dialer.registry.take_baseline()  # after the epoll set and the spare: part of it
 
@@ -140,6 +142,7 @@ class Worker:
             connected=dialer.connected,
             writable=req.flush,
             readable=resp.readable,
+            settle=_nothing,  # the accelerated path binds its own (_accelerate)
             send_renewed=req.send_renewed,
             expired=self._expired,
             next=req.next,
@@ -148,6 +151,25 @@ class Worker:
             begin_drain=self.drain.begin,
             abandon=self.drain.at_deadline,
         )
+
+    def _accelerate(self) -> None:
+        """Give the loop the accelerated path when this run can use it (workers.lane)."""
+        self.path = lane.choose([t.spec for t in self.targets], self.bounds.rate)
+        if self.path == "accelerated" and self.targets[0].transport.__class__ is not Plain:
+            self.path = "pure (a test's transport)"
+        if self.path != "accelerated":
+            return
+        loop, s, target = self.loop, self.settings, self.targets[0]
+        fast = lane.build(
+            loop.fileno(), self.run_state, target, self.shared, s, s.read_timeout, loop.deadlines
+        )
+        loop.lane = self.requests.lane = fast
+        back = lane.Handback(
+            fast, target.request, self.responses.received, self.failures.read_failed,
+            self.requests.write_later, self.failures.conn_failed,
+        )  # fmt: skip
+        assert loop.on is not None
+        loop.on.settle = back.settle
 
     # What the worker process and the tests read ---------------------------------------
     @property
@@ -307,6 +329,10 @@ class Worker:
             f"<Worker {self.shared.worker} issued={run.issued} in_flight={run.in_flight} "
             f"conns={len(self.dialer.conns)} stopping={run.stopping}>"
         )
+
+
+def _nothing() -> None:
+    """No lane, nothing handed back."""
 
 
 def _place_targets(targets: Sequence[Target], shared: SharedView) -> None:

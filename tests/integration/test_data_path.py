@@ -15,7 +15,7 @@ from tests.conftest import Background, fd_count, make, run
 from tools.nginx import free_port
 from workers.transport import DEADLINE, connect_blocking
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 
 
 # SO_ERROR -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from tests.conftest import run
 from tests.hostile import Hostile
 from workers import stats
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 
 
 def accounted(snap: stats.Snapshot) -> None:

@@ -23,7 +23,7 @@ from workers import shm, stats
 from workers.injection import Fault
 from workers.worker import Worker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from tests.conftest import (
 )
 from workers import stats
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 
 
 def balanced(c: dict[str, int]) -> None:

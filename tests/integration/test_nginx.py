@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import Background, Nginx, Service, fd_count, make, run, run_json
 
-pytestmark = [pytest.mark.integration, pytest.mark.nginx]
+pytestmark = [pytest.mark.integration, pytest.mark.nginx, pytest.mark.usefixtures("both_paths")]
 
 
 def test_exact_count_and_keepalive_against_nginx(nginx: Nginx) -> None:

@@ -20,7 +20,7 @@ from workers.admission import SharedView
 from workers.transport import Plain, Recv, Send
 from workers.worker import build_worker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 
 
 class Recording(Plain):

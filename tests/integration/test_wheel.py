@@ -24,7 +24,15 @@ def _sources(into: Path) -> Path:
     """The checkout's sources, copied: a build writes `build/` and `*.egg-info` beside
     its sources, never into the checkout under test."""
     skip = shutil.ignore_patterns(
-        ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+        ".git",
+        ".venv*",
+        "build",
+        "dist",
+        "*.egg-info",
+        "__pycache__",
+        ".*_cache",
+        ".hypothesis",
+        "*.so",  # the accelerated path's extension is built by the wheel, from its source
     )
     shutil.copytree(ROOT, into, ignore=skip)
     return into
@@ -41,8 +49,11 @@ def test_the_wheel_holds_the_product_and_runs_on_its_own(tmp_path: Path) -> None
     )
     assert build.returncode == 0, build.stderr[-2000:]
     [wheel] = out.glob("poolsvc-*.whl")
-    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"poolsvc", "workers"}
+    if "POOLSVC_NO_EXTENSIONS" not in os.environ:  # (a compiler is part of the set-up)
+        assert [n for n in names if n.startswith("workers/_lane") and n.endswith(".so")], names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -73,6 +84,8 @@ def test_the_wheel_holds_the_product_and_runs_on_its_own(tmp_path: Path) -> None
     )
     assert run.returncode == 0, run.stderr
     assert "(embedded target)" in run.stdout and "requests sent" in run.stdout
+    path = "accelerated" if "POOLSVC_NO_EXTENSIONS" not in os.environ else "pure"
+    assert f"path={path}" in run.stdout  # the extension the wheel built is the one used
     assert "uPlot" in (tmp_path / "r.html").read_text()  # the report's assets are in the wheel
     ctl = subprocess.run(
         [str(venv / "bin" / "poolctl"), "--help"],

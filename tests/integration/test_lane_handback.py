@@ -1,0 +1,200 @@
+"""The lane on its own, over a real loopback TCP connection: what it counts, what it
+sends, and each way it hands a connection back to the Python path.
+
+The worker's parts are left out: the lane gets a connection and a client of the
+real classes, a run, a target and a pool as plain records, and this test plays
+the target on the other end of the socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import struct
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from workers import client as cl
+from workers import lane, shm, stats
+from workers.admission import SharedView
+from workers.client import Client
+from workers.connection import BUSY, Connection
+from workers.spec import LoopSettings
+from workers.timers import Deadlines
+
+pytestmark = [pytest.mark.integration]
+REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+RESET = (errno.ECONNRESET, errno.EPIPE)
+
+
+class Rig:
+    """One lane, one member connection, and the target's end of its socket."""
+
+    def __init__(self, request: bytes = REQUEST) -> None:
+        if not lane.ACCELERATED:
+            pytest.fail(f"the accelerated path is not available: {lane.path()}")
+        listener = socket.create_server(("127.0.0.1", 0))
+        ours = socket.create_connection(listener.getsockname())
+        self.peer, _ = listener.accept()
+        listener.close()
+        ours.setblocking(False)
+        self.ep = select.epoll()
+        self.ep.register(ours.fileno(), select.EPOLLIN)
+        self.shared = SharedView.private(1)
+        self.run = SimpleNamespace(
+            keeping=True, stopping=False, paused=False, inject_requests=False,
+            stop_requested=False, schedule=None, issued=1, issue_cap=float("inf"),
+        )  # fmt: skip
+        settings = SimpleNamespace(max_size=1, max_requests=0)
+        pool = SimpleNamespace(backoff=SimpleNamespace(attempt=0), waiters=[], size=1)
+        pool.settings = settings
+        self.target: Any = SimpleNamespace(
+            pool=pool, consec=0, last_ok=0.0, request=request,
+            breaker_word=self.shared.brk[0], ok_word=self.shared.targets[0] + shm.T_OK,
+        )  # fmt: skip
+        self.deadlines = Deadlines()
+        self.lane = lane.build(
+            self.ep.fileno(), self.run, self.target, self.shared, LoopSettings(), 5.0,
+            self.deadlines,
+        )  # fmt: skip
+        self.conn = Connection(ours, 0)
+        self.conn.state = BUSY
+        self.conn.requests = 1
+        self.client = Client(0)
+        self.client.state = cl.SENDING
+        self.client.conn, self.conn.owner = self.conn, self.client
+        self.client.start = 1.0
+        self.deadlines.arm(self.conn, 1e9)
+        assert self.lane.admit([self.client]) == 1
+
+    def counter(self, name: str) -> int:
+        return int(self.shared.slot[stats.INDEX[name]])
+
+    def read_request(self, size: int) -> bytes:
+        got = b""
+        self.peer.settimeout(5)
+        while len(got) < size:
+            got += self.peer.recv(size - len(got))
+        return got
+
+    def close(self) -> None:
+        self.lane.close()
+        self.ep.close()
+        self.conn.sock.close()
+        self.peer.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    yield r
+    r.close()
+
+
+def test_a_whole_response_is_counted_and_the_next_request_goes_out(rig: Rig) -> None:
+    for n in range(1, 4):
+        rig.peer.sendall(RESPONSE)
+        assert rig.lane.poll(1.0) == []  # nothing left to the Python path
+        assert rig.read_request(len(REQUEST)) == REQUEST  # exactly the request, renewed
+        assert rig.counter("requests.ok") == n == rig.counter("requests.sent")
+    assert rig.lane.take() == []
+    assert rig.counter("bytes.in") == 3 * len(RESPONSE)
+    assert rig.counter("bytes.out") == 3 * len(REQUEST)
+    assert rig.counter("connections.reused") == 3
+    assert rig.shared.slot[stats.STATUS_BASE + 200] == 3
+    assert rig.shared.words[rig.target.ok_word] == 3
+    # written back on return: what the Python path would have written itself
+    assert rig.conn.requests == 4 and rig.run.issued == 4
+    assert rig.client.start > 1.0 and rig.conn.deadline > rig.client.start
+    assert rig.target.last_ok > 0 and rig.lane.handled == 3
+
+
+def test_what_it_does_not_recognise_goes_back_whole_and_uncounted(rig: Rig) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    rig.peer.sendall(chunked)
+    assert rig.lane.poll(1.0) == []
+    assert rig.lane.take() == [(rig.conn, "data", chunked)]
+    assert rig.counter("requests.ok") == rig.counter("bytes.in") == 0
+    assert rig.lane.members() == 0  # the Python path's now
+
+
+def test_eof_goes_back_as_an_empty_read(rig: Rig) -> None:
+    rig.peer.shutdown(socket.SHUT_WR)
+    rig.lane.poll(1.0)
+    assert rig.lane.take() == [(rig.conn, "data", b"")]
+
+
+def test_a_reset_goes_back_as_its_errno(rig: Rig) -> None:
+    rig.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    rig.peer.close()  # RST
+    rig.lane.poll(1.0)
+    [(conn, kind, value)] = rig.lane.take()
+    assert (conn, kind) == (rig.conn, "error") and value in RESET
+
+
+def test_a_failed_send_is_taken_back_and_handed_over(rig: Rig) -> None:
+    # The response, then a reset before our next request can go.
+    rig.peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    rig.peer.sendall(RESPONSE)
+    rig.peer.close()
+    [(conn, kind, value)] = _until_taken(rig)
+    # The response was read and counted; the renewed request's send met the reset.
+    assert (conn, kind) == (rig.conn, "send_error") and value in RESET
+    assert rig.counter("requests.ok") == 1
+    assert rig.counter("requests.sent") == 0  # counted, then taken back
+    assert rig.shared.slot[stats.SENDING_FLAG] == 0
+    assert rig.conn.deadline == 0.0  # disarmed, as response_done leaves it
+
+
+def test_a_partial_write_goes_back_with_what_went_out() -> None:
+    rig = Rig(
+        request=b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 4_000_000
+    )
+    try:
+        rig.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        rig.peer.sendall(RESPONSE)
+        rig.lane.poll(1.0)
+        [(conn, kind, sent)] = rig.lane.take()
+        assert (conn, kind) == (rig.conn, "partial") and 0 <= sent < len(rig.target.request)
+        assert rig.counter("requests.sent") == 0  # counted when its last byte goes
+        assert rig.counter("bytes.out") == sent and rig.counter("requests.ok") == 1
+        assert rig.conn.deadline > 0  # armed as the Python path arms it after a send
+    finally:
+        rig.close()
+
+
+def test_outside_the_steady_state_it_is_a_plain_poll(rig: Rig) -> None:
+    rig.run.paused = True
+    rig.peer.sendall(RESPONSE)
+    events = rig.lane.poll(1.0)
+    assert events == [(rig.conn.fd, select.EPOLLIN)]  # the Python path's to read
+    assert rig.lane.members() == 0 and rig.counter("requests.ok") == 0
+
+
+def test_a_breaker_that_is_not_closed_sends_the_response_back(rig: Rig) -> None:
+    rig.shared.words[rig.target.breaker_word] = 1  # OPEN (any code but CLOSED)
+    rig.peer.sendall(RESPONSE)
+    rig.lane.poll(1.0)
+    assert rig.lane.take() == [(rig.conn, "data", RESPONSE)]
+    assert rig.counter("requests.ok") == 0
+
+
+def test_the_request_bound_sends_the_last_response_back(rig: Rig) -> None:
+    rig.run.issue_cap = 1  # issued already: no more requests
+    rig.peer.sendall(RESPONSE)
+    rig.lane.poll(1.0)
+    assert rig.lane.take() == [(rig.conn, "data", RESPONSE)]
+
+
+def _until_taken(rig: Rig) -> list[tuple[Any, str, Any]]:
+    for _ in range(20):
+        rig.lane.poll(0.2)
+        taken = rig.lane.take()
+        if taken:
+            return taken
+    raise AssertionError("nothing was handed back")

@@ -1,0 +1,164 @@
+"""The accelerated path's pure parts held to the Python path's: the framer to llhttp
+(httptools), the histogram bucket to workers.histogram.
+
+The framer may only accept what llhttp accepts, and read it the same way: every
+response it accepts is parsed again with httptools here, which must agree on the
+status, on where the message ends (exactly the bytes given) and on keep-alive.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httptools
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from workers import histogram, lane
+
+pytestmark = pytest.mark.skipif(
+    not lane.ACCELERATED and bool(os.environ.get("POOLSVC_NO_EXTENSIONS")),
+    reason="the pure-Python path was asked for",
+)
+
+NGINX = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 14:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+)
+
+
+def test_the_extension_is_built_wherever_the_pure_path_was_not_asked_for() -> None:
+    """make test builds it (a compiler and Python's headers are part of the set-up)."""
+    assert lane.ACCELERATED, lane.PATH
+
+
+class Seen:
+    """httptools' view of one response, read as the Python path reads it
+    (workers.connection: keep-alive when the message completes)."""
+
+    def __init__(self) -> None:
+        self.begun = self.complete = 0
+        self.keep_alive = False
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+        self.keep_alive = self.parser.should_keep_alive()
+
+
+def llhttp(data: bytes) -> tuple[int, bool] | None:
+    """(status, keep-alive) when httptools reads ``data`` as exactly one whole response."""
+    seen = Seen()
+    try:
+        seen.parser.feed_data(data)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None
+    if seen.begun != 1 or seen.complete != 1:
+        return None
+    return seen.parser.get_status_code(), seen.keep_alive
+
+
+def test_a_plain_keep_alive_response_is_recognised() -> None:
+    assert lane.frame(NGINX, 32768) == (200, NGINX.index(b"\r\n\r\n") + 4)
+    plain = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    assert lane.frame(plain, 32768) == (404, len(plain))
+
+
+@pytest.mark.parametrize(
+    ("response", "why"),
+    [
+        (NGINX[:-1], "a partial body"),
+        (NGINX + b"H", "bytes after the response"),
+        (NGINX[:40], "a partial head"),
+        (NGINX.replace(b"HTTP/1.1", b"HTTP/1.0"), "HTTP/1.0"),
+        (NGINX.replace(b"keep-alive", b"close"), "Connection: close"),
+        (NGINX.replace(b"keep-alive", b"Upgrade"), "Connection: upgrade"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + NGINX, "an interim response"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", "101"),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", "204"),
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n", "304"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", "chunked"),
+        (b"HTTP/1.1 200 OK\r\n\r\nok", "close-delimited"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", "two lengths"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", "a signed length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n x\r\n\r\nok", "obs-fold"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok", "space before the colon"),
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", "bare LF"),
+        (b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nok", "a NUL in a value"),
+        (b"HTTP/1.1 200 OK\r\nProxy-Connection: close\r\nContent-Length: 2\r\n\r\nok", "proxy"),
+        (b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok", "a status over 599"),
+        (b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok", "no reason phrase"),
+    ],
+)
+def test_what_the_framer_leaves_to_the_python_path(response: bytes, why: str) -> None:
+    assert lane.frame(response, 32768) is None, why
+
+
+def test_a_head_over_max_header_bytes_is_left_to_the_python_path() -> None:
+    head = NGINX.index(b"\r\n\r\n") + 4
+    assert lane.frame(NGINX, head) == (200, head)
+    assert lane.frame(NGINX, head - 1) is None
+
+
+TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFXYZ", min_size=1)
+NAMES = st.one_of(
+    TOKEN,
+    st.sampled_from(
+        [
+            *("Content-Length", "content-length", "CONTENT-LENGTH", "Transfer-Encoding"),
+            *("Connection", "connection", "Proxy-Connection", "Keep-Alive", "Upgrade", "Host"),
+        ]
+    ),
+)
+VALUES = st.one_of(
+    st.binary(max_size=12),
+    st.sampled_from([b"keep-alive", b"close", b"chunked", b"0", b"2", b" 2 ", b"Keep-Alive"]),
+)
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> bytes:
+    """Responses near the recognised shape, then perhaps bent one byte."""
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1"]))
+    status = draw(st.sampled_from([b"200", b"204", b"301", b"404", b"503", b"100", b"2x0"]))
+    reason = draw(st.sampled_from([b"OK", b"", b"Not Found", b"A\tB", b"\xff"]))
+    body = draw(st.binary(max_size=8))
+    lines = [version + b" " + status + b" " + reason]
+    if draw(st.booleans()):
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    for name, value in draw(st.lists(st.tuples(NAMES, VALUES), max_size=4)):
+        lines.append(name.encode() + draw(st.sampled_from([b": ", b":", b" : "])) + value)
+    data = b"\r\n".join(lines) + b"\r\n\r\n" + body
+    if draw(st.booleans()) and data:
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1 :]
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    return data
+
+
+@settings(max_examples=3000, deadline=None)
+@given(responses())
+@example(NGINX)
+def test_whatever_the_framer_accepts_llhttp_reads_the_same(data: bytes) -> None:
+    framed = lane.frame(data, 32768)
+    if framed is None:
+        return
+    status, head = framed
+    assert llhttp(data) == (status, True)
+    assert data[head - 4 : head] == b"\r\n\r\n"
+    assert 200 <= status <= 599
+
+
+@given(st.integers(min_value=-10, max_value=2**40))
+@example(0)
+@example(127)
+@example(128)
+@example(2**32 - 1)
+@example(2**33)
+def test_the_bucket_of_a_latency_is_the_python_paths(us: int) -> None:
+    assert lane.bucket_of(us) == histogram.bucket_of(us)

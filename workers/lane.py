@@ -1,0 +1,198 @@
+"""The accelerated path: the closed loop's steady state in C, the Python path its reference.
+
+Theory of operation.  In a closed-loop run against one plain-TCP target, almost
+every request is the same few steps: a whole response arrives on a kept
+connection, it is counted, and the same client's next request goes out on the
+same connection in the wakeup's burst (``RENEW`` in :mod:`workers.decide`).  The
+C extension ``workers._lane`` does exactly those steps for the connections it
+holds, its *members*, without returning to the interpreter: ``epoll_wait``,
+``recv`` into a fixed buffer, a framer, the counters written through a pointer
+into this worker's shared-memory slot, the burst of ``send``.
+
+The lane stands in for the loop's ``epoll.poll``: :meth:`Lane.poll` returns the
+events it leaves to the Python path, exactly as ``poll`` would.  A connection
+becomes a member when :meth:`workers.requests.Requests.send_renewed` has sent its
+renewed request whole (:meth:`Lane.admit`), and stops being one at the first
+thing the lane does not handle: a response that is not one whole, plain,
+successful, ``Content-Length``-framed keep-alive response in one ``recv``; EOF;
+an error; a partial write; a response after which the connection is not
+renewed (the request bound, the breaker, a worn connection, a retiring client).
+Then the connection is *taken*: handed back with what was read or what went
+wrong, before anything was counted, and the Python path does what it always
+does (:meth:`Lane.take`, :meth:`Handback.settle`).  Whatever the lane does not recognise,
+the Python path decides, with llhttp: the lane's framer accepts only a strict
+subset of what llhttp accepts (tests/unit/test_lane.py).
+
+The run-wide conditions (closed loop, renewing, not paused, stopping or
+injecting; no failure streak, backoff or waiter on the target; the pool within
+its size) are read each time the loop calls in, because only the Python path
+changes them; when they do not hold, the lane has no members and is a plain
+``poll``.  The figures the Python path keeps on its objects (``conn.requests``,
+``conn.deadline``, ``client.start``, ``run.issued``, ``target.last_ok``) are
+written back before every return, so the Python path never sees a stale one.
+
+``POOLSVC_NO_EXTENSIONS=1`` (at install or at run time), or a machine that could
+not build the extension, runs the pure-Python path; :func:`choose` says which path
+a run takes, and the report prints it (``run.path``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from workers import client as cl
+from workers import connection as cx
+from workers import shm
+from workers import stats as st
+from workers.errors import errno_name
+from workers.histogram import BUCKETS
+
+if TYPE_CHECKING:
+    from workers.admission import SharedView
+    from workers.client import Client
+    from workers.connection import Connection
+    from workers.spec import LoopSettings
+    from workers.state import RunState
+    from workers.target import Target, TargetSpec
+    from workers.timers import Deadlines
+
+
+class Lane(Protocol):
+    """What the loop and the request path call on the C extension's ``Lane``."""
+
+    handled: int
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]: ...
+    def admit(self, clients: Sequence[Client]) -> int: ...
+    def take(self) -> list[tuple[Connection, str, Any]]: ...
+    def members(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def _import() -> Any:
+    try:
+        from workers import _lane  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _lane
+
+
+_lane = _import()
+ACCELERATED: Final = _lane is not None  # the extension is built and loads here
+
+
+def path() -> str:
+    """The path this process's runs take: "accelerated", or "pure (why)" (read when a
+    worker is built, so that a test may switch it)."""
+    if os.environ.get("POOLSVC_NO_EXTENSIONS", "") not in ("", "0"):
+        return "pure (POOLSVC_NO_EXTENSIONS)"
+    return "accelerated" if _lane is not None else "pure (the C extension is not built)"
+
+
+def choose(specs: Sequence[TargetSpec], rate: float) -> str:
+    """The path a run of ``specs`` takes: "accelerated" when the lane can have its
+    steady state (closed loop, one plain-TCP target, no HEAD), else "pure (why)"."""
+    why = ""
+    if rate:
+        why = "open loop"
+    elif len(specs) != 1:
+        why = "several targets"
+    elif specs[0].tls is not None:
+        why = "TLS"
+    elif not specs[0].nodelay or specs[0].split_writes:
+        why = "the Nagle study's tuned transport"
+    elif specs[0].method == "HEAD":
+        why = "HEAD requests"
+    here = path()
+    return here if here != "accelerated" or not why else f"pure ({why})"
+
+
+def frame(data: bytes, max_head: int) -> tuple[int, int] | None:
+    """The lane's framer (for the tests): (status, head length) or None."""
+    assert _lane is not None
+    result: tuple[int, int] | None = _lane.frame(data, max_head)
+    return result
+
+
+def bucket_of(us: int) -> int:
+    """The lane's histogram bucket (for the tests)."""
+    assert _lane is not None
+    return int(_lane.bucket_of(us))
+
+
+def build(
+    ep: int,
+    run: RunState,
+    target: Target,
+    shared: SharedView,
+    settings: LoopSettings,
+    read_timeout: float,
+    deadlines: Deadlines,
+) -> Lane:
+    """The lane of one worker; every index it writes comes from :mod:`workers.stats`
+    and :mod:`workers.shm`, where each is defined."""
+    assert _lane is not None
+    index = {
+        "status_base": st.STATUS_BASE,
+        "lat_sum": st.LAT_SUM,
+        "lat_max": st.LAT_MAX,
+        "hist_base": st.HIST_BASE,
+        "req_ok": st.REQ_OK,
+        "req_sent": st.REQ_SENT,
+        "sending": st.SENDING_FLAG,
+        "bytes_in": st.BYTES_IN,
+        "bytes_out": st.BYTES_OUT,
+        "reused": st.CONN_REUSED,
+        "breaker_word": target.breaker_word,
+        "ok_word": target.ok_word,
+        "code_mask": shm.CODE_MASK,
+    }
+    assert st.HIST_BASE + BUCKETS <= st.SLOT_WORDS
+    lane: Lane = _lane.Lane(
+        ep=ep,
+        slot=shared.slot,
+        words=shared.words,
+        index=index,
+        request=target.request,
+        success=settings.success,
+        count_5xx=settings.count_5xx,
+        max_head=settings.max_header_bytes,
+        read_timeout=read_timeout,
+        run=run,
+        target=target,
+        arm=deadlines.arm,
+        busy=cx.BUSY,
+        sending=cl.SENDING,
+        spin=settings.busy_poll,
+    )
+    return lane
+
+
+@dataclass(slots=True)
+class Handback:
+    """Where the connections the lane hands back go on, in the Python path."""
+
+    lane: Lane
+    request: bytes  # the target's request: a partial write's rest goes from it
+    received: Callable[[Connection, bytes], None]  # Responses.received
+    read_failed: Callable[[Connection, str], None]  # Failures.read_failed
+    write_later: Callable[[Connection, bytes, int], None]  # Requests.write_later
+    conn_failed: Callable[[Connection, str, str], None]  # Failures.conn_failed
+
+    def settle(self) -> None:
+        """Hand each taken connection to the Python path, as if it had read or written
+        itself: ``data`` what one ``recv`` returned (b"": EOF), ``error`` the errno of
+        a failed ``recv``, ``send_error`` that of a failed ``send`` (the request not
+        counted sent), ``partial`` how much of the request went out."""
+        for conn, kind, value in self.lane.take():
+            if kind == "data":
+                self.received(conn, value)
+            elif kind == "error":
+                self.read_failed(conn, errno_name(value))
+            elif kind == "partial":
+                self.write_later(conn, self.request, value)
+            else:
+                self.conn_failed(conn, "write", errno_name(value))
