@@ -433,7 +433,7 @@ class Config:
     busy_poll_us: int = key(
         50,
         "accelerated path: polling without sleeping this long before a worker waits for a"
-        " response (0: never; each sleep then costs the target a wakeup on loopback)",
+        " response, while the machine has a core to spare for it (0: never)",
         low=0,
         high=10_000,
         flag="--busy-poll-us",

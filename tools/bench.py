@@ -278,7 +278,7 @@ TOOLS: dict[str, Callable[[tuple[str, int], float], dict[str, float]]] = {
 
 
 def head_to_head(rounds: int, seconds: float) -> str:
-    tools = {k: v for k, v in TOOLS.items() if k == "poolsvc" or _have(k)}
+    tools = {k: v for k, v in TOOLS.items() if k.startswith("poolsvc") or _have(k)}
     results: dict[str, list[dict[str, float]]] = {k: [] for k in tools}
     with nginx() as ng:
         url = (ng.host, ng.port)

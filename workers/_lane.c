@@ -848,8 +848,8 @@ static void Lane_dealloc(Lane *self) {
 static PyObject *Lane_repr(Lane *self) {
     long count = 0;
     for (int fd = 0; fd < self->cap; fd++) count += self->members[fd].conn != NULL;
-    return PyUnicode_FromFormat("<Lane ep=%d members=%ld handled=%lld>", self->ep, count,
-                                self->handled);
+    return PyUnicode_FromFormat("<Lane ep=%d members=%ld handled=%lld spin=%ldus>", self->ep,
+                                count, self->handled, (long)(self->spin * 1e6));
 }
 
 static PyObject *Lane_get_handled(Lane *self, void *Py_UNUSED(closure)) {
@@ -869,8 +869,21 @@ static PyMethodDef Lane_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Lane_get_spin(Lane *self, void *Py_UNUSED(closure)) {
+    return PyFloat_FromDouble(self->spin);
+}
+
+static int Lane_set_spin(Lane *self, PyObject *value, void *Py_UNUSED(closure)) {
+    double spin = value == NULL ? 0.0 : PyFloat_AsDouble(value);
+    if (spin == -1.0 && PyErr_Occurred()) return -1;
+    self->spin = spin > 0 ? spin : 0.0;
+    return 0;
+}
+
 static PyGetSetDef Lane_getset[] = {
     {"handled", (getter)Lane_get_handled, NULL, "responses handled by the lane", NULL},
+    {"spin", (getter)Lane_get_spin, (setter)Lane_set_spin,
+     "seconds of busy polling before a blocking wait (0: none)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

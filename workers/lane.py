@@ -64,6 +64,7 @@ class Lane(Protocol):
     """What the loop and the request path call on the C extension's ``Lane``."""
 
     handled: int
+    spin: float  # seconds of busy polling before a blocking wait (0: none)
 
     def poll(self, timeout: float) -> list[tuple[int, int]]: ...
     def admit(self, clients: Sequence[Client]) -> int: ...
@@ -166,7 +167,6 @@ def build(
         arm=deadlines.arm,
         busy=cx.BUSY,
         sending=cl.SENDING,
-        spin=settings.busy_poll,
     )
     return lane
 
@@ -196,3 +196,58 @@ class Handback:
                 self.write_later(conn, self.request, value)
             else:
                 self.conn_failed(conn, "write", errno_name(value))
+
+
+# Busy polling ----------------------------------------------------------------------
+HOLD: Final = 3  # ticks in a row with a core to spare before the lane spins again
+
+
+class SpinGovernor:
+    """Busy polling only while it pays: when this worker has a core of its own.
+
+    A spin keeps the worker awake for ``busy_poll_us`` before it sleeps, so that a
+    response arriving meanwhile costs the target no wakeup (on loopback the target
+    pays for waking us).  That helps only when the target runs on another core while
+    we spin; when the machine has more runnable tasks than cores (several workers
+    beside the target, say), a spin takes the core the target needs.  So each tick
+    the worker reads how many tasks are runnable (``/proc/loadavg``, itself
+    included) and spins only after :data:`HOLD` ticks in a row with no more of them
+    than cores; one crowded tick stops it.
+    """
+
+    __slots__ = ("cpus", "lane", "read", "spin", "streak")
+
+    def __init__(
+        self,
+        lane: Lane,
+        spin: float,
+        cpus: int,
+        read: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.lane, self.spin, self.cpus = lane, spin, cpus
+        self.read = read or runnable
+        self.streak = 0
+        lane.spin = 0.0
+
+    def tick(self) -> None:
+        self.streak = spare_streak(self.read(), self.cpus, self.streak)
+        want = self.spin if self.streak >= HOLD else 0.0
+        if want != self.lane.spin:
+            self.lane.spin = want
+
+    def __repr__(self) -> str:
+        return f"<SpinGovernor spin={self.lane.spin * 1e6:.0f}us streak={self.streak}>"
+
+
+def spare_streak(running: int | None, cpus: int, streak: int) -> int:
+    """Ticks in a row with no more runnable tasks than cores (None: unknown, none)."""
+    return streak + 1 if running is not None and running <= cpus else 0
+
+
+def runnable() -> int | None:
+    """Tasks runnable on this machine now (the reader included), or None."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -38,6 +38,7 @@ class Upkeep:
     the supervisor died or asked); ``report(label, audit)`` takes audit reports."""
 
     __slots__ = (
+        "also",
         "audits",
         "connect_timeout",
         "dialer",
@@ -74,6 +75,7 @@ class Upkeep:
         self.connect_timeout = connect_timeout
         self.watchdog = watchdog
         self.report = report  # where audit reports go (the worker process writes files)
+        self.also: list[Callable[[], None]] = []  # more duties, e.g. the lane's spin governor
         self.reserve = Reserve()  # a spare descriptor, for an audit out of descriptors
         self.audits = 0
         self.workers_seen = 0  # the worker count our pool shares were last split for
@@ -98,6 +100,8 @@ class Upkeep:
                     self._size(target, now)
                 self.dialer.refill(target)
         self.publish(pool_gauges=not run.stopping)  # a drain keeps the gauges it recorded
+        for duty in self.also:
+            duty()
 
     def sync_faults(self) -> None:
         """Pick up a new fault table (within one tick of the supervisor writing it)."""

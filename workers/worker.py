@@ -21,6 +21,7 @@ failures; ...). Their decisions are pure functions (:mod:`workers.decide`,
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -170,6 +171,9 @@ class Worker:
         )  # fmt: skip
         assert loop.on is not None
         loop.on.settle = back.settle
+        if s.busy_poll:
+            governor = lane.SpinGovernor(fast, s.busy_poll, os.cpu_count() or 1)
+            self.upkeep.also.append(governor.tick)
 
     # What the worker process and the tests read ---------------------------------------
     @property

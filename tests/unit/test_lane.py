@@ -9,6 +9,8 @@ status, on where the message ends (exactly the bytes given) and on keep-alive.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from types import SimpleNamespace
 
 import httptools
 import pytest
@@ -16,6 +18,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from workers import histogram, lane
+from workers.target import TargetSpec
+from workers.tls import TlsSpec
 
 pytestmark = pytest.mark.skipif(
     not lane.ACCELERATED and bool(os.environ.get("POOLSVC_NO_EXTENSIONS")),
@@ -162,3 +166,56 @@ def test_whatever_the_framer_accepts_llhttp_reads_the_same(data: bytes) -> None:
 @example(2**33)
 def test_the_bucket_of_a_latency_is_the_python_paths(us: int) -> None:
     assert lane.bucket_of(us) == histogram.bucket_of(us)
+
+
+# Which path a run takes ---------------------------------------------------------------
+PLAIN = TargetSpec("127.0.0.1", 80)
+
+
+@pytest.mark.parametrize(
+    ("specs", "rate", "path"),
+    [
+        ([PLAIN], 0.0, "accelerated"),
+        ([PLAIN], 100.0, "pure (open loop)"),
+        ([PLAIN, PLAIN], 0.0, "pure (several targets)"),
+        ([replace(PLAIN, tls=TlsSpec(None))], 0.0, "pure (TLS)"),
+        ([replace(PLAIN, nodelay=False)], 0.0, "pure (the Nagle study's tuned transport)"),
+        ([replace(PLAIN, split_writes=True)], 0.0, "pure (the Nagle study's tuned transport)"),
+        ([replace(PLAIN, method="HEAD")], 0.0, "pure (HEAD requests)"),
+        ([replace(PLAIN, method="POST", body=b"x")], 0.0, "accelerated"),
+    ],
+)
+def test_the_path_a_run_takes(
+    specs: list[TargetSpec], rate: float, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POOLSVC_NO_EXTENSIONS", raising=False)
+    assert lane.choose(specs, rate) == path
+    monkeypatch.setenv("POOLSVC_NO_EXTENSIONS", "1")
+    assert lane.choose(specs, rate) == "pure (POOLSVC_NO_EXTENSIONS)"
+    monkeypatch.setenv("POOLSVC_NO_EXTENSIONS", "0")  # (0 asks for nothing)
+    assert lane.choose(specs, rate) == path
+
+
+# Busy polling: only with a core to spare ----------------------------------------------
+def test_the_governor_spins_only_after_ticks_in_a_row_with_a_core_to_spare() -> None:
+    readings = iter([2, 2, 2, 2, 3, 2, 2, 2, None, 1, 1, 1])
+    fake = SimpleNamespace(spin=0.5)
+    governor = lane.SpinGovernor(fake, 50e-6, cpus=2, read=lambda: next(readings))  # type: ignore[arg-type]
+    assert fake.spin == 0.0  # nothing until the machine has been seen
+    seen = []
+    for _ in range(12):
+        governor.tick()
+        seen.append(fake.spin)
+    on = 50e-6
+    assert seen == [0, 0, on, on, 0, 0, 0, on, 0, 0, 0, on]
+
+
+def test_a_streak_counts_ticks_with_no_more_runnable_tasks_than_cores() -> None:
+    assert lane.spare_streak(2, 2, 4) == 5
+    assert lane.spare_streak(3, 2, 4) == 0
+    assert lane.spare_streak(None, 2, 4) == 0  # unknown: no spinning
+
+
+def test_the_machine_can_be_read() -> None:
+    running = lane.runnable()
+    assert running is not None and running >= 1  # this test itself is running
