@@ -85,7 +85,7 @@ static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_dea
     *s_last_used, *s_expires, *s_start, *s_heap_when, *s_keeping, *s_stopping, *s_paused,
     *s_schedule, *s_inject, *s_stop_requested, *s_issued, *s_issue_cap, *s_consec,
     *s_backoff, *s_attempt, *s_waiters, *s_size, *s_max_size, *s_settings, *s_last_ok,
-    *s_now;
+    *s_now, *s_retried, *s_trial;
 
 static inline double mono(void) {
     struct timespec ts;
@@ -556,6 +556,10 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
                 n = epoll_wait(self->ep, self->evs, MAX_EVENTS, 0);
             } while (n == 0 && mono() < spin_until);
             spin = n != 0 || until <= spin_until; /* waited enough */
+            if (!spin) { /* what is left of the timeout after the spin */
+                double left = ceil((until - mono()) * 1000.0);
+                ms = left <= 0 ? 0 : left > 2147483647.0 ? 2147483647 : (int)left;
+            }
         }
         if (!spin) n = epoll_wait(self->ep, self->evs, MAX_EVENTS, ms);
         Py_END_ALLOW_THREADS
@@ -603,6 +607,7 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
         }
         int stop = PyObject_IsTrue(v);
         Py_DECREF(v);
+        if (stop < 0) failed = 1;
         if (stop) break;
     }
     /* Every member's figures go back before the Python path runs. */
@@ -639,8 +644,15 @@ static PyObject *Lane_admit(Lane *self, PyObject *batch) {
         PyObject *cstate = PyObject_GetAttr(client, s_state);
         PyObject *out = PyObject_GetAttr(conn, s_out);
         PyObject *fdo = PyObject_GetAttr(conn, s_fd);
+        /* a re-sent request (retried) or a breaker trial stays the Python path's: the
+         * lane's renewals leave both as a renewal in the Python path sets them */
+        PyObject *retried = PyObject_GetAttr(client, s_retried);
+        PyObject *trial = PyObject_GetAttr(client, s_trial);
         int ok = state == self->busy && cstate == self->sending_state && out == Py_None &&
-                 fdo != NULL;
+                 fdo != NULL && retried == Py_False && trial != NULL && PyLong_Check(trial) &&
+                 PyLong_AsLong(trial) == 0;
+        Py_XDECREF(retried);
+        Py_XDECREF(trial);
         long fd = ok ? PyLong_AsLong(fdo) : -1;
         Py_XDECREF(state);
         Py_XDECREF(cstate);
@@ -964,6 +976,8 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(s_settings, "settings");
     INTERN(s_last_ok, "last_ok");
     INTERN(s_now, "now");
+    INTERN(s_retried, "retried");
+    INTERN(s_trial, "trial");
     if (PyType_Ready(&LaneType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

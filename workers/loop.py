@@ -105,9 +105,13 @@ class Loop:
             self.lane.close()
         self.ep.close()
 
-    def turn_until(self, finished: Callable[[], bool], drain_timeout: float | None) -> None:
+    def turn_until(
+        self, finished: Callable[[], bool], drain_timeout: float | None, by: float = 0.0
+    ) -> None:
         """Turn until ``finished()``; ``drain_timeout`` (None: no drain, the warm-up):
-        when the run is over the drain begins, and that long after it, the end."""
+        when the run is over the drain begins, and that long after it, the end. ``by``
+        (monotonic, 0: none): a time at which ``finished()`` is asked at the latest
+        (the lane's poll returns by then, however busy its members keep it)."""
         on = self.on
         assert on is not None
         run = self.run
@@ -123,7 +127,7 @@ class Loop:
         next_tick = run.now
         drain_until = 0.0
         while not finished():
-            timeout = 0.0 if run.ready else self._timeout(next_tick)
+            timeout = 0.0 if run.ready else self._timeout(next_tick, by)
             events = poll(timeout)
             run.now = now = run.clock()
             for fd, ev in events:
@@ -163,9 +167,9 @@ class Loop:
                 on.abandon()  # the deadline: what is still out is counted, not lost
                 return
 
-    def _timeout(self, next_tick: float) -> float:
+    def _timeout(self, next_tick: float, by: float = 0.0) -> float:
         run = self.run
-        when = next_tick
+        when = next_tick if not by or next_tick < by else by
         heap_next = self.deadlines.next_when()
         if heap_next and heap_next < when:
             when = heap_next

@@ -112,14 +112,14 @@ class Warmup:
         run.now = base = run.clock()
         cap, run.issue_cap = run.issue_cap, math.inf  # --requests bounds the measured period
         start(base, max(end - base, 0.0))
-        self.loop.turn_until(lambda: run.stop_requested or run.clock() >= end, None)
+        self.loop.turn_until(lambda: run.stop_requested or run.clock() >= end, None, end)
         self.fire("over")
         run.issue_cap = run.issued  # nothing new: each client retires after its request
         kept, run.schedule = run.schedule, None  # open loop: nothing more falls due
         limit = run.clock() + self.drain_timeout
         if settle_by:
             limit = min(limit, settle_by)
-        self.loop.turn_until(lambda: run.in_flight == 0 or run.clock() >= limit, None)
+        self.loop.turn_until(lambda: run.in_flight == 0 or run.clock() >= limit, None, limit)
         self._settle()
         self.seal()
         self.fire("settled")

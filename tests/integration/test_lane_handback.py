@@ -12,6 +12,8 @@ import errno
 import select
 import socket
 import struct
+import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -198,3 +200,54 @@ def _until_taken(rig: Rig) -> list[tuple[Any, str, Any]]:
         if taken:
             return taken
     raise AssertionError("nothing was handed back")
+
+
+def test_a_re_sent_request_or_a_trial_stays_with_the_python_path() -> None:
+    """A renewal in the Python path clears ``retried`` and ``trial``; the lane's do
+    not touch them, so a client with either set is not admitted."""
+    rig = Rig()
+    try:
+        assert rig.lane.members() == 1
+        rig.lane.close()
+        for name, value, default in (("retried", True, False), ("trial", 2, 0)):
+            rig.lane = lane.build(
+                rig.ep.fileno(), rig.run, rig.target, rig.shared, LoopSettings(), 5.0,
+                rig.deadlines,
+            )  # fmt: skip
+            setattr(rig.client, name, value)
+            assert rig.lane.admit([rig.client]) == 0, name
+            setattr(rig.client, name, default)
+            assert rig.lane.admit([rig.client]) == 1
+            rig.lane.close()
+    finally:
+        rig.close()
+
+
+def test_a_busy_lane_returns_by_its_timeout() -> None:
+    """However busy its members keep it, the lane gives the loop back its turn in time
+    (a warm-up's end, a tick): here a target that answers every request at once."""
+    rig = Rig()
+    stop = threading.Event()
+
+    def serve() -> None:
+        rig.peer.settimeout(5)
+        while not stop.is_set():
+            try:
+                rig.read_request(len(REQUEST))
+                rig.peer.sendall(RESPONSE)
+            except OSError:
+                return
+
+    server = threading.Thread(target=serve, daemon=True)
+    try:
+        rig.peer.sendall(RESPONSE)
+        server.start()
+        started = time.monotonic()
+        assert rig.lane.poll(0.2) == []
+        took = time.monotonic() - started
+        assert rig.lane.handled > 10  # it was busy all along
+        assert 0.2 <= took < 0.2 + 0.1  # (the spin may end a little after the timeout)
+    finally:
+        stop.set()
+        rig.close()
+        server.join(5)

@@ -17,6 +17,7 @@ from workers import client as cl
 from workers import shm, stats, table, warmup
 from workers.connection import BUSY, Connection
 from workers.load import Bounds, Schedule
+from workers.loop import Loop
 from workers.state import RunState
 from workers.timers import Deadlines
 
@@ -226,3 +227,18 @@ def test_a_worker_dead_between_its_seal_and_its_start_keeps_its_warm_up_maxima()
     assert readings.warmup(region, [SimpleNamespace(index=0)]).counters["latency.max_us"] == 900  # type: ignore[list-item]
     region.fold(0)
     assert region.warmup_retired()[stats.LAT_MAX] == 900
+
+
+def test_the_loop_asks_whether_it_is_finished_by_the_time_it_was_given() -> None:
+    """A warm-up ends at its time even when every wakeup's work is done without a
+    return to the loop (the accelerated path): the poll's timeout ends by ``by``."""
+    now = [100.0]
+    run = RunState(Bounds(2, duration=1.0), 1, 0, clock=lambda: now[0])
+    loop = Loop(run)
+    try:
+        assert loop._timeout(100.1) == pytest.approx(0.1)  # the next tick
+        assert loop._timeout(100.1, by=100.03) == pytest.approx(0.03)
+        assert loop._timeout(100.1, by=100.5) == pytest.approx(0.1)
+        assert loop._timeout(100.1, by=99.0) == 0.0  # already past: at once
+    finally:
+        loop.close()
