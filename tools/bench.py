@@ -306,7 +306,7 @@ def head_to_head(rounds: int, seconds: float) -> str:
             ratios = [
                 a["rps"] / b["rps"] for a, b in zip(results[ours], results[other], strict=True)
             ]
-            lines.append(f"| {ours} / {other} | {statistics.median(ratios):.2f} |")
+            lines.append(f"| {ours} / {other} | {statistics.median(ratios):.3f} |")
     missing = [k for k in TOOLS if k not in tools]
     if missing:
         lines.append(f"\n(not installed here, skipped: {', '.join(missing)})")
@@ -626,6 +626,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--write", help="write the results into this markdown file")
+    p.add_argument(
+        "--only", type=int, nargs="*", help="run only these sections (1-based, in order)"
+    )
     args = p.parse_args()
     started = time.monotonic()
     sections: list[tuple[str, Callable[[], str]]] = [
@@ -660,6 +663,8 @@ def main() -> int:
             lambda: profile(args.seconds),
         ),
     ]
+    if args.only:
+        sections = [sections[i - 1] for i in args.only]
     out = [f"Machine: {machine()}", ""]
     for title, fn in sections:
         print(f"## {title}", flush=True)
