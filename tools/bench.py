@@ -1,6 +1,8 @@
 """`make bench`: poolsvc side by side with wrk, hey and Locust, and its own figures.
 
-    python -m tools.bench [--rounds 5] [--seconds 5] [--write docs/benchmarks.md]
+    python -m tools.bench [--rounds 5] [--seconds 5] [--write docs/benchmarks.md] [--only 1 ...]
+
+(``--only``: just the sections numbered, e.g. ``--only 1`` for the head to head.)
 
 Sections:
 
