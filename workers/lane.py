@@ -95,7 +95,8 @@ def path() -> str:
 
 def choose(specs: Sequence[TargetSpec], rate: float) -> str:
     """The path a run of ``specs`` takes: "accelerated" when the lane can have its
-    steady state (closed loop, one plain-TCP target, no HEAD), else "pure (why)"."""
+    steady state (closed loop, one plain-TCP target, no HEAD, keep-alive), else
+    "pure (why)"."""
     why = ""
     if rate:
         why = "open loop"
@@ -107,6 +108,8 @@ def choose(specs: Sequence[TargetSpec], rate: float) -> str:
         why = "the Nagle study's tuned transport"
     elif specs[0].method == "HEAD":
         why = "HEAD requests"
+    elif not specs[0].keep_alive:
+        why = "keep_alive false"  # every response closes its connection: nothing to renew
     here = path()
     return here if here != "accelerated" or not why else f"pure ({why})"
 

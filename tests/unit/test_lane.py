@@ -182,6 +182,7 @@ PLAIN = TargetSpec("127.0.0.1", 80)
         ([replace(PLAIN, nodelay=False)], 0.0, "pure (the Nagle study's tuned transport)"),
         ([replace(PLAIN, split_writes=True)], 0.0, "pure (the Nagle study's tuned transport)"),
         ([replace(PLAIN, method="HEAD")], 0.0, "pure (HEAD requests)"),
+        ([replace(PLAIN, keep_alive=False)], 0.0, "pure (keep_alive false)"),
         ([replace(PLAIN, method="POST", body=b"x")], 0.0, "accelerated"),
     ],
 )
