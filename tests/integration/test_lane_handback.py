@@ -246,7 +246,7 @@ def test_a_busy_lane_returns_by_its_timeout() -> None:
         assert rig.lane.poll(0.2) == []
         took = time.monotonic() - started
         assert rig.lane.handled > 10  # it was busy all along
-        assert 0.2 <= took < 0.2 + 0.1  # (the spin may end a little after the timeout)
+        assert 0.2 <= took < 0.2 + 0.5  # (the spin may end a little after the timeout)
     finally:
         stop.set()
         rig.close()
