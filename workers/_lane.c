@@ -85,7 +85,7 @@ static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_dea
     *s_last_used, *s_expires, *s_start, *s_heap_when, *s_keeping, *s_stopping, *s_paused,
     *s_schedule, *s_inject, *s_stop_requested, *s_issued, *s_issue_cap, *s_consec,
     *s_backoff, *s_attempt, *s_waiters, *s_size, *s_max_size, *s_settings, *s_last_ok,
-    *s_now, *s_retried, *s_trial;
+    *s_retried, *s_trial;
 
 static inline double mono(void) {
     struct timespec ts;
@@ -699,10 +699,14 @@ static PyObject *Lane_take(Lane *self, PyObject *Py_UNUSED(ignored)) {
     return taken;
 }
 
-static PyObject *Lane_members(Lane *self, PyObject *Py_UNUSED(ignored)) {
+static long count_members(Lane *self) {
     long count = 0;
     for (int fd = 0; fd < self->cap; fd++) count += self->members[fd].conn != NULL;
-    return PyLong_FromLong(count);
+    return count;
+}
+
+static PyObject *Lane_members(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromLong(count_members(self));
 }
 
 static void release(Lane *self) {
@@ -858,8 +862,7 @@ static void Lane_dealloc(Lane *self) {
 }
 
 static PyObject *Lane_repr(Lane *self) {
-    long count = 0;
-    for (int fd = 0; fd < self->cap; fd++) count += self->members[fd].conn != NULL;
+    long count = count_members(self);
     return PyUnicode_FromFormat("<Lane ep=%d members=%ld handled=%lld spin=%ldus>", self->ep,
                                 count, self->handled, (long)(self->spin * 1e6));
 }
@@ -975,7 +978,6 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(s_max_size, "max_size");
     INTERN(s_settings, "settings");
     INTERN(s_last_ok, "last_ok");
-    INTERN(s_now, "now");
     INTERN(s_retried, "retried");
     INTERN(s_trial, "trial");
     if (PyType_Ready(&LaneType) < 0) return NULL;

@@ -48,7 +48,6 @@ from workers import connection as cx
 from workers import shm
 from workers import stats as st
 from workers.errors import errno_name
-from workers.histogram import BUCKETS
 
 if TYPE_CHECKING:
     from workers.admission import SharedView
@@ -154,7 +153,6 @@ def build(
         "ok_word": target.ok_word,
         "code_mask": shm.CODE_MASK,
     }
-    assert st.HIST_BASE + BUCKETS <= st.SLOT_WORDS
     lane: Lane = _lane.Lane(
         ep=ep,
         slot=shared.slot,
