@@ -296,8 +296,10 @@ def test_stale_reuse_not_resent_for_post() -> None:
 
 def test_checkout_probe_evicts_a_socket_closed_while_idle(target: TargetServer) -> None:
     # validate_after 0: every checkout probes.  The server closes idle sockets after
-    # 30 ms; requests come every ~80 ms, so each finds its socket closed.
-    target.set(idle_close_ms=30, delay_ms=80)
+    # 150 ms; requests take ~200 ms, so the idle ones are found closed. The one in use
+    # is never idle that long (its next request goes as its response comes) unless
+    # the machine stalls as long: with 30 ms, a loaded machine failed it once.
+    target.set(idle_close_ms=150, delay_ms=200)
     snap = run(
         target.host,
         target.port,
