@@ -52,6 +52,11 @@ def test_clean_run_with_restarts_and_resets_has_no_leak(target: TargetServer) ->
     import threading
 
     def chaos() -> None:
+        # Restart only once the workers are sending: a restart during the run's start-up
+        # preflight is an unreachable target (exit 4), not the chaos this test is about.
+        deadline = time.monotonic() + 30
+        while target.stats()["requests"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
         for _ in range(3):
             time.sleep(0.4)
             target.restart(down_ms=50)
