@@ -84,8 +84,8 @@ typedef struct {
 static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_deadline,
     *s_last_used, *s_expires, *s_start, *s_heap_when, *s_keeping, *s_stopping, *s_paused,
     *s_schedule, *s_inject, *s_stop_requested, *s_issued, *s_issue_cap, *s_consec,
-    *s_backoff, *s_attempt, *s_waiters, *s_size, *s_max_size, *s_settings, *s_last_ok,
-    *s_retried, *s_trial;
+    *s_backoff, *s_attempt, *s_waiters, *s_size, *s_max_size, *s_max_requests, *s_settings,
+    *s_last_ok, *s_retried, *s_trial;
 
 static inline double mono(void) {
     struct timespec ts;
@@ -217,6 +217,24 @@ static void drop(Lane *self, int fd) {
     m->dirty = 0;
 }
 
+/* Whether o.name is true: 1, 0, or -1 with the exception set. */
+static int truth_attr(PyObject *o, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+/* o.name as a C integer: 0, or -1 with the exception set. */
+static int int_attr(PyObject *o, PyObject *name, long long *out) {
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static int set_double(PyObject *o, PyObject *name, double v) {
     PyObject *f = PyFloat_FromDouble(v);
     if (f == NULL) return -1;
@@ -322,21 +340,11 @@ static int take(Lane *self, int fd, const char *kind, PyObject *value) {
  * 0 no, -1 an error. */
 static int steady(Lane *self) {
     PyObject *run = self->run;
-    static PyObject **truthy[] = {&s_keeping, NULL};
     static PyObject **falsy[] = {&s_stopping, &s_paused, &s_inject, &s_stop_requested, NULL};
-    for (int k = 0; truthy[k]; k++) {
-        PyObject *v = PyObject_GetAttr(run, *truthy[k]);
-        if (v == NULL) return -1;
-        int t = PyObject_IsTrue(v);
-        Py_DECREF(v);
-        if (t <= 0) return t;
-    }
+    int t = truth_attr(run, s_keeping);
+    if (t <= 0) return t;
     for (int k = 0; falsy[k]; k++) {
-        PyObject *v = PyObject_GetAttr(run, *falsy[k]);
-        if (v == NULL) return -1;
-        int t = PyObject_IsTrue(v);
-        Py_DECREF(v);
-        if (t != 0) return t < 0 ? -1 : 0;
+        if ((t = truth_attr(run, *falsy[k])) != 0) return t < 0 ? -1 : 0;
     }
     PyObject *v = PyObject_GetAttr(run, s_schedule);
     if (v == NULL) return -1;
@@ -345,40 +353,25 @@ static int steady(Lane *self) {
     if (open_loop) return 0;
     /* a failure streak or a backoff on the target: its next success is the Python
      * path's (it ends them) */
-    v = PyObject_GetAttr(self->target, s_consec);
-    if (v == NULL) return -1;
-    long consec = PyLong_AsLong(v);
-    Py_DECREF(v);
+    long long consec, attempt, size, max_size;
+    if (int_attr(self->target, s_consec, &consec) < 0) return -1;
     PyObject *backoff = PyObject_GetAttr(self->pool, s_backoff);
     if (backoff == NULL) return -1;
-    v = PyObject_GetAttr(backoff, s_attempt);
+    int rc = int_attr(backoff, s_attempt, &attempt);
     Py_DECREF(backoff);
-    if (v == NULL) return -1;
-    long attempt = PyLong_AsLong(v);
-    Py_DECREF(v);
+    if (rc < 0) return -1;
     /* pool.renew: nobody waits, the pool is not over its size */
     v = PyObject_GetAttr(self->pool, s_waiters);
     if (v == NULL) return -1;
     Py_ssize_t waiters = PyObject_Length(v);
     Py_DECREF(v);
-    v = PyObject_GetAttr(self->pool, s_size);
-    if (v == NULL) return -1;
-    long size = PyLong_AsLong(v);
-    Py_DECREF(v);
+    if (waiters < 0 || int_attr(self->pool, s_size, &size) < 0) return -1;
     PyObject *settings = PyObject_GetAttr(self->pool, s_settings);
     if (settings == NULL) return -1;
-    v = PyObject_GetAttr(settings, s_max_size);
-    PyObject *mr = v == NULL ? NULL : PyObject_GetAttrString(settings, "max_requests");
+    rc = int_attr(settings, s_max_size, &max_size);
+    if (rc == 0) rc = int_attr(settings, s_max_requests, &self->max_requests);
     Py_DECREF(settings);
-    if (v == NULL || mr == NULL) {
-        Py_XDECREF(v);
-        return -1;
-    }
-    long max_size = PyLong_AsLong(v);
-    Py_DECREF(v);
-    self->max_requests = PyLong_AsLongLong(mr);
-    Py_DECREF(mr);
-    if (PyErr_Occurred() || waiters < 0) return -1;
+    if (rc < 0) return -1;
     return consec == 0 && attempt == 0 && waiters == 0 && size <= max_size;
 }
 
@@ -394,10 +387,7 @@ static int member_valid(Lane *self, Member *m) {
     ok = v == m->conn;
     Py_DECREF(v);
     if (!ok) return 0;
-    v = PyObject_GetAttr(m->client, s_retire);
-    if (v == NULL) return -1;
-    int t = PyObject_IsTrue(v);
-    Py_DECREF(v);
+    int t = truth_attr(m->client, s_retire);
     return t < 0 ? -1 : !t;
 }
 
@@ -527,11 +517,9 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
     int active = steady(self);
     if (active < 0) return NULL;
     if (!active) drop_all(self); /* in sync since the last return: nothing to write */
-    PyObject *v = PyObject_GetAttr(self->run, s_issued);
+    if (int_attr(self->run, s_issued, &self->issued) < 0) return NULL;
+    PyObject *v = PyObject_GetAttr(self->run, s_issue_cap);
     if (v == NULL) return NULL;
-    self->issued = PyLong_AsLongLong(v);
-    Py_DECREF(v);
-    if ((v = PyObject_GetAttr(self->run, s_issue_cap)) == NULL) return NULL;
     self->issue_cap = PyFloat_AsDouble(v);
     Py_DECREF(v);
     if (PyErr_Occurred()) return NULL;
@@ -601,12 +589,7 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
             failed = 1;
             break;
         }
-        if ((v = PyObject_GetAttr(self->run, s_stop_requested)) == NULL) {
-            failed = 1;
-            break;
-        }
-        int stop = PyObject_IsTrue(v);
-        Py_DECREF(v);
+        int stop = truth_attr(self->run, s_stop_requested);
         if (stop < 0) failed = 1;
         if (stop) break;
     }
@@ -670,10 +653,7 @@ static PyObject *Lane_admit(Lane *self, PyObject *batch) {
         m->deadline = get_double(conn, s_deadline, &err);
         m->last_used = get_double(conn, s_last_used, &err);
         m->expires = get_double(conn, s_expires, &err);
-        PyObject *r = PyObject_GetAttr(conn, s_requests);
-        m->requests = r == NULL ? 0 : PyLong_AsLongLong(r);
-        Py_XDECREF(r);
-        if (err || r == NULL || PyErr_Occurred()) {
+        if (err || int_attr(conn, s_requests, &m->requests) < 0) {
             Py_DECREF(conn);
             goto fail;
         }
@@ -976,6 +956,7 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(s_waiters, "waiters");
     INTERN(s_size, "size");
     INTERN(s_max_size, "max_size");
+    INTERN(s_max_requests, "max_requests");
     INTERN(s_settings, "settings");
     INTERN(s_last_ok, "last_ok");
     INTERN(s_retried, "retried");
