@@ -38,6 +38,7 @@ from poolsvc.capture import Capture, capture_problem
 from poolsvc.keys import Config
 from poolsvc.runner import Outcome, execute
 from poolsvc.usage import EXIT_USAGE
+from workers.errors import ConfigError
 
 DEFAULT_RATE = 1000.0
 NAGLE_RATE = 200.0  # a request stalled ~40 ms by Nagle needs a connection of its own
@@ -97,7 +98,14 @@ def churn(
         base = dataclasses.replace(base, method="POST", body=NAGLE_BODY)
     results: dict[str, Outcome] = {}
     captures: dict[str, dict[str, Any]] = {}
-    for label, changes in list(NAGLE) if nagle else strategies(cfg):
+    inside = netns.settings_here() if os.environ.get(netns.INSIDE) else None
+    for half, (label, changes) in enumerate(list(NAGLE) if nagle else strategies(cfg)):
+        if inside is not None:
+            try:  # ports no half used: the last one's TIME_WAIT must not starve this one
+                netns.fresh_ports(half)
+            except (OSError, ConfigError) as exc:
+                print(f"poolsvc: error: {exc}", file=err)
+                return EXIT_USAGE
         with Capture(capture, label) as cap:
             result = execute(
                 dataclasses.replace(base, **changes), out, err, quiet=True, sample_sockets=True
@@ -109,7 +117,6 @@ def churn(
             port = int(result.info.target.rpartition(":")[2])
             captures[label] = {"file": str(cap.path), **pcap.study(pcap.read(cap.path), port)}
     rows = table(results)
-    inside = netns.settings_here() if os.environ.get(netns.INSIDE) else None
     if as_json:
         doc = {"rate": rate, "rows": rows, "namespace": inside, "captures": captures}
         out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -121,7 +128,8 @@ def churn(
     )
     if inside:
         shown = ", ".join(f"{k.rpartition('.')[2]}={v}" for k, v in inside.items())
-        out.write(f"[churn] in a private network namespace: {shown}\n")
+        out.write(f"[churn] in a private network namespace: {shown}; each half on ports")
+        out.write(" no half used before\n")
     write_table(out, rows, list(results))
     for label, study in captures.items():
         write_capture(out, label, study)

@@ -319,8 +319,13 @@ class Config:
         high=86_400,
         flag="--warmup",
     )
-    max_outstanding: int = key(
-        100_000, "open loop: requests in flight or waiting, per worker", low=1, high=10_000_000
+    max_backlog: int = key(
+        100_000,
+        "open loop: requests due and not yet sent (waiting for a connection), per worker;"
+        " the oldest over it are dropped, counted `requests.dropped`",
+        low=1,
+        high=10_000_000,
+        flag="--max-backlog",
     )
     timeline: str | None = key(
         None,

@@ -7,7 +7,9 @@ loopback. Inside a namespace of our own (``ip netns add``), the settings are our
 to narrow without touching the machine's: ``ip_local_port_range`` to ``PORTS``
 ports and ``tcp_tw_reuse`` off. The whole study (target and both halves) then
 runs inside it (``ip netns exec``), and the namespace is deleted afterwards,
-however the study ends. Creating one needs root (CAP_SYS_ADMIN).
+however the study ends. Each half gets a range of its own, as wide, that no half
+used before (:func:`fresh_ports`): the ports one half left in TIME_WAIT never
+starve the next. Creating one needs root (CAP_SYS_ADMIN).
 """
 
 from __future__ import annotations
@@ -77,6 +79,18 @@ class Namespace:
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
+
+
+def fresh_ports(half: int) -> None:
+    """Inside the namespace: give half ``half`` (0, 1, ...) ``PORTS``' width of ports no
+    half used before. A half that ran out of ports leaves them in TIME_WAIT for 60 s;
+    the next half (its target's listening port too) must not start in that wreck."""
+    width = PORTS[1] - PORTS[0] + 1
+    low = PORTS[0] + half * width
+    if low + width - 1 > 65535:
+        raise ConfigError(f"netns: no fresh port range for half {half + 1}")
+    with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+        f.write(f"{low} {low + width - 1}")
 
 
 def settings_here() -> dict[str, str]:

@@ -176,7 +176,7 @@ class RunPlan:
     duration_s: float
     ramp_s: float
     warmup_s: float
-    max_outstanding: int
+    max_backlog: int
     settings: LoopSettings
     backoff: tuple[float, float, bool]  # reconnect backoff: base and cap (seconds), adaptive
     breaker: BreakerSettings
@@ -231,7 +231,7 @@ class RunPlan:
             rate=shard.rate,
             ramp=self.ramp_s,
             warmup=self.warmup_s if warm else 0.0,
-            max_outstanding=self.max_outstanding,
+            max_backlog=self.max_backlog,
             stride=shard.stride,
             phase=shard.phase,
             start_wall=self.start_at,
@@ -281,7 +281,7 @@ def resolve(
         duration_s=float(cfg.duration_s),
         ramp_s=float(cfg.ramp_s),
         warmup_s=float(cfg.warmup_s),
-        max_outstanding=cfg.max_outstanding,
+        max_backlog=cfg.max_backlog,
         settings=loop_settings(cfg),
         backoff=(cfg.backoff_base_ms / 1000.0, cfg.backoff_cap_ms / 1000.0, cfg.backoff_adaptive),
         breaker=breaker_settings(cfg),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from poolsvc.capacity import Verdict, judge
 from poolsvc.ledger import unbalanced
 from workers.stats import EVICT_REASONS, STATUS_CLASSES, Snapshot
 
@@ -42,6 +43,14 @@ class RunInfo:
     path: str = ""  # the workers' request path: "accelerated" or "pure (why)" (workers.lane)
 
 
+def capacity_of(snap: Snapshot, info: RunInfo) -> Verdict:
+    """Who was the limit of this open-loop run (:mod:`poolsvc.capacity`)."""
+    c = snap.counters
+    due = c["requests.total"] + c["requests.dropped"]
+    busy = snap.gauges["load.busy_us"] / 1e6
+    return judge(due, c["requests.sent"], c["requests.late"], busy, info.workers, info.load_s)
+
+
 def _ms(us: int) -> float:
     return round(us / 1000.0, 3)
 
@@ -71,6 +80,12 @@ def metrics(snap: Snapshot, info: RunInfo) -> dict[str, Any]:
         out[f"requests.{name}"] = c[f"requests.{name}"]
     for name in ("cancelled", "late", "dropped"):
         out[f"requests.{name}"] = c[f"requests.{name}"]
+    if info.rate:  # who was the limit (poolsvc.capacity)
+        verdict = capacity_of(snap, info)
+        out["send_lag.max_ms"] = _ms(c["send_lag.max_us"])
+        out["run.sent_share"] = round(verdict.sent_share, 4)
+        out["run.busy"] = round(verdict.busy, 3)
+        out["run.limit"] = verdict.limit or "none"
     out["retries.stale_reuse"] = c["retries.stale_reuse"]
     for cls in STATUS_CLASSES:
         out[f"responses.{cls}"] = c[f"responses.{cls}"]
@@ -296,10 +311,14 @@ def text(snap: Snapshot, info: RunInfo) -> str:
             f"max={_fmt_ms(raw['max'])} (from the actual send: hides queueing)"
         )
     if info.rate:
+        verdict = capacity_of(snap, info)
+        lag = f", worst lag {_fmt_ms(c['send_lag.max_us'])}" if c["requests.late"] else ""
         lines.append(
-            f"[pool] open loop at {info.rate:g}/s: late={c['requests.late']} "
+            f"[pool] open loop at {info.rate:g}/s: late={c['requests.late']}{lag} "
             f"dropped={c['requests.dropped']}"
         )
+        if verdict.limit:
+            lines.append(verdict.line())
     lines.append(f"[pool] failures: {_named(snap.failures()) or 'none'}")
     if c["requests.unsent"]:
         lines.append(

@@ -118,9 +118,13 @@ def execute(
         embedded = cfg.host is None and cfg.targets is None
         trust = ""  # the embedded target's throwaway CA, when it serves TLS
         if embedded:
-            from poolsvc.target import TargetServer  # only when asked for
+            from poolsvc.target.process import TargetServer, TargetStartError  # when asked for
 
-            server = stack.enter_context(TargetServer(tls=cfg.tls))
+            try:
+                server = stack.enter_context(TargetServer(tls=cfg.tls))
+            except TargetStartError as exc:  # no port to listen on, say: nothing to load
+                print(f"poolsvc: the embedded target could not start: {exc}", file=err)
+                return EXIT_UNREACHABLE
             hosts, trust = [(server.host, server.port)], server.ca_pem
         else:
             hosts = [(str(tc.host), int(tc.port or 0)) for tc in config.target_configs(cfg)]

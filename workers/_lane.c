@@ -1,10 +1,11 @@
-/* The accelerated steady state of the closed loop: workers/lane.py says what it is and
+/* The accelerated steady state of the request path: workers/lane.py says what it is and
  * when it runs; workers/responses.py and workers/requests.py are the reference it
  * follows, step for step, for the one case it handles.
  *
  * That case: a keep-alive connection of the worker's one plain-TCP target, whose
  * response arrives whole in one recv, is framed by Content-Length, is a success, and
- * is followed by the same client's next request on the same connection (RENEW).
+ * is followed by the next request on the same connection (RENEW): the same client's in
+ * the closed loop, the oldest one due in the open loop's schedule.
  * Everything else -- a partial or unusual response, EOF, an error, a partial write, a
  * response after which the connection is not renewed -- is handed to the Python path
  * with the bytes already read, before anything is counted, and the Python path does
@@ -34,6 +35,7 @@
 typedef struct {
     Py_ssize_t status_base, lat_sum, lat_max, hist_base, req_ok, req_sent, sending;
     Py_ssize_t bytes_in, bytes_out, reused, breaker_word, ok_word;
+    Py_ssize_t hist2_base, lat2_max, late, lag_max; /* the open loop's */
     uint64_t code_mask;
 } Words;
 
@@ -41,6 +43,7 @@ typedef struct {
     PyObject *conn;   /* NULL: no member on this fd */
     PyObject *client; /* the client that keeps it */
     double start;     /* client.start of the request in flight */
+    double sent_at;   /* client.sent_at (open loop: its actual send) */
     double deadline;  /* conn.deadline */
     double last_used; /* conn.last_used */
     double expires;   /* conn.expires (0: none) */
@@ -79,18 +82,40 @@ typedef struct {
     struct epoll_event *evs;
     long long handled; /* responses handled here (tests, repr) */
     double spin;       /* seconds of busy polling before a blocking wait */
+    double waited;     /* seconds spent waiting for events (epoll_wait, the spin) */
+    /* Open loop (workers.load.Schedule, one target): the schedule's terms, read at each
+     * call, and its cursor, advanced here and written back at the sync. */
+    int open;
+    PyObject *cursor; /* run.schedule's list ``k`` (NULL: closed loop) */
+    double base, rate, ramp, end_at;
+    long long stride, phase, k, k_read;
 } Lane;
 
 static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_deadline,
     *s_last_used, *s_expires, *s_start, *s_heap_when, *s_keeping, *s_stopping, *s_paused,
     *s_schedule, *s_inject, *s_stop_requested, *s_issued, *s_issue_cap, *s_consec,
     *s_backoff, *s_attempt, *s_waiters, *s_size, *s_max_size, *s_max_requests, *s_settings,
-    *s_last_ok, *s_retried, *s_trial;
+    *s_last_ok, *s_retried, *s_trial, *s_sent_at, *s_base, *s_rate, *s_ramp, *s_stride,
+    *s_phase, *s_k, *s_period, *s_end_at;
+
+#define LATE 0.001 /* workers.requests.LATE: sent this long after its time, it is late */
 
 static inline double mono(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic()'s clock */
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* workers.load.Schedule.due for this worker's request k, term for term (the same
+ * doubles in the same order: the same instants as the Python path's). */
+static inline double due(const Lane *self, long long k) {
+    long long j = self->phase + k * self->stride;
+    if (self->ramp > 0) {
+        double in_ramp = self->rate * self->ramp / 2;
+        if ((double)j < in_ramp) return self->base + sqrt(2 * self->ramp * (double)j / self->rate);
+        return self->base + self->ramp + ((double)j - in_ramp) / self->rate;
+    }
+    return self->base + (double)j / self->rate;
 }
 
 /* workers.histogram.bucket_of, for the non-negative values latencies are. */
@@ -269,7 +294,8 @@ static int sync_member(Lane *self, Member *m) {
     PyObject *conn = m->conn;
     if (set_ll(conn, s_requests, m->requests) < 0 ||
         set_double(conn, s_last_used, m->last_used) < 0 ||
-        set_double(m->client, s_start, m->start) < 0)
+        set_double(m->client, s_start, m->start) < 0 ||
+        (self->open && set_double(m->client, s_sent_at, m->sent_at) < 0))
         return -1;
     if (m->deadline == 0.0) /* a failed send: disarmed, as response_done leaves it */
         return set_double(conn, s_deadline, 0.0);
@@ -295,6 +321,11 @@ static int sync_all(Lane *self) {
     }
     self->ndirty = 0;
     if (set_ll(self->run, s_issued, self->issued) < 0) rc = -1;
+    if (self->cursor != NULL && self->k != self->k_read) {
+        PyObject *k = PyLong_FromLongLong(self->k);
+        if (k == NULL || PyList_SetItem(self->cursor, 0, k) < 0) rc = -1; /* steals k */
+        self->k_read = self->k;
+    }
     if (self->any_ok) {
         self->any_ok = 0;
         if (set_double(self->target, s_last_ok, self->last_ok) < 0) rc = -1;
@@ -338,19 +369,57 @@ static int take(Lane *self, int fd, const char *kind, PyObject *value) {
 /* Whether the steady state holds for this call (workers.decide.after_response's run-wide
  * inputs and pool.renew's pool-wide ones, which only the Python path changes): 1 yes,
  * 0 no, -1 an error. */
+/* The open loop's schedule, as workers.load.Schedule holds it: 1 read, 0 not one the
+ * lane follows (several targets' cursors), -1 an error. */
+static int read_schedule(Lane *self, PyObject *sched) {
+    long long period;
+    int err = 0;
+    if (int_attr(sched, s_period, &period) < 0) return -1;
+    if (period != 1) return 0;
+    self->base = get_double(sched, s_base, &err);
+    self->rate = get_double(sched, s_rate, &err);
+    self->ramp = get_double(sched, s_ramp, &err);
+    self->end_at = get_double(self->run, s_end_at, &err);
+    if (err || int_attr(sched, s_stride, &self->stride) < 0 ||
+        int_attr(sched, s_phase, &self->phase) < 0)
+        return -1;
+    PyObject *cursor = PyObject_GetAttr(sched, s_k);
+    if (cursor == NULL) return -1;
+    if (!PyList_Check(cursor) || PyList_GET_SIZE(cursor) != 1) {
+        Py_DECREF(cursor);
+        return 0;
+    }
+    self->k = PyLong_AsLongLong(PyList_GET_ITEM(cursor, 0));
+    if (self->k == -1 && PyErr_Occurred()) {
+        Py_DECREF(cursor);
+        return -1;
+    }
+    self->k_read = self->k;
+    self->cursor = cursor;
+    return 1;
+}
+
 static int steady(Lane *self) {
     PyObject *run = self->run;
     static PyObject **falsy[] = {&s_stopping, &s_paused, &s_inject, &s_stop_requested, NULL};
-    int t = truth_attr(run, s_keeping);
-    if (t <= 0) return t;
+    Py_CLEAR(self->cursor);
+    self->open = 0;
+    PyObject *v = PyObject_GetAttr(run, s_schedule);
+    if (v == NULL) return -1;
+    int t;
+    if (v != Py_None) { /* open loop: renewed from the schedule when a request is due */
+        t = read_schedule(self, v);
+        Py_DECREF(v);
+        if (t <= 0) return t;
+        self->open = 1;
+    } else { /* closed loop: while the worker renews (workers.decide.after_response) */
+        Py_DECREF(v);
+        t = truth_attr(run, s_keeping);
+        if (t <= 0) return t;
+    }
     for (int k = 0; falsy[k]; k++) {
         if ((t = truth_attr(run, *falsy[k])) != 0) return t < 0 ? -1 : 0;
     }
-    PyObject *v = PyObject_GetAttr(run, s_schedule);
-    if (v == NULL) return -1;
-    int open_loop = v != Py_None;
-    Py_DECREF(v);
-    if (open_loop) return 0;
     /* a failure streak or a backoff on the target: its next success is the Python
      * path's (it ends them) */
     long long consec, attempt, size, max_size;
@@ -412,7 +481,10 @@ static int on_readable(Lane *self, int fd, Member *m) {
     uint64_t *s = self->s, *w = self->w;
     const Words *i = &self->i;
     long long budget = self->max_requests;
-    if (!self->success[status] || (status >= 500 && self->count_5xx) ||
+    /* open loop: renewed only by a request that is due, and part of the run */
+    double next = self->open ? due(self, self->k) : 0.0;
+    if ((self->open && (next > now || (self->end_at != 0.0 && next >= self->end_at))) ||
+        !self->success[status] || (status >= 500 && self->count_5xx) ||
         (double)self->issued >= self->issue_cap || (w[i->breaker_word] & i->code_mask) ||
         (budget && m->requests + 1 >= budget) || (m->expires != 0.0 && now >= m->expires))
         return take(self, fd, "data", PyBytes_FromStringAndSize(self->buf, n));
@@ -423,6 +495,14 @@ static int on_readable(Lane *self, int fd, Member *m) {
     s[i->lat_sum] += (uint64_t)us;
     if ((uint64_t)us > s[i->lat_max]) s[i->lat_max] = (uint64_t)us;
     s[i->hist_base + bucket_of(us)] += 1;
+    if (self->open) { /* also from the actual send (uncorrected); the next one is due */
+        long long raw = (long long)((now - m->sent_at) * 1000000.0);
+        if (raw < 0) raw = 0;
+        s[i->hist2_base + bucket_of(raw)] += 1;
+        if ((uint64_t)raw > s[i->lat2_max]) s[i->lat2_max] = (uint64_t)raw;
+        m->start = next;
+        self->k += 1;
+    }
     s[i->req_ok] += 1;
     w[i->ok_word] += 1;
     self->last_ok = now;
@@ -450,7 +530,16 @@ static int send_burst(Lane *self) {
     for (int k = 0; k < self->nburst; k++) {
         int fd = self->burst[k];
         Member *m = &self->members[fd];
-        m->start = mono();
+        if (!self->open) {
+            m->start = mono(); /* closed loop: latency from its own send */
+        } else { /* open loop: from its intended time; how late it went */
+            double now = mono(), lag = now - m->start;
+            m->sent_at = now;
+            if (lag > LATE) {
+                s[i->late] += 1;
+                if (lag * 1e6 > (double)s[i->lag_max]) s[i->lag_max] = (uint64_t)(lag * 1e6);
+            }
+        }
         sent += 1;
         s[i->req_sent] = sent; /* counted before the send that writes its last byte */
         ssize_t n;
@@ -537,6 +626,7 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
          * one, while the steady state holds, so that a response arriving soon finds
          * this worker awake: waking a sleeper costs the target's core (workers/lane.py). */
         int n = 0, spin = ms && active && self->spin > 0;
+        double began = now;
         Py_BEGIN_ALLOW_THREADS
         if (spin) {
             double spin_until = now + self->spin < until ? now + self->spin : until;
@@ -550,6 +640,7 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
             }
         }
         if (!spin) n = epoll_wait(self->ep, self->evs, MAX_EVENTS, ms);
+        self->waited += mono() - began;
         Py_END_ALLOW_THREADS
         if (n < 0) {
             if (errno != EINTR) {
@@ -650,6 +741,7 @@ static PyObject *Lane_admit(Lane *self, PyObject *batch) {
         if (m->conn != NULL) drop(self, (int)fd); /* a closed one whose fd was reused */
         int err = 0;
         m->start = get_double(client, s_start, &err);
+        m->sent_at = get_double(client, s_sent_at, &err);
         m->deadline = get_double(conn, s_deadline, &err);
         m->last_used = get_double(conn, s_last_used, &err);
         m->expires = get_double(conn, s_expires, &err);
@@ -714,7 +806,8 @@ static int get_index(PyObject *map, const char *name, Py_ssize_t *out) {
 
 static int in_slot(const Words *i, Py_ssize_t slot_words) {
     Py_ssize_t words[] = {i->lat_sum, i->lat_max, i->req_ok, i->req_sent, i->sending,
-                          i->bytes_in, i->bytes_out, i->reused};
+                          i->bytes_in, i->bytes_out, i->reused, i->lat2_max, i->late,
+                          i->lag_max};
     for (size_t k = 0; k < sizeof words / sizeof words[0]; k++)
         if (words[k] < 0 || words[k] >= slot_words) return 0;
     return 1;
@@ -751,6 +844,10 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kw) {
         get_index(index, "lat_sum", &i->lat_sum) < 0 ||
         get_index(index, "lat_max", &i->lat_max) < 0 ||
         get_index(index, "hist_base", &i->hist_base) < 0 ||
+        get_index(index, "hist2_base", &i->hist2_base) < 0 ||
+        get_index(index, "lat2_max", &i->lat2_max) < 0 ||
+        get_index(index, "late", &i->late) < 0 ||
+        get_index(index, "lag_max", &i->lag_max) < 0 ||
         get_index(index, "req_ok", &i->req_ok) < 0 ||
         get_index(index, "req_sent", &i->req_sent) < 0 ||
         get_index(index, "sending", &i->sending) < 0 ||
@@ -772,7 +869,8 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kw) {
     if (self->slot_buf.itemsize != 8 || self->words_buf.itemsize != 8 ||
         !PyBuffer_IsContiguous(&self->slot_buf, 'C') ||
         !PyBuffer_IsContiguous(&self->words_buf, 'C') ||
-        i->hist_base < 0 || i->hist_base + BUCKETS > slot_words || i->status_base < 0 ||
+        i->hist_base < 0 || i->hist_base + BUCKETS > slot_words || i->hist2_base < 0 ||
+        i->hist2_base + BUCKETS > slot_words || i->status_base < 0 ||
         i->status_base + 600 > slot_words || !in_slot(i, slot_words) ||
         i->breaker_word < 0 || i->breaker_word >= all_words || i->ok_word < 0 ||
         i->ok_word >= all_words) {
@@ -838,6 +936,7 @@ static void Lane_dealloc(Lane *self) {
     Py_XDECREF(self->arm);
     Py_XDECREF(self->busy);
     Py_XDECREF(self->sending_state);
+    Py_XDECREF(self->cursor);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -864,6 +963,10 @@ static PyMethodDef Lane_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Lane_get_waited(Lane *self, void *Py_UNUSED(closure)) {
+    return PyFloat_FromDouble(self->waited);
+}
+
 static PyObject *Lane_get_spin(Lane *self, void *Py_UNUSED(closure)) {
     return PyFloat_FromDouble(self->spin);
 }
@@ -877,6 +980,8 @@ static int Lane_set_spin(Lane *self, PyObject *value, void *Py_UNUSED(closure)) 
 
 static PyGetSetDef Lane_getset[] = {
     {"handled", (getter)Lane_get_handled, NULL, "responses handled by the lane", NULL},
+    {"waited", (getter)Lane_get_waited, NULL,
+     "seconds spent waiting for events (epoll_wait and the spin)", NULL},
     {"spin", (getter)Lane_get_spin, (setter)Lane_set_spin,
      "seconds of busy polling before a blocking wait (0: none)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -887,7 +992,7 @@ static PyTypeObject LaneType = {
     .tp_name = "workers._lane.Lane",
     .tp_basicsize = sizeof(Lane),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The closed loop's steady state in C (see workers/lane.py).",
+    .tp_doc = "The request path's steady state in C (see workers/lane.py).",
     .tp_new = Lane_new,
     .tp_init = (initproc)Lane_init,
     .tp_dealloc = (destructor)Lane_dealloc,
@@ -923,7 +1028,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "workers._lane", "The closed loop's steady state in C.", -1,
+    PyModuleDef_HEAD_INIT, "workers._lane", "The request path's steady state in C.", -1,
     module_methods, NULL, NULL, NULL, NULL,
 };
 
@@ -961,6 +1066,15 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(s_last_ok, "last_ok");
     INTERN(s_retried, "retried");
     INTERN(s_trial, "trial");
+    INTERN(s_sent_at, "sent_at");
+    INTERN(s_base, "base");
+    INTERN(s_rate, "rate");
+    INTERN(s_ramp, "ramp");
+    INTERN(s_stride, "stride");
+    INTERN(s_phase, "phase");
+    INTERN(s_k, "k");
+    INTERN(s_period, "period");
+    INTERN(s_end_at, "end_at");
     if (PyType_Ready(&LaneType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -27,7 +27,7 @@ class Drain:
     """Ends one worker's load (see the module docstring); ``publish`` records the pool
     as the load left it, before shutdown closes it."""
 
-    __slots__ = ("conns", "deadlines", "publish", "run", "s", "targets")
+    __slots__ = ("cancel_backlog", "conns", "deadlines", "publish", "run", "s", "targets")
 
     def __init__(
         self,
@@ -37,8 +37,10 @@ class Drain:
         conns: dict[int, Connection],
         slot: memoryview,
         publish: Callable[[], None],
+        cancel_backlog: Callable[[float], int],
     ) -> None:
         self.run = run
+        self.cancel_backlog = cancel_backlog  # workers.backlog: the open loop's due requests
         self.deadlines = deadlines
         self.targets = targets
         self.conns = conns
@@ -56,6 +58,7 @@ class Drain:
             max(t.last_ok for t in self.targets),
             max(t.last_fail for t in self.targets),
         )
+        self.cancel_backlog(run.now)  # due and never sent: cancelled, in one step
         for client in run.clients:
             if client.state is cl.WAITING or client.state is cl.BACKOFF:
                 self.cancel(client)

@@ -1,9 +1,14 @@
-"""The accelerated path: the closed loop's steady state in C, the Python path its reference.
+"""The accelerated path: the request path's steady state in C, the Python path its reference.
 
-Theory of operation.  In a closed-loop run against one plain-TCP target, almost
-every request is the same few steps: a whole response arrives on a kept
-connection, it is counted, and the same client's next request goes out on the
-same connection in the wakeup's burst (``RENEW`` in :mod:`workers.decide`).  The
+Theory of operation.  In a run against one plain-TCP target, almost every request
+is the same few steps: a whole response arrives on a kept connection, it is
+counted, and the next request goes out on the same connection in the wakeup's
+burst (``RENEW`` in :mod:`workers.decide`): in the closed loop the same client's
+next one; in the open loop the oldest request due in the schedule (its backlog,
+:mod:`workers.backlog`), whose latency counts from its intended time.  The lane
+computes that time as :meth:`workers.load.Schedule.due` does, term for term, and
+advances the schedule's cursor; after a response with nothing due it hands the
+connection back, and the Python path checks it in.  The
 C extension ``workers._lane`` does exactly those steps for the connections it
 holds, its *members*, without returning to the interpreter: ``epoll_wait``,
 ``recv`` into a fixed buffer, a framer, the counters written through a pointer
@@ -23,13 +28,14 @@ does (:meth:`Lane.take`, :meth:`Handback.settle`).  Whatever the lane does not r
 the Python path decides, with llhttp: the lane's framer accepts only a strict
 subset of what llhttp accepts (tests/unit/test_lane.py).
 
-The run-wide conditions (closed loop, renewing, not paused, stopping or
-injecting; no failure streak, backoff or waiter on the target; the pool within
+The run-wide conditions (renewing, or the open loop's schedule and end; not
+paused, stopping or injecting; no failure streak, backoff or waiter on the target; the pool within
 its size) are read each time the loop calls in, because only the Python path
 changes them; when they do not hold, the lane has no members and is a plain
 ``poll``.  The figures the Python path keeps on its objects (``conn.requests``,
-``conn.deadline``, ``client.start``, ``run.issued``, ``target.last_ok``) are
-written back before every return, so the Python path never sees a stale one.
+``conn.deadline``, ``client.start``, ``client.sent_at``, ``run.issued``,
+``target.last_ok``, the schedule's cursor) are written back before every return,
+so the Python path never sees a stale one.
 
 ``POOLSVC_NO_EXTENSIONS=1`` (at install or at run time), or a machine that could
 not build the extension, runs the pure-Python path; :func:`choose` says which path
@@ -64,6 +70,7 @@ class Lane(Protocol):
 
     handled: int
     spin: float  # seconds of busy polling before a blocking wait (0: none)
+    waited: float  # seconds spent waiting for events (epoll_wait, the spin)
 
     def poll(self, timeout: float) -> list[tuple[int, int]]: ...
     def admit(self, clients: Sequence[Client]) -> int: ...
@@ -94,12 +101,10 @@ def path() -> str:
 
 def choose(specs: Sequence[TargetSpec], rate: float) -> str:
     """The path a run of ``specs`` takes: "accelerated" when the lane can have its
-    steady state (closed loop, one plain-TCP target, no HEAD, keep-alive), else
-    "pure (why)"."""
+    steady state (one plain-TCP target, no HEAD, keep-alive; closed or open loop),
+    else "pure (why)"."""
     why = ""
-    if rate:
-        why = "open loop"
-    elif len(specs) != 1:
+    if len(specs) != 1:
         why = "several targets"
     elif specs[0].tls is not None:
         why = "TLS"
@@ -143,6 +148,10 @@ def build(
         "lat_sum": st.LAT_SUM,
         "lat_max": st.LAT_MAX,
         "hist_base": st.HIST_BASE,
+        "hist2_base": st.HIST2_BASE,
+        "lat2_max": st.LAT2_MAX,
+        "late": st.REQ_LATE,
+        "lag_max": st.LAG_MAX,
         "req_ok": st.REQ_OK,
         "req_sent": st.REQ_SENT,
         "sending": st.SENDING_FLAG,

@@ -9,6 +9,7 @@ failure), records it and sends the next. An open loop sends at intended times
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -34,7 +35,7 @@ class Bounds:
     rate: float = 0.0  # > 0: open loop at this many requests per second, all workers together
     ramp: float = 0.0  # seconds to reach full rate (open) or full concurrency (closed)
     warmup: float = 0.0  # seconds of ramped load before the measured period (counted apart)
-    max_outstanding: int = 100_000  # open loop: requests in flight or waiting, at most
+    max_backlog: int = 100_000  # open loop: requests due and not yet sent, at most
     stride: int = 1  # open loop: the workers sharing the rate ...
     phase: int = 0  # ... and which of them this one is (see Schedule)
     start_wall: float = 0.0  # wall clock: begin at this instant (0: when ready) ...
@@ -72,12 +73,26 @@ class Schedule:
     due at ``sqrt(2 * ramp * j / rate)``; after the ramp, one every ``1 / rate``.
     Latency is measured from these intended times (coordinated omission corrected):
     a request that waits for a connection waits on the clock.
+
+    The backlog is the schedule itself. ``picks`` is one period of the targets'
+    weighted round-robin (request k goes to target ``picks[k % len(picks)]``), and
+    each target has a cursor: how many of its requests were taken. A request due
+    but not taken is the backlog of its target: it waits there for a connection
+    without an object, a timer or a queue entry, so an overload costs nothing per
+    waiting request. :meth:`count_by` says in O(1) how many were due by a time,
+    which is how the worker times out, drops or cancels a backlog in one step.
     """
 
-    __slots__ = ("base", "k", "phase", "ramp", "rate", "stride")
+    __slots__ = ("base", "has", "k", "period", "phase", "picks", "ramp", "rate", "spots", "stride")
 
     def __init__(
-        self, rate: float, start: float, ramp: float = 0.0, stride: int = 1, phase: int = 0
+        self,
+        rate: float,
+        start: float,
+        ramp: float = 0.0,
+        stride: int = 1,
+        phase: int = 0,
+        picks: Sequence[int] = (0,),
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be > 0")
@@ -88,7 +103,17 @@ class Schedule:
         self.ramp = ramp
         self.stride = stride
         self.phase = phase
-        self.k = 0
+        self.picks = tuple(picks)
+        self.period = len(self.picks)
+        targets = max(self.picks) + 1
+        # spots[t]: the positions in one period that go to target t; has[t][r]: how many
+        # of them lie below position r (so a count of k requests splits in O(1))
+        self.spots = [[i for i, p in enumerate(self.picks) if p == t] for t in range(targets)]
+        self.has = [[0] * (self.period + 1) for _ in range(targets)]
+        for t, has in enumerate(self.has):
+            for r, p in enumerate(self.picks):
+                has[r + 1] = has[r] + (p == t)
+        self.k = [0] * targets  # taken, per target
 
     def due(self, k: int) -> float:
         """Intended time of this worker's request ``k`` (0-based) since the last change."""
@@ -101,32 +126,118 @@ class Schedule:
             return self.base + ramp + (j - in_ramp) / rate
         return self.base + j / rate
 
+    def index(self, target: int, n: int) -> int:
+        """The worker's request number of target ``target``'s ``n``-th request."""
+        spots = self.spots[target]
+        q, r = divmod(n, len(spots))
+        return q * self.period + spots[r]
+
+    def due_of(self, target: int) -> float:
+        """Intended time of the next request of ``target`` (the oldest of its backlog)."""
+        if self.period == 1:  # one target (speed: the common case)
+            return self.due(self.k[0])
+        return self.due(self.index(target, self.k[target]))
+
+    def take_of(self, target: int) -> float:
+        """The next intended time of ``target``; advances its cursor."""
+        at = self.due_of(target)
+        self.k[target] += 1
+        return at
+
     def next_at(self) -> float:
-        return self.due(self.k)
+        """The earliest intended time not yet taken, over every target."""
+        return min(self.due_of(t) for t in range(len(self.k)))
 
     def take(self) -> float:
-        """The next intended time; advances the schedule."""
-        at = self.due(self.k)
-        self.k += 1
-        return at
+        """The earliest intended time not yet taken; advances its target's cursor."""
+        t = min(range(len(self.k)), key=self.due_of)
+        return self.take_of(t)
+
+    def _requests_by(self, when: float, before: float = 0.0) -> int:
+        """How many of this worker's requests are due at or before ``when`` (and, with
+        ``before``, strictly before it: the end of a run)."""
+        n = self._due_by(when)
+        if before:
+            m = self._due_by(before)
+            while m > 0 and self.due(m - 1) >= before:
+                m -= 1
+            n = min(n, m)
+        return n
+
+    def _due_by(self, when: float) -> int:
+        """How many of this worker's requests are due at or before ``when`` (O(1): the
+        inverse of :meth:`due`, settled on due() itself against rounding)."""
+        x = when - self.base
+        if x < 0:
+            return 0
+        rate, ramp = self.rate, self.ramp
+        if ramp > 0 and x < ramp:
+            j = rate * x * x / (2 * ramp)
+        elif ramp > 0:
+            j = rate * ramp / 2 + (x - ramp) * rate
+        else:
+            j = x * rate
+        k = max(0, int((j - self.phase) // self.stride) + 1) if j >= self.phase else 0
+        while k > 0 and self.due(k - 1) > when:
+            k -= 1
+        while self.due(k) <= when:
+            k += 1
+        return k
+
+    def count_by(self, target: int, when: float, before: float = 0.0) -> int:
+        """How many of ``target``'s requests are due at or before ``when`` (taken or not),
+        and before ``before`` if given."""
+        n = self._requests_by(when, before)
+        q, r = divmod(n, self.period)
+        return q * len(self.spots[target]) + self.has[target][r]
+
+    def backlog(self, target: int, when: float, before: float = 0.0) -> int:
+        """``target``'s requests due by ``when`` (and before ``before``), not yet taken."""
+        return max(0, self.count_by(target, when, before) - self.k[target])
+
+    def skip(self, target: int, n: int) -> list[float]:
+        """Take ``n`` of ``target``'s requests at once (dropped, timed out or cancelled:
+        the caller counts them); their intended times, oldest first."""
+        k0 = self.k[target]
+        self.k[target] = k0 + n
+        return [self.due(self.index(target, i)) for i in range(k0, k0 + n)]
 
     def restart(self, start: float, ramp: float) -> None:
         """Begin again from request 0 at ``start``, ramping over ``ramp`` (the measured
         period after a warm-up); the rate and this worker's share stay as they are."""
-        self.base, self.ramp, self.k = start, ramp, 0
+        self.base, self.ramp = start, ramp
+        self.k = [0] * len(self.k)
 
     def change_rate(self, rate: float, now: float, stride: int = 0, phase: int = 0) -> None:
-        """From ``now`` on, ``rate`` per second in total (no ramp; nothing owed from before),
-        shared by ``stride`` workers (0: as before)."""
+        """From ``now`` on, ``rate`` per second in total (no ramp; nothing owed from before:
+        the caller settles a backlog first), shared by ``stride`` workers (0: as before)."""
         if rate <= 0:
             raise ValueError("rate must be > 0")
         base = max(now, self.next_at())
         if stride:
             self.stride, self.phase = stride, phase
-        self.rate, self.base, self.ramp, self.k = rate, base, 0.0, 0
+        self.rate, self.base, self.ramp = rate, base, 0.0
+        self.k = [0] * len(self.k)
 
     def __repr__(self) -> str:
         return (
-            f"<Schedule {self.rate:g}/s {self.phase}/{self.stride} k={self.k} "
+            f"<Schedule {self.rate:g}/s {self.phase}/{self.stride} taken={self.k} "
             f"next={self.next_at():.6f}>"
         )
+
+
+def wrr_period(weights: Sequence[int]) -> list[int]:
+    """One period of smooth weighted round-robin over ``weights`` (nginx's): the target
+    of each request, evenly spread; ``sum(weights)`` long."""
+    cur = [0] * len(weights)
+    total = sum(weights)
+    out = []
+    for _ in range(total):
+        best = 0
+        for i, w in enumerate(weights):
+            cur[i] += w
+            if cur[i] > cur[best]:
+                best = i
+        cur[best] -= total
+        out.append(best)
+    return out

@@ -62,7 +62,7 @@ class Handlers:
 class Loop:
     """The epoll set, the deadlines and the open loop's waker of one worker."""
 
-    __slots__ = ("deadlines", "ep", "lane", "on", "run", "waker")
+    __slots__ = ("deadlines", "ep", "idle", "lane", "on", "run", "waker")
 
     def __init__(self, run: RunState) -> None:
         self.run = run
@@ -73,6 +73,7 @@ class Loop:
         # The accelerated path (workers.lane): it stands in for ``ep.poll``, handling
         # its members' responses itself and returning the other events.
         self.lane: Lane | None = None
+        self.idle = 0.0  # seconds spent waiting in ``poll`` (the lane keeps its own)
 
     def add(self, fd: int, events: int) -> None:
         self.ep.register(fd, events)
@@ -128,8 +129,14 @@ class Loop:
         drain_until = 0.0
         while not finished():
             timeout = 0.0 if run.ready else self._timeout(next_tick, by)
-            events = poll(timeout)
-            run.now = now = run.clock()
+            if lane is None:
+                waited = run.clock()
+                events = poll(timeout)
+                run.now = now = run.clock()
+                self.idle += now - waited
+            else:  # the lane counts its own waits (between them, it works)
+                events = poll(timeout)
+                run.now = now = run.clock()
             for fd, ev in events:
                 conn = ready_conns.get(fd)
                 if conn is None:  # a connection still opening (connect, TLS), or the waker
@@ -176,12 +183,24 @@ class Loop:
         if run.end_at and not run.stopping and run.end_at < when:
             when = run.end_at
         if run.schedule is not None and not run.stopping and not run.paused:
-            due = run.schedule.next_at()
+            due = run.next_due  # workers.backlog: a due request, or a backlog's timeout
             if self.waker is not None and due < when:
                 self.waker.arm(due)  # wakes us exactly then; epoll's own timeout is in ms
             else:
                 when = min(when, due)
         return max(0.0, when - run.now)
+
+    def waited(self) -> float:
+        """Seconds this loop has spent waiting for events (in ``poll``, or the lane's)."""
+        return self.idle + (self.lane.waited if self.lane is not None else 0.0)
+
+    def busy(self) -> float:
+        """Seconds of the measured load so far that the loop was working, not waiting: a
+        generator whose loop is busy all the load long was the limit of the run."""
+        run = self.run
+        if not run.started_at:
+            return 0.0
+        return max(0.0, run.now - run.started_at - (self.waited() - run.idle_mark))
 
     def __repr__(self) -> str:
         return (

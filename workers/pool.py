@@ -207,6 +207,15 @@ class Pool(Generic[C, W]):
         self.waiters.append(waiter)
         return Wait(now + s.wait_timeout)
 
+    def saturated(self) -> bool:
+        """A checkout now would wait: nothing idle, no room to connect, policy ``wait``
+        (the open loop then leaves its due requests in the schedule, workers.backlog)."""
+        return (
+            not self.idle
+            and self.size >= self.settings.max_size
+            and self.settings.exhaustion == "wait"
+        )
+
     def connected(self, conn: C, now: float, owned: bool, jitter: float = 0.0) -> W | None:
         """A handshake finished.  Owned connections go to their requester; others to
         the first waiter (returned) or the idle list.  ``jitter`` in [0, 1) shortens

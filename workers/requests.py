@@ -30,7 +30,7 @@ from workers.loop import IN, OUT, TICK, Loop
 from workers.pool import BackingOff, Connect, Evict, Exhausted, Health, Probe, Use, Wait
 from workers.shm import CODE_MASK
 from workers.state import RunState
-from workers.stats import BYTES_OUT, CONN_REUSED, REQ_LATE, REQ_SENT, SENDING_FLAG
+from workers.stats import BYTES_OUT, CONN_REUSED, LAG_MAX, REQ_LATE, REQ_SENT, SENDING_FLAG
 from workers.target import Target
 
 LATE: Final = 0.001  # open loop: a request sent this long after its intended time is late
@@ -109,38 +109,17 @@ class Requests:
             return
         self.issue(client, run.clock())
 
-    def fire_due(self, now: float) -> None:
-        """Open loop: issue every request whose intended time has come."""
-        run = self.run
-        sched = run.schedule
-        assert sched is not None
-        end = run.end_at
-        while sched.next_at() <= now:
-            if run.stopping or run.issued >= run.issue_cap:
-                return
-            if end and sched.next_at() >= end:
-                return  # due at or after the end: not part of this run (the bound is exact)
-            intended = sched.take()
-            if run.in_flight >= run.max_outstanding:
-                self.s[st.REQ_DROPPED] += 1  # counted, never silently skipped
-                continue
-            if run.free:
-                client = run.free.pop()
-            else:
-                client = Client(len(run.clients))
-                run.clients.append(client)
-            self.issue(client, intended)
-
-    def issue(self, client: Client, start: float) -> None:
+    def issue(self, client: Client, start: float, target: int = -1) -> None:
         """Send a request for ``client``; its latency is measured from ``start`` (the
-        intended time in open loop: coordinated omission corrected)."""
+        intended time in open loop: coordinated omission corrected). ``target``: the
+        schedule's pick (open loop), else the round-robin's."""
         run = self.run
         run.issued += 1
         run.in_flight += 1
         client.state = _ISSUE[client.state]
         client.start = start
         client.retried = False
-        client.target = t = self._pick_target()
+        client.target = t = target if target >= 0 else self._pick_target()
         state = self.w[self.targets[t].breaker_word]
         if state & CODE_MASK:  # not CLOSED: the slow path decides (shm.breaker_code, inline)
             verdict = self.shared.admit(t, state)
@@ -213,7 +192,7 @@ class Requests:
         """Send the requests that the responses of this wakeup renewed, back to back."""
         run = self.run
         queued, run.renewed = run.renewed, []
-        self._send(queued, True)
+        self._send(queued, run.schedule is None)  # open loop: from the intended time
         if self.lane is not None:  # sent whole: the lane takes them on from here
             self.lane.admit(queued)
 
@@ -268,8 +247,11 @@ class Requests:
                 client.start = clock()
             if open_loop:  # open loop only: uncorrected latency, lateness
                 client.sent_at = now = clock()
-                if now - client.start > LATE:
+                lag = now - client.start
+                if lag > LATE:
                     s[REQ_LATE] += 1
+                    if lag * 1e6 > s[LAG_MAX]:
+                        s[LAG_MAX] = int(lag * 1e6)
             if not conn.requests:
                 fresh += 1  # (rare: the reused are counted once per batch)
             data = target.request

@@ -234,12 +234,19 @@ class Responses:
             if target.pool.backoff.attempt:  # an answer: connecting works again
                 target.pool.backoff.success()
         conn.state = state = _C_DONE[conn.state]
+        sched = run.schedule
+        keeping = run.keeping
+        if sched is not None and not run.stopping and not run.paused:
+            # open loop: a request of this target is due (its backlog): it takes the
+            # connection now, from its intended time (workers.backlog)
+            due = sched.due_of(conn.target)
+            keeping = due <= now and (not run.end_at or due < run.end_at)
         # The facts go straight into the call (speed: no locals to store and load).
         after = after_response(
             state is CLOSED,  # it was DRAINING: done means closed
             evict,
             conn.keep_alive,
-            run.keeping,
+            keeping,
             client.retire,
             run.issued < run.issue_cap,
             not self.w[target.breaker_word] & CODE_MASK,  # CLOSED (breaker_code, inline)
@@ -253,6 +260,8 @@ class Responses:
             run.in_flight += 1
             client.retried = False
             client.trial = 0
+            if sched is not None:
+                client.start = sched.take_of(conn.target)
             run.renewed.append(client)
             return
         conn.owner = client.conn = None
@@ -261,7 +270,7 @@ class Responses:
         else:
             self._checkin(target, conn)
         client.state = _DONE[client.state]
-        if run.schedule is None:
+        if sched is None:
             self.next(client)  # closed loop: the next request at once
         else:
             run.free.append(client)

@@ -27,6 +27,7 @@ class RunState:
     """One worker's shared run state (see the module docstring)."""
 
     __slots__ = (
+        "busy_s",
         "clients",
         "clock",
         "concurrency",
@@ -35,6 +36,7 @@ class RunState:
         "finished_at",
         "fixed_end",
         "free",
+        "idle_mark",
         "in_flight",
         "inject_requests",
         "injector",
@@ -43,7 +45,8 @@ class RunState:
         "issued",
         "keeping",
         "load_end_times",
-        "max_outstanding",
+        "max_backlog",
+        "next_due",
         "now",
         "one_closed",
         "paused",
@@ -78,7 +81,10 @@ class RunState:
         self.issue_cap = bounds.requests or math.inf  # --requests: no more are issued
         self.in_flight = 0
         self.schedule: Schedule | None = None  # open loop, from the start of the load
-        self.max_outstanding = bounds.max_outstanding  # open loop: per worker
+        self.max_backlog = bounds.max_backlog  # open loop: per worker
+        self.next_due = math.inf  # open loop: when the backlog must be looked at next
+        self.idle_mark = 0.0  # the loop's waiting time when the measured load started
+        self.busy_s = 0.0  # ... and how long it has worked since (until it stopped issuing)
         self.shard, self.shards = bounds.shard, bounds.shards  # this instance of the run
         # Closed loop with one target: a client may keep its connection between
         # requests (Responses.response_done) while nothing stops or pauses the load.

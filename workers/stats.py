@@ -64,7 +64,8 @@ COUNTERS: Final[tuple[str, ...]] = (
     "requests.lost",  # sent, in flight in a worker that died (the supervisor counts it)
     "requests.in_doubt",  # of the lost: a worker died inside their send() (see the ledger)
     "requests.late",  # open loop: sent more than 1 ms after the intended time
-    "requests.dropped",  # open loop: never issued (over max_outstanding)
+    "requests.dropped",  # open loop: never issued (over max_backlog, or a rate change)
+    "send_lag.max_us",  # open loop: the latest a request was sent after its intended time
     "responses.interim",  # 1xx before a final response (100 Continue, 103): skipped
     "connections.created",  # handshakes that completed with SO_ERROR == 0
     "connections.attempted",  # connect() calls
@@ -109,6 +110,7 @@ GAUGES: Final = (
     "time.end_us",  # monotonic us when the duration bound ends (0 = none)
     "time.issue_end_us",  # monotonic us when this worker stopped issuing (0 = still issuing)
     "time.finished_us",  # monotonic us when the worker finished (0 = still running)
+    "load.busy_us",  # of the measured load, the time the loop worked (not waiting for events)
     "requests.sending",  # 1 while sends that complete requests are under way (the ledger)
     "fds.baseline",  # descriptors before the first connection (stdio, epoll)
     "fds.expected",  # what the registry accounts for: baseline + connections + infrastructure
@@ -138,6 +140,7 @@ REQ_FAILED: Final = INDEX["requests.failed"]
 REQ_UNSENT: Final = INDEX["requests.unsent"]
 REQ_ABANDONED: Final = INDEX["requests.abandoned"]
 REQ_LATE: Final = INDEX["requests.late"]
+LAG_MAX: Final = INDEX["send_lag.max_us"]
 REQ_DROPPED: Final = INDEX["requests.dropped"]
 SENDING_FLAG: Final = GAUGE_INDEX["requests.sending"]
 INTERIM: Final = INDEX["responses.interim"]
@@ -171,7 +174,7 @@ FAILURE_MAX: Final = INDEX["failure_time.max_us"]
 FAILURE_SUM: Final = INDEX["failure_time.sum_us"]
 #: merged with max, not summed
 MAXED: Final = frozenset(
-    {LAT_MAX, LAT2_MAX, CONNECT_MAX, TLS_FULL_MAX, TLS_RESUMED_MAX, FAILURE_MAX}
+    {LAT_MAX, LAT2_MAX, LAG_MAX, CONNECT_MAX, TLS_FULL_MAX, TLS_RESUMED_MAX, FAILURE_MAX}
 )
 #: the histograms after the two of the request latency: name -> (base, max, sum counters)
 TIMINGS: Final = {

@@ -19,6 +19,7 @@ from workers import load, shm
 from workers import stats as st
 from workers.admission import SharedView
 from workers.audit import Reserve, audit, incomplete
+from workers.backlog import Backlog
 from workers.client import DONE, Client
 from workers.dialer import Dialer
 from workers.errors import oserror_name
@@ -40,6 +41,7 @@ class Upkeep:
     __slots__ = (
         "also",
         "audits",
+        "backlog",
         "connect_timeout",
         "dialer",
         "loop",
@@ -64,8 +66,10 @@ class Upkeep:
         connect_timeout: float,
         watchdog: Callable[[], bool] | None,
         report: Report | None,
+        backlog: Backlog,
     ) -> None:
         self.run = run
+        self.backlog = backlog
         self.loop = loop
         self.dialer = dialer
         self.targets = targets
@@ -118,8 +122,11 @@ class Upkeep:
         """Follow the supervisor's runtime settings (0 = keep what we started with)."""
         run = self.run
         paused = self.shared.paused()
+        if run.schedule is not None and paused and not run.paused:
+            self.backlog.forgive(run.now)  # what was due before the pause: dropped, counted
         if run.schedule is not None and run.paused and not paused:
             run.schedule.change_rate(run.schedule.rate, run.now)  # nothing owed for the pause
+            run.next_due = run.now
         run.paused = paused
         run.keeping = run.one_closed and not paused and not run.stopping
         row = self.shared.wctrl
@@ -130,6 +137,7 @@ class Upkeep:
         shards, shard = run.shards, run.shard  # n workers in each of the shards
         stride = shards * n
         if sched is not None and rate and me < n and (rate, stride) != (sched.rate, sched.stride):
+            self.backlog.forgive(run.now)  # the old rate's backlog: dropped, counted
             sched.change_rate(rate, run.now, stride=stride, phase=shard + shards * me)
         concurrency = row[shm.C_CONCURRENCY]
         if concurrency and concurrency != run.concurrency:
@@ -233,11 +241,15 @@ class Upkeep:
     def publish(self, pool_gauges: bool = True) -> None:
         """Write gauges and the heartbeat (plain stores: readers may see them any time)."""
         s, run, dialer = self.s, self.run, self.dialer
+        sched = run.schedule
         if pool_gauges:
             totals = [0, 0, 0, 0]
             for target in self.targets:
                 at = self.shared.targets[target.index] + shm.T_POOL
-                for i, value in enumerate(target.pool.gauges()):
+                gauges = list(target.pool.gauges())
+                if sched is not None:  # the open loop's due requests wait in the schedule
+                    gauges[3] += sched.backlog(target.index, run.now, run.end_at)
+                for i, value in enumerate(gauges):
                     totals[i] += value
                     self.w[at + i] = value
                 self.w[self.shared.targets[target.index] + shm.T_POOL_LIMIT] = (
@@ -263,6 +275,9 @@ class Upkeep:
         }
         for name, seconds in times.items():
             s[st.GAUGE_INDEX[name]] = int(seconds * 1e6)
+        if not run.issue_end or run.now <= run.issue_end:  # until it stopped issuing
+            run.busy_s = self.loop.busy()
+        s[st.GAUGE_INDEX["load.busy_us"]] = int(run.busy_s * 1e6)
         baseline = dialer.registry.baseline
         s[st.GAUGE_INDEX["fds.baseline"]] = baseline
         s[st.GAUGE_INDEX["fds.expected"]] = (

@@ -30,13 +30,14 @@ from typing import Any
 from workers import client as cl
 from workers import lane, shm
 from workers.admission import SharedView
+from workers.backlog import Backlog
 from workers.backoff import Backoff
 from workers.client import Client
 from workers.connection import CONNECTING, HANDSHAKING, READING, Connection
 from workers.dialer import Dialer
 from workers.drain import Drain
 from workers.failures import Failures
-from workers.load import Bounds, Schedule
+from workers.load import Bounds, Schedule, wrr_period
 from workers.loop import TICK, Handlers, Loop
 from workers.pool import Pool
 from workers.requests import Requests
@@ -62,6 +63,7 @@ class Worker:
     """
 
     __slots__ = (
+        "backlog",
         "bounds",
         "dialer",
         "drain",
@@ -106,13 +108,18 @@ class Worker:
         self.dialer = Dialer(run, loop, ts, shared.slot, s.connect_timeout, rng)
         conns = self.dialer.conns
         self.requests = Requests(run, loop, ts, weights, shared, conns, s.read_timeout)
+        self.backlog = Backlog(
+            run, ts, shared.slot, shared.words, shared.targets, self.requests.issue
+        )
         self.responses = Responses(run, deadlines, ts, shared, s)
         count_injected = s.injected_count_for_breaker
         self.failures = Failures(run, deadlines, ts, shared, s.retry_stale, count_injected)
         self.upkeep = Upkeep(
-            run, loop, self.dialer, ts, shared, s.connect_timeout, watchdog, report
+            run, loop, self.dialer, ts, shared, s.connect_timeout, watchdog, report, self.backlog
         )
-        self.drain = Drain(run, deadlines, ts, conns, shared.slot, self.upkeep.publish)
+        self.drain = Drain(
+            run, deadlines, ts, conns, shared.slot, self.upkeep.publish, self.backlog.cancel
+        )
         self.warmup = Warmup(
             run, loop, self.drain, conns, shared.slot, s.drain_timeout, self.dialer.close,
             shared.seal_warmup, self.upkeep.publish,
@@ -147,7 +154,7 @@ class Worker:
             send_renewed=req.send_renewed,
             expired=self._expired,
             next=req.next,
-            fire_due=req.fire_due,
+            fire_due=self.backlog.fire_due,
             tick=self.upkeep.tick,
             begin_drain=self.drain.begin,
             abandon=self.drain.at_deadline,
@@ -212,6 +219,7 @@ class Worker:
             if warmup:
                 self._warm_requests(warmup)
             run.ready_at = run.started_at = run.now = run.clock()
+            run.idle_mark = loop.waited()  # the load's working time counts from here
             if b.start_wall:  # every shard's schedule from the same wall-clock instant
                 run.started_at = run.now + (b.measure_wall - time.time())
             if run.fixed_end:
@@ -223,7 +231,8 @@ class Worker:
             upkeep.publish()
             loop.turn_until(self._finished, self.settings.drain_timeout)
             run.finished_at = run.clock()
-            run.issue_end = run.issue_end or run.finished_at  # a request bound ended it
+            if not run.issue_end:  # a request bound ended it
+                run.issue_end = run.now = run.finished_at
             # After a drain the pool gauges keep the values published when the load
             # stopped (the pool as the load left it); a drain closes what was in flight.
             upkeep.publish(pool_gauges=not run.stopping)
@@ -283,10 +292,12 @@ class Worker:
         run, b = self.run_state, self.bounds
         if b.rate:
             if run.schedule is None:
-                run.schedule = Schedule(b.rate, base, ramp, b.stride, b.phase)
+                picks = wrr_period(self.requests.weights)
+                run.schedule = Schedule(b.rate, base, ramp, b.stride, b.phase, picks)
                 self.loop.start_waker()
             else:
                 run.schedule.restart(base, ramp)
+            run.next_due = base
             return
         n = len(run.clients)
         for i, client in enumerate(run.clients):

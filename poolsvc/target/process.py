@@ -27,6 +27,10 @@ from poolsvc.target.server import is_loopback
 _HOME = Path(__file__).resolve().parents[2]
 
 
+class TargetStartError(RuntimeError):
+    """The target process did not come up (its own stderr says why: a bind, a port)."""
+
+
 class TargetServer:
     """Runs the target as a subprocess; context manager (start on enter, stop on exit)."""
 
@@ -45,7 +49,8 @@ class TargetServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> TargetServer:
-        """Spawn the server and wait for its LISTEN line; RuntimeError if it does not come."""
+        """Spawn the server and wait for its LISTEN line; :class:`TargetStartError` if it
+        does not come."""
         if self._proc is not None:
             raise RuntimeError("target already started")
         # The directory that holds this package, so that the child imports this very
@@ -90,7 +95,9 @@ class TargetServer:
         line = proc.stdout.readline() if ready else b""  # one flushed write: no partial line
         parts = line.split()
         if len(parts) != 3 or parts[0] != b"LISTEN":
-            raise RuntimeError(f"target did not start (exit status {proc.poll()}, got {line!r})")
+            raise TargetStartError(
+                f"target did not start (exit status {proc.poll()}, got {line!r})"
+            )
         return int(parts[1]), int(parts[2])
 
     def control(self, cmd: str, **args: Any) -> dict[str, Any]:

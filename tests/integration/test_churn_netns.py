@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,16 +60,31 @@ def test_capture_without_the_namespace_says_why(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "capture:" in proc.stderr and proc.stderr.count("\n") == 1
 
 
+def churn_rows(*args: str) -> dict[str, dict[str, Any]]:
+    """`poolsvc churn ARGS --json`, which must succeed without a traceback: its rows."""
+    proc = subprocess.run(
+        [*POOLSVC, "churn", *args, "--json"], capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return {r["metric"]: r for r in json.loads(proc.stdout)["rows"]}
+
+
 def test_nagle_stalls_small_writes_that_tcp_nodelay_sends_at_once() -> None:
     """Head and body written apart on a pooled connection: with Nagle's algorithm on,
     the body waits for the ACK of the head, which the target delays (~40 ms)."""
-    proc = subprocess.run(
-        [*POOLSVC, "churn", "--nagle", "--duration", "2", "--workers", "1", "--size", "16",
-         "--json"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    rows = {r["metric"]: r for r in json.loads(proc.stdout)["rows"]}
+    rows = churn_rows("--nagle", "--duration", "2", "--workers", "1", "--size", "16")
     p50 = rows["p50 latency (ms)"]
     assert p50["TCP_NODELAY"] < 10 and p50["Nagle on"] > 30
     assert rows["failed requests"]["Nagle on"] == 0
+
+
+def test_a_half_that_runs_out_of_ports_leaves_the_next_its_own() -> None:
+    """At 2,000/s for 4 s the per-request half leaves all 1,000 ports in TIME_WAIT; the
+    next half (its target's listening port first) starts on ports no half used."""
+    if reason := netns.why_not():
+        pytest.skip(reason)
+    rows = churn_rows("--netns", "--rate", "2000", "--duration", "4", "--workers", "1")
+    exhausted = rows["EADDRNOTAVAIL errors"]
+    assert exhausted["per-request"] > 0 and exhausted["per-req, we close"] > 0
+    assert rows["failed requests"]["pooled"] == 0
+    assert not list(Path("/var/run/netns").glob("poolsvc-churn-*"))

@@ -305,3 +305,21 @@ def test_sigterm_exits_cleanly_and_stop_is_idempotent() -> None:
     assert server.returncode == 0
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((server.host, port), timeout=2).close()
+
+
+def test_an_embedded_target_that_cannot_start_is_exit_4_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from poolsvc import cli
+    from poolsvc.target.process import TargetServer, TargetStartError
+
+    def refuse(self: TargetServer, timeout: float = 10.0) -> TargetServer:
+        raise TargetStartError("target did not start (exit status 1, got b'')")
+
+    monkeypatch.setattr(TargetServer, "start", refuse)
+    assert cli.main(["run", "--duration", "1"]) == 4
+    err = capsys.readouterr().err
+    assert err == (
+        "poolsvc: the embedded target could not start: target did not start"
+        " (exit status 1, got b'')\n"
+    )

@@ -167,3 +167,14 @@ def test_repr_shows_state() -> None:
     pool = make(n_idle=2)
     pool.checkout(0.0, "w")
     assert repr(pool) == "<Pool [1 active, 1 idle, 0 connecting | 0 waiting] max=3>"
+
+
+def test_saturated_is_exactly_when_a_checkout_would_wait() -> None:
+    pool = make(n_idle=1)
+    assert not pool.saturated()  # an idle connection
+    assert isinstance(pool.checkout(0.0, "a"), pl.Use)
+    assert not pool.saturated()  # room to connect
+    assert pool.checkout(0.0, "b") == pool.checkout(0.0, "c") == pl.CONNECT
+    assert pool.saturated()
+    assert pool.checkout(0.0, "d") == pl.Wait(until=1.0)
+    assert not make(exhaustion="fail", n_idle=0).saturated()  # 'fail' never waits

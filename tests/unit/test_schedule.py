@@ -3,8 +3,10 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
-from workers.load import Schedule, split
+from workers.load import Schedule, split, wrr_period
 
 
 def test_constant_rate_has_no_drift() -> None:
@@ -47,3 +49,48 @@ def test_invalid_rates() -> None:
 def test_split() -> None:
     assert split(10, 4) == [3, 3, 2, 2]
     assert sum(split(7, 7)) == 7
+
+
+# Cursors per target, and counting without walking: the backlog is a number ------------
+
+
+def test_wrr_period_is_nginx_smooth_round_robin() -> None:
+    assert wrr_period([1]) == [0]
+    assert wrr_period([5, 1, 1]) == [0, 0, 1, 0, 2, 0, 0]
+    assert sorted(wrr_period([3, 2])) == [0, 0, 0, 1, 1]
+
+
+@given(
+    rate=hs.sampled_from([0.7, 3.0, 100.0, 12_345.6]),
+    ramp=hs.sampled_from([0.0, 2.5]),
+    stride=hs.integers(1, 4),
+    data=hs.data(),
+)
+def test_count_by_is_the_count_of_due_times(
+    rate: float, ramp: float, stride: int, data: hs.DataObject
+) -> None:
+    phase = data.draw(hs.integers(0, stride - 1))
+    weights = data.draw(hs.lists(hs.integers(1, 3), min_size=1, max_size=3))
+    s = Schedule(rate, 10.0, ramp, stride, phase, wrr_period(weights))
+    due = [s.due(k) for k in range(400)]
+    when = data.draw(hs.sampled_from(due) | hs.floats(9.0, due[-1]))
+    before = data.draw(hs.sampled_from([0.0, *due[::37]]))
+    for t in range(len(weights)):
+        mine = [
+            d
+            for k, d in enumerate(due)
+            if s.picks[k % s.period] == t and d <= when and (not before or d < before)
+        ]
+        assert s.count_by(t, when, before) == len(mine)
+
+
+def test_each_target_walks_its_own_requests_and_skips_in_one_step() -> None:
+    s = Schedule(10.0, 0.0, picks=wrr_period([2, 1]))  # targets 0, 1, 0, 0, 1, 0, ...
+    assert [s.take_of(1) for _ in range(2)] == pytest.approx([0.1, 0.4])
+    assert s.next_at() == 0.0  # target 0 has not taken any
+    assert s.backlog(0, 0.55) == 4  # 0.0, 0.2, 0.3, 0.5
+    assert s.skip(0, 3) == pytest.approx([0.0, 0.2, 0.3])
+    assert s.backlog(0, 0.55) == 1 and s.due_of(0) == pytest.approx(0.5)
+    assert s.backlog(0, 0.55, before=0.5) == 0  # due at the end: not part of the run
+    s.restart(1.0, 0.0)
+    assert s.k == [0, 0] and s.next_at() == 1.0

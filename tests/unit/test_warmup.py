@@ -143,7 +143,7 @@ def test_schedule_restart_keeps_the_rate_and_share() -> None:
         sched.take()
     sched.change_rate(200.0, now=12.0, stride=4, phase=3)
     sched.restart(20.0, ramp=0.0)
-    assert (sched.rate, sched.stride, sched.phase, sched.k) == (200.0, 4, 3, 0)
+    assert (sched.rate, sched.stride, sched.phase, sched.k) == (200.0, 4, 3, [0])
     assert sched.next_at() == pytest.approx(20.0 + 3 / 200.0)
 
 

@@ -1,0 +1,136 @@
+"""The open loop at capacity: against the closed loop and wrk, on the same pinned nginx.
+
+    python -m tools.bench_open [--rounds 5] [--seconds 5]
+
+Two questions, one worker with 50 connections on core 1, nginx on core 0:
+
+1. **Overload.** Asked for 3x what the closed loop sends, does the open loop send
+   at the closed loop's rate? The rounds interleave a closed-loop run, wrk (closed
+   loop, 50 connections) and the open loop at 3x the round's closed-loop req/s,
+   through each path; the table gives the medians, the median of the per-round
+   ratios, how long the drain took and who the report named as the limit.
+2. **The maximum sustained rate**: the highest rate, stepping down from the closed
+   loop's median by 5 % of it, at which the open loop keeps its schedule (under
+   1 % of its requests late, p99 under 10x the p99 at 20,000/s), beside the closed
+   loop's median and wrk's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+from tools.bench import nginx, poolsvc_metrics, run_wrk
+
+OVERLOAD = 3.0  # asked this many times the closed loop's req/s
+STEPS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)  # of the closed loop, downwards
+LATE_MAX = 0.01  # sustained: under 1 % of the requests late ...
+P99_FACTOR = 10.0  # ... and the p99 under 10x the p99 at BASE_RATE
+BASE_RATE = 20_000
+
+
+def open_run(url: tuple[str, int], seconds: float, rate: float, pure: bool) -> dict[str, Any]:
+    m, _ = poolsvc_metrics(url, seconds, ["--rate", f"{rate:.0f}"], pure=pure)
+    return m
+
+
+def overload(url: tuple[str, int], rounds: int, seconds: float) -> tuple[str, float, float]:
+    """The overload table, the closed loop's median req/s and wrk's."""
+    runs: dict[str, list[float]] = {}
+    drains: dict[str, list[float]] = {}
+    limits: dict[str, set[str]] = {}
+    for _ in range(rounds):
+        runs.setdefault("wrk", []).append(run_wrk(url, seconds)["rps"])
+        for name, pure in (("accelerated", False), ("pure Python", True)):
+            closed = poolsvc_metrics(url, seconds, pure=pure)[0]["run.rps"]
+            m = open_run(url, seconds, OVERLOAD * closed, pure)
+            runs.setdefault(f"closed {name}", []).append(closed)
+            runs.setdefault(f"open {name}", []).append(m["run.rps"])
+            drains.setdefault(name, []).append(m["run.drain_s"])
+            limits.setdefault(name, set()).add(m["run.limit"])
+    lines = [
+        "| run | req/s median | min | max |",
+        "|---|---|---|---|",
+    ]
+    for name, rps in runs.items():
+        asked = f" (asked {OVERLOAD:g}x closed)" if name.startswith("open") else ""
+        lines.append(
+            f"| {name}{asked} | {statistics.median(rps):,.0f} | {min(rps):,.0f} | {max(rps):,.0f} |"
+        )
+    lines += [
+        "",
+        "| path | open / closed (median of ratios) | open / wrk | drain (max) | limit named |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("accelerated", "pure Python"):
+        opened, closed = runs[f"open {name}"], runs[f"closed {name}"]
+        to_closed = statistics.median(a / b for a, b in zip(opened, closed, strict=True))
+        to_wrk = statistics.median(a / b for a, b in zip(opened, runs["wrk"], strict=True))
+        lines.append(
+            f"| {name} | {to_closed:.3f} | {to_wrk:.3f} | {max(drains[name]):.2f} s | "
+            f"{', '.join(sorted(limits[name]))} |"
+        )
+    return (
+        "\n".join(lines),
+        statistics.median(runs["closed accelerated"]),
+        statistics.median(runs["wrk"]),
+    )
+
+
+def sustained(url: tuple[str, int], seconds: float, closed: float, wrk: float) -> str:
+    """The highest rate on :data:`STEPS` that keeps the schedule (the accelerated path)."""
+    base = open_run(url, seconds, BASE_RATE, False)["latency.p99_ms"]
+    lines = [
+        f"p99 at {BASE_RATE:,}/s: {base:.3f} ms, so sustained means late < {LATE_MAX:.0%} and "
+        f"p99 < {P99_FACTOR * base:.2f} ms",
+        "",
+        "| asked req/s | sent req/s | late | p99 | sustained |",
+        "|---|---|---|---|---|",
+    ]
+    best = 0.0
+    for step in STEPS:
+        rate = round(closed * step, -2)
+        m = open_run(url, seconds, rate, False)
+        late = m["requests.late"] / max(1, m["requests.sent"])
+        ok = late < LATE_MAX and m["latency.p99_ms"] < P99_FACTOR * base
+        lines.append(
+            f"| {rate:,.0f} | {m['run.rps']:,.0f} | {late:.2%} | {m['latency.p99_ms']:.2f} ms | "
+            f"{'yes' if ok else 'no'} |"
+        )
+        if ok:
+            best = rate
+            break
+    lines += [
+        "",
+        "| maximum sustained open-loop rate | value |",
+        "|---|---|",
+        f"| req/s | {best:,.0f} |",
+        f"| / closed loop ({closed:,.0f} req/s) | {best / closed:.3f} |",
+        f"| / wrk ({wrk:,.0f} req/s) | {best / wrk:.3f} |",
+    ]
+    return "\n".join(lines)
+
+
+def open_loop_at_capacity(rounds: int, seconds: float) -> str:
+    with nginx() as ng:
+        url = (ng.host, ng.port)
+        poolsvc_metrics(url, 2.0)  # warm up once, not measured
+        table, closed, wrk = overload(url, rounds, seconds)
+        return table + "\n\n" + sustained(url, seconds, closed, wrk)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.bench_open", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0)
+    args = p.parse_args()
+    print(open_loop_at_capacity(args.rounds, args.seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
