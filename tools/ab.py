@@ -1,9 +1,11 @@
 """A/B of the request path: CPU per request of this tree against a git revision.
 
-    python -m tools.ab [--base HEAD] [--rounds 5] [--seconds 3]
+    python -m tools.ab [--base HEAD] [--rounds 5] [--seconds 3] [--rate R]
 
-The base revision is checked out into a temporary worktree. Both run the same
-command (one worker, 50 connections, closed loop) against the same nginx pinned
+The base revision is checked out into a temporary worktree, its C extension built
+there as the install builds it (so that each side takes its own accelerated path;
+``POOLSVC_NO_EXTENSIONS=1`` runs both pure). Both run the same command (one worker,
+50 connections, closed loop, or open loop at ``--rate``) against the same nginx pinned
 to core 0, the generator pinned to core 1, in interleaved rounds (A B, B A, ...),
 and each run is measured as in ``make bench``'s steady-state section: the
 worker's own user and kernel CPU per request, requests counted by nginx,
@@ -34,6 +36,11 @@ def worktree(rev: str) -> Iterator[Path]:
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), rev],
             check=True,
         )
+        if (path / "workers" / "_lane.c").exists():  # its own accelerated path, built
+            subprocess.run(
+                [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                cwd=path, check=True, capture_output=True,
+            )  # fmt: skip
         try:
             yield path
         finally:
@@ -42,10 +49,11 @@ def worktree(rev: str) -> Iterator[Path]:
             )
 
 
-def ab(base: str, rounds: int, seconds: float) -> str:
+def ab(base: str, rounds: int, seconds: float, rate: float = 0.0) -> str:
     runs: dict[str, list[Steady]] = {"this tree": [], base: []}
+    load = ["--rate", f"{rate:g}"] if rate else []
     with worktree(base) as old, nginx() as ng:
-        cmd = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
+        cmd = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3), *load)
         for i in range(rounds):
             order = [("this tree", ROOT), (base, old)]
             for name, cwd in order if i % 2 == 0 else order[::-1]:  # A B, B A, ...
@@ -76,8 +84,9 @@ def main() -> int:
     p.add_argument("--base", default="HEAD", help="the revision to compare with (default HEAD)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--rate", type=float, default=0.0, help="open loop at this rate (0: closed)")
     args = p.parse_args()
-    print(ab(args.base, args.rounds, args.seconds))
+    print(ab(args.base, args.rounds, args.seconds, args.rate))
     return 0
 
 

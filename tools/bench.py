@@ -617,6 +617,16 @@ def machine() -> str:
     )
 
 
+def section_main(prog: str, doc: str, section: Callable[[int, float], str]) -> int:
+    """The command line of one section run alone: ``--rounds``, ``--seconds``."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0)
+    args = p.parse_args()
+    print(section(args.rounds, args.seconds))
+    return 0
+
+
 def _open(rounds: int, seconds: float) -> str:
     from tools.bench_open import open_loop_at_capacity  # it imports this module
 

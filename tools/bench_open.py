@@ -17,12 +17,11 @@ Two questions, one worker with 50 connections on core 1, nginx on core 0:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from typing import Any
 
-from tools.bench import nginx, poolsvc_metrics, run_wrk
+from tools.bench import nginx, poolsvc_metrics, run_wrk, section_main
 
 OVERLOAD = 3.0  # asked this many times the closed loop's req/s
 STEPS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)  # of the closed loop, downwards
@@ -32,32 +31,38 @@ BASE_RATE = 20_000
 
 
 def open_run(url: tuple[str, int], seconds: float, rate: float, pure: bool) -> dict[str, Any]:
-    m, _ = poolsvc_metrics(url, seconds, ["--rate", f"{rate:.0f}"], pure=pure)
-    return m
+    m, cpu = poolsvc_metrics(url, seconds, ["--rate", f"{rate:.0f}"], pure=pure)
+    return {**m, "cpu_us": cpu / max(1, m["requests.sent"]) * 1e6}
 
 
 def overload(url: tuple[str, int], rounds: int, seconds: float) -> tuple[str, float, float]:
     """The overload table, the closed loop's median req/s and wrk's."""
     runs: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}  # the whole process's CPU per request sent
     drains: dict[str, list[float]] = {}
     limits: dict[str, set[str]] = {}
     for _ in range(rounds):
         runs.setdefault("wrk", []).append(run_wrk(url, seconds)["rps"])
         for name, pure in (("accelerated", False), ("pure Python", True)):
-            closed = poolsvc_metrics(url, seconds, pure=pure)[0]["run.rps"]
+            c, cpu = poolsvc_metrics(url, seconds, pure=pure)
+            closed = c["run.rps"]
             m = open_run(url, seconds, OVERLOAD * closed, pure)
             runs.setdefault(f"closed {name}", []).append(closed)
+            cpus.setdefault(f"closed {name}", []).append(cpu / c["requests.sent"] * 1e6)
             runs.setdefault(f"open {name}", []).append(m["run.rps"])
+            cpus.setdefault(f"open {name}", []).append(m["cpu_us"])
             drains.setdefault(name, []).append(m["run.drain_s"])
             limits.setdefault(name, set()).add(m["run.limit"])
     lines = [
-        "| run | req/s median | min | max |",
-        "|---|---|---|---|",
+        "| run | req/s median | min | max | CPU per request (process) |",
+        "|---|---|---|---|---|",
     ]
     for name, rps in runs.items():
         asked = f" (asked {OVERLOAD:g}x closed)" if name.startswith("open") else ""
+        per = f"{statistics.median(cpus[name]):.1f} µs" if name in cpus else "-"
         lines.append(
-            f"| {name}{asked} | {statistics.median(rps):,.0f} | {min(rps):,.0f} | {max(rps):,.0f} |"
+            f"| {name}{asked} | {statistics.median(rps):,.0f} | {min(rps):,.0f} | "
+            f"{max(rps):,.0f} | {per} |"
         )
     lines += [
         "",
@@ -122,14 +127,7 @@ def open_loop_at_capacity(rounds: int, seconds: float) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m tools.bench_open", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=5.0)
-    args = p.parse_args()
-    print(open_loop_at_capacity(args.rounds, args.seconds))
-    return 0
+    return section_main("python -m tools.bench_open", __doc__ or "", open_loop_at_capacity)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ ratios of req/s. poolsvc verifies the certificate; wrk never does.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import trustme
 
-from tools.bench import SERVER_CPU, Steady, medians, run_argv, steady
+from tools.bench import SERVER_CPU, Steady, medians, run_argv, section_main, steady
 from tools.nginx import Nginx
 
 
@@ -93,14 +92,7 @@ def tls_head_to_head(rounds: int, seconds: float) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m tools.bench_tls", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=5.0)
-    args = p.parse_args()
-    print(tls_head_to_head(args.rounds, args.seconds))
-    return 0
+    return section_main("python -m tools.bench_tls", __doc__ or "", tls_head_to_head)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <time.h>
 
 #define RECV_SIZE 65536 /* the Python path's recv size (workers.responses.RECV_SIZE) */
@@ -49,6 +51,7 @@ typedef struct {
     double expires;   /* conn.expires (0: none) */
     long long requests; /* conn.requests */
     int dirty;        /* written since the last sync */
+    int parked;       /* open loop: its response counted, it waits here for a due request */
 } Member;
 
 typedef struct {
@@ -60,6 +63,9 @@ typedef struct {
     int ndirty;
     int *burst; /* fds renewed in this wakeup, sent back to back after it */
     int nburst;
+    int *parked; /* open loop: the parked members, a stack (the last parked goes first, as
+                  * the pool's LIFO idle list would) */
+    int nparked;
     Py_buffer slot_buf, words_buf;
     int have_bufs;
     uint64_t *s, *w;
@@ -89,6 +95,8 @@ typedef struct {
     PyObject *cursor; /* run.schedule's list ``k`` (NULL: closed loop) */
     double base, rate, ramp, end_at;
     long long stride, phase, k, k_read;
+    long long in_flight, in_flight_read;             /* run.in_flight (parking changes it) */
+    double idle_timeout, validate_after, health_after; /* the pool's, for a parked member */
 } Lane;
 
 static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_deadline,
@@ -96,7 +104,8 @@ static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_dea
     *s_schedule, *s_inject, *s_stop_requested, *s_issued, *s_issue_cap, *s_consec,
     *s_backoff, *s_attempt, *s_waiters, *s_size, *s_max_size, *s_max_requests, *s_settings,
     *s_last_ok, *s_retried, *s_trial, *s_sent_at, *s_base, *s_rate, *s_ramp, *s_stride,
-    *s_phase, *s_k, *s_period, *s_end_at;
+    *s_phase, *s_k, *s_period, *s_end_at, *s_in_flight, *s_idle_timeout, *s_validate_after,
+    *s_health_after;
 
 #define LATE 0.001 /* workers.requests.LATE: sent this long after its time, it is late */
 
@@ -237,6 +246,15 @@ static int frame(const char *p, size_t n, size_t max_head, int *status, size_t *
 /* Members ---------------------------------------------------------------------------- */
 static void drop(Lane *self, int fd) {
     Member *m = &self->members[fd];
+    if (m->parked) { /* (rare: a parked member leaves the lane) */
+        for (int k = 0; k < self->nparked; k++) {
+            if (self->parked[k] == fd) {
+                self->parked[k] = self->parked[--self->nparked];
+                break;
+            }
+        }
+        m->parked = 0;
+    }
     Py_CLEAR(m->conn);
     Py_CLEAR(m->client);
     m->dirty = 0;
@@ -321,6 +339,10 @@ static int sync_all(Lane *self) {
     }
     self->ndirty = 0;
     if (set_ll(self->run, s_issued, self->issued) < 0) rc = -1;
+    if (self->in_flight != self->in_flight_read) {
+        if (set_ll(self->run, s_in_flight, self->in_flight) < 0) rc = -1;
+        self->in_flight_read = self->in_flight;
+    }
     if (self->cursor != NULL && self->k != self->k_read) {
         PyObject *k = PyLong_FromLongLong(self->k);
         if (k == NULL || PyList_SetItem(self->cursor, 0, k) < 0) rc = -1; /* steals k */
@@ -439,6 +461,13 @@ static int steady(Lane *self) {
     if (settings == NULL) return -1;
     rc = int_attr(settings, s_max_size, &max_size);
     if (rc == 0) rc = int_attr(settings, s_max_requests, &self->max_requests);
+    int err = 0;
+    if (self->open) { /* what a parked member's checkout would look at */
+        self->idle_timeout = get_double(settings, s_idle_timeout, &err);
+        self->validate_after = get_double(settings, s_validate_after, &err);
+        self->health_after = get_double(settings, s_health_after, &err);
+    }
+    if (err) rc = -1;
     Py_DECREF(settings);
     if (rc < 0) return -1;
     return consec == 0 && attempt == 0 && waiters == 0 && size <= max_size;
@@ -481,10 +510,12 @@ static int on_readable(Lane *self, int fd, Member *m) {
     uint64_t *s = self->s, *w = self->w;
     const Words *i = &self->i;
     long long budget = self->max_requests;
-    /* open loop: renewed only by a request that is due, and part of the run */
+    /* open loop: renewed by the request due, parked here until it is due (counted now,
+     * as the Python path would count it and check the connection in), or the Python
+     * path's once nothing more falls due in the run */
     double next = self->open ? due(self, self->k) : 0.0;
-    if ((self->open && (next > now || (self->end_at != 0.0 && next >= self->end_at))) ||
-        !self->success[status] || (status >= 500 && self->count_5xx) ||
+    int park = self->open && next > now;
+    if ((self->open && self->end_at != 0.0 && next >= self->end_at) || !self->success[status] || (status >= 500 && self->count_5xx) ||
         (double)self->issued >= self->issue_cap || (w[i->breaker_word] & i->code_mask) ||
         (budget && m->requests + 1 >= budget) || (m->expires != 0.0 && now >= m->expires))
         return take(self, fd, "data", PyBytes_FromStringAndSize(self->buf, n));
@@ -495,13 +526,11 @@ static int on_readable(Lane *self, int fd, Member *m) {
     s[i->lat_sum] += (uint64_t)us;
     if ((uint64_t)us > s[i->lat_max]) s[i->lat_max] = (uint64_t)us;
     s[i->hist_base + bucket_of(us)] += 1;
-    if (self->open) { /* also from the actual send (uncorrected); the next one is due */
+    if (self->open) { /* also from the actual send (uncorrected) */
         long long raw = (long long)((now - m->sent_at) * 1000000.0);
         if (raw < 0) raw = 0;
         s[i->hist2_base + bucket_of(raw)] += 1;
         if ((uint64_t)raw > s[i->lat2_max]) s[i->lat2_max] = (uint64_t)raw;
-        m->start = next;
-        self->k += 1;
     }
     s[i->req_ok] += 1;
     w[i->ok_word] += 1;
@@ -510,10 +539,75 @@ static int on_readable(Lane *self, int fd, Member *m) {
     m->requests += 1;
     m->last_used = now;
     m->deadline = 0.0; /* disarmed until its next request goes */
-    self->issued += 1;
     self->handled += 1;
     mark(self, fd);
+    if (park) { /* the request is over; the connection waits for the next one due */
+        m->parked = 1;
+        self->parked[self->nparked++] = fd;
+        self->in_flight -= 1;
+        return 0;
+    }
+    if (self->open) { /* the oldest request due takes the connection */
+        m->start = next;
+        self->k += 1;
+    }
+    self->issued += 1;
     self->burst[self->nburst++] = fd;
+    return 0;
+}
+
+/* Open loop: give the requests that are due to parked members, the last parked first,
+ * as Requests.issue and the pool's checkout would (a LIFO idle list, nothing to probe
+ * or check). A member that the pool would probe, check or evict first (idle too long,
+ * worn) goes back to the Python path, which does. Returns 1 when one did. */
+static int fire_parked(Lane *self, double now) {
+    int back = 0;
+    const Words *i = &self->i;
+    while (self->nparked > 0) {
+        double next = due(self, self->k);
+        if (next > now || (self->end_at != 0.0 && next >= self->end_at) ||
+            (double)self->issued >= self->issue_cap || (self->w[i->breaker_word] & i->code_mask))
+            break;
+        int fd = self->parked[--self->nparked];
+        Member *m = &self->members[fd];
+        m->parked = 0;
+        int valid = member_valid(self, m);
+        if (valid <= 0) { /* closed by the Python path meanwhile: not ours any more */
+            drop(self, fd);
+            if (valid < 0) return -1;
+            continue;
+        }
+        double idle_for = now - m->last_used;
+        if ((self->idle_timeout > 0 && idle_for >= self->idle_timeout) ||
+            (self->health_after > 0 && idle_for >= self->health_after) ||
+            idle_for >= self->validate_after || (m->expires != 0.0 && now >= m->expires)) {
+            if (take(self, fd, "parked", Py_NewRef(Py_None)) < 0) return -1;
+            back = 1;
+            continue;
+        }
+        m->start = next;
+        self->k += 1;
+        self->issued += 1;
+        self->in_flight += 1;
+        mark(self, fd);
+        self->burst[self->nburst++] = fd;
+    }
+    return back;
+}
+
+/* Hand every parked member back to the Python path (the steady state ended); one the
+ * Python path closed meanwhile is only forgotten. */
+static int unpark_all(Lane *self) {
+    while (self->nparked > 0) {
+        int fd = self->parked[self->nparked - 1];
+        int valid = member_valid(self, &self->members[fd]);
+        if (valid < 0) return -1;
+        if (!valid) {
+            drop(self, fd);
+        } else if (take(self, fd, "parked", Py_NewRef(Py_None)) < 0) {
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -590,8 +684,42 @@ static int grow(Lane *self, int fd) {
     int *burst = PyMem_Realloc(self->burst, sizeof(int) * (size_t)cap);
     if (burst == NULL) return -1;
     self->burst = burst;
+    int *parked = PyMem_Realloc(self->parked, sizeof(int) * (size_t)cap);
+    if (parked == NULL) return -1;
+    self->parked = parked;
     self->cap = cap;
     return 0;
+}
+
+/* Wait for events until ``until`` (monotonic), to the nanosecond where the kernel has
+ * epoll_pwait2 (a parked member's request is due at an instant, not a millisecond),
+ * else rounded up to epoll_wait's milliseconds. ``spin``: busy-poll for self->spin
+ * first (see Lane_poll). No Python API: called with the GIL released. */
+static int have_pwait2 = 1;
+
+static int wait_events(Lane *self, double now, double until, int spin) {
+    int n = 0;
+    if (spin && self->spin > 0 && until > now) {
+        double spin_until = now + self->spin < until ? now + self->spin : until;
+        do {
+            n = epoll_wait(self->ep, self->evs, MAX_EVENTS, 0);
+        } while (n == 0 && mono() < spin_until);
+        if (n != 0 || until <= spin_until) return n; /* waited enough */
+        now = mono();                               /* what is left of the timeout */
+    }
+    double left = until > now ? until - now : 0.0;
+#ifdef SYS_epoll_pwait2
+    if (have_pwait2) {
+        struct timespec ts;
+        ts.tv_sec = (time_t)left;
+        ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+        n = (int)syscall(SYS_epoll_pwait2, self->ep, self->evs, MAX_EVENTS, &ts, NULL, 0);
+        if (n >= 0 || errno != ENOSYS) return n;
+        have_pwait2 = 0; /* an older kernel: milliseconds from here on */
+    }
+#endif
+    double ms = ceil(left * 1000.0);
+    return epoll_wait(self->ep, self->evs, MAX_EVENTS, ms > 2147483647.0 ? 2147483647 : (int)ms);
 }
 
 /* The Lane object ------------------------------------------------------------------- */
@@ -605,8 +733,13 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
     }
     int active = steady(self);
     if (active < 0) return NULL;
-    if (!active) drop_all(self); /* in sync since the last return: nothing to write */
+    if (!active) { /* in sync since the last return: nothing to write */
+        if (unpark_all(self) < 0) return NULL; /* the parked go back to be checked in */
+        drop_all(self);
+    }
     if (int_attr(self->run, s_issued, &self->issued) < 0) return NULL;
+    if (self->open && int_attr(self->run, s_in_flight, &self->in_flight) < 0) return NULL;
+    self->in_flight_read = self->in_flight; /* (parking changes it: the open loop only) */
     PyObject *v = PyObject_GetAttr(self->run, s_issue_cap);
     if (v == NULL) return NULL;
     self->issue_cap = PyFloat_AsDouble(v);
@@ -615,31 +748,22 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
     double now = mono(), until = now + (timeout > 0 ? timeout : 0);
+    if (PyList_GET_SIZE(self->taken)) until = now; /* handed back: the Python path's turn */
     int failed = 0;
     for (;;) {
-        int ms = 0;
-        if (until > now) {
-            double left = ceil((until - now) * 1000.0);
-            ms = left > 2147483647.0 ? 2147483647 : (int)left;
+        /* a parked member: wake when its request is due */
+        double wake = until;
+        if (self->nparked > 0) {
+            double next = due(self, self->k);
+            if (next < wake) wake = next;
         }
         /* Busy polling (busy_poll_us): non-blocking waits for a while before a blocking
          * one, while the steady state holds, so that a response arriving soon finds
          * this worker awake: waking a sleeper costs the target's core (workers/lane.py). */
-        int n = 0, spin = ms && active && self->spin > 0;
+        int n;
         double began = now;
         Py_BEGIN_ALLOW_THREADS
-        if (spin) {
-            double spin_until = now + self->spin < until ? now + self->spin : until;
-            do {
-                n = epoll_wait(self->ep, self->evs, MAX_EVENTS, 0);
-            } while (n == 0 && mono() < spin_until);
-            spin = n != 0 || until <= spin_until; /* waited enough */
-            if (!spin) { /* what is left of the timeout after the spin */
-                double left = ceil((until - mono()) * 1000.0);
-                ms = left <= 0 ? 0 : left > 2147483647.0 ? 2147483647 : (int)left;
-            }
-        }
-        if (!spin) n = epoll_wait(self->ep, self->evs, MAX_EVENTS, ms);
+        n = wait_events(self, now, wake, active);
         self->waited += mono() - began;
         Py_END_ALLOW_THREADS
         if (n < 0) {
@@ -655,6 +779,12 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
             int fd = self->evs[k].data.fd;
             uint32_t ev = self->evs[k].events;
             Member *m = fd < self->cap ? &self->members[fd] : NULL;
+            if (m != NULL && m->conn != NULL && m->parked) {
+                /* bytes, EOF or an error on an idle connection: checked in first, the
+                 * Python path then sees the event (level-triggered: it is still there) */
+                if (take(self, fd, "parked", Py_NewRef(Py_None)) < 0) failed = 1;
+                continue;
+            }
             if (m != NULL && m->conn != NULL) {
                 int valid = (ev & EPOLLOUT) ? 0 : member_valid(self, m);
                 if (valid < 0) {
@@ -672,6 +802,7 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
             if (item == NULL || PyList_Append(out, item) < 0) failed = 1;
             Py_XDECREF(item);
         }
+        if (!failed && self->nparked > 0 && fire_parked(self, mono()) < 0) failed = 1;
         if (send_burst(self) < 0) failed = 1;
         if (failed || PyList_GET_SIZE(out) || PyList_GET_SIZE(self->taken)) break;
         now = mono();
@@ -760,6 +891,11 @@ static PyObject *Lane_admit(Lane *self, PyObject *batch) {
 fail:
     Py_DECREF(seq);
     return NULL;
+}
+
+static PyObject *Lane_unpark(Lane *self, PyObject *Py_UNUSED(ignored)) {
+    if (unpark_all(self) < 0) return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *Lane_take(Lane *self, PyObject *Py_UNUSED(ignored)) {
@@ -926,6 +1062,7 @@ static void Lane_dealloc(Lane *self) {
     PyMem_Free(self->members);
     PyMem_Free(self->dirty);
     PyMem_Free(self->burst);
+    PyMem_Free(self->parked);
     PyMem_Free(self->buf);
     PyMem_Free(self->evs);
     Py_XDECREF(self->taken);
@@ -956,12 +1093,18 @@ static PyMethodDef Lane_methods[] = {
      "leaves to the Python path; the members' responses are handled and renewed here."},
     {"admit", (PyCFunction)Lane_admit, METH_O,
      "admit(clients) -> int: take the clients whose renewed request just went out whole."},
+    {"unpark", (PyCFunction)Lane_unpark, METH_NOARGS,
+     "unpark(): hand every parked member back (take() then has them, kind 'parked')."},
     {"take", (PyCFunction)Lane_take, METH_NOARGS,
      "take() -> [(conn, kind, value)]: connections handed back, with what happened."},
     {"members", (PyCFunction)Lane_members, METH_NOARGS, "members() -> int"},
     {"close", (PyCFunction)Lane_close, METH_NOARGS, "close(): drop every member."},
     {NULL, NULL, 0, NULL},
 };
+
+static PyObject *Lane_get_parked(Lane *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromLong(self->nparked);
+}
 
 static PyObject *Lane_get_waited(Lane *self, void *Py_UNUSED(closure)) {
     return PyFloat_FromDouble(self->waited);
@@ -980,6 +1123,8 @@ static int Lane_set_spin(Lane *self, PyObject *value, void *Py_UNUSED(closure)) 
 
 static PyGetSetDef Lane_getset[] = {
     {"handled", (getter)Lane_get_handled, NULL, "responses handled by the lane", NULL},
+    {"parked", (getter)Lane_get_parked, NULL,
+     "open loop: members waiting for a request to fall due (idle, to the pool)", NULL},
     {"waited", (getter)Lane_get_waited, NULL,
      "seconds spent waiting for events (epoll_wait and the spin)", NULL},
     {"spin", (getter)Lane_get_spin, (setter)Lane_set_spin,
@@ -1075,6 +1220,10 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(s_k, "k");
     INTERN(s_period, "period");
     INTERN(s_end_at, "end_at");
+    INTERN(s_in_flight, "in_flight");
+    INTERN(s_idle_timeout, "idle_timeout");
+    INTERN(s_validate_after, "validate_after");
+    INTERN(s_health_after, "health_after");
     if (PyType_Ready(&LaneType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -71,17 +71,19 @@ class Backlog:
                 at = sched.due_of(t)
                 if end and at >= end:
                     break  # due at or after the end: not part of this run (the bound is exact)
+                if pool.saturated():  # it waits in the schedule: a response takes it (or the
+                    # lane's parked connection, when it falls due): only its timeout is ours
+                    if at <= now:
+                        waiting += self._hold(target, now, waiting)
+                        at = sched.due_of(t)
+                    if not (end and at >= end):
+                        nxt = min(nxt, at + pool.settings.wait_timeout)
+                    break
                 if at > now:
                     nxt = min(nxt, at)
                     break
                 if run.issued >= run.issue_cap:
                     return
-                if pool.saturated():  # it waits in the schedule: a response takes it
-                    waiting += self._hold(target, now, waiting)
-                    at = sched.due_of(t)
-                    if not (end and at >= end):  # when its oldest times out, or is due
-                        nxt = min(nxt, at + pool.settings.wait_timeout if at <= now else at)
-                    break
                 sched.take_of(t)
                 client = run.free.pop() if run.free else self._client()
                 self.issue(client, at, t)

@@ -71,9 +71,11 @@ class Lane(Protocol):
     handled: int
     spin: float  # seconds of busy polling before a blocking wait (0: none)
     waited: float  # seconds spent waiting for events (epoll_wait, the spin)
+    parked: int  # open loop: members idle in the lane until a request falls due
 
     def poll(self, timeout: float) -> list[tuple[int, int]]: ...
     def admit(self, clients: Sequence[Client]) -> int: ...
+    def unpark(self) -> None: ...
     def take(self) -> list[tuple[Connection, str, Any]]: ...
     def members(self) -> int: ...
     def close(self) -> None: ...
@@ -188,6 +190,7 @@ class Handback:
     lane: Lane
     request: bytes  # the target's request: a partial write's rest goes from it
     received: Callable[[Connection, bytes], None]  # Responses.received
+    parked: Callable[[Connection], None]  # Responses.checkin_parked
     read_failed: Callable[[Connection, str], None]  # Failures.read_failed
     write_later: Callable[[Connection, bytes, int], None]  # Requests.write_later
     conn_failed: Callable[[Connection, str, str], None]  # Failures.conn_failed
@@ -196,10 +199,13 @@ class Handback:
         """Hand each taken connection to the Python path, as if it had read or written
         itself: ``data`` what one ``recv`` returned (b"": EOF), ``error`` the errno of
         a failed ``recv``, ``send_error`` that of a failed ``send`` (the request not
-        counted sent), ``partial`` how much of the request went out."""
+        counted sent), ``partial`` how much of the request went out, ``parked`` an
+        open loop's connection the lane held idle (its response counted): checked in."""
         for conn, kind, value in self.lane.take():
             if kind == "data":
                 self.received(conn, value)
+            elif kind == "parked":
+                self.parked(conn)
             elif kind == "error":
                 self.read_failed(conn, errno_name(value))
             elif kind == "partial":

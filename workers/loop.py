@@ -168,6 +168,7 @@ class Loop:
             if drain_timeout is None:
                 continue
             if not run.stopping and (run.stop_requested or (run.end_at and now >= run.end_at)):
+                self.release_lane()  # what the lane holds idle is the pool's, as a drain sees it
                 on.begin_drain()
                 drain_until = now + drain_timeout
             if drain_until and now >= drain_until:
@@ -189,6 +190,14 @@ class Loop:
             else:
                 when = min(when, due)
         return max(0.0, when - run.now)
+
+    def release_lane(self) -> None:
+        """The lane's parked connections (open loop: idle between requests) go back to
+        the pool now, before the warm-up's settling or the drain looks at the pool."""
+        if self.lane is not None and self.lane.parked:
+            assert self.on is not None
+            self.lane.unpark()
+            self.on.settle()
 
     def waited(self) -> float:
         """Seconds this loop has spent waiting for events (in ``poll``, or the lane's)."""

@@ -182,6 +182,8 @@ class Requests:
         client.conn = conn
         conn.owner = client
         self._send((client,), False)
+        if self.lane is not None and self.run.schedule is not None:
+            self.lane.admit((client,))  # open loop: the lane takes it on (sent whole)
 
     def send(self, client: Client) -> None:
         """Send ``client``'s request on its RESERVED connection (after a health check,

@@ -24,7 +24,7 @@ from workers import connection as cx
 from workers import decide, shm
 from workers.admission import SharedView
 from workers.client import Client
-from workers.connection import CHECKING, CLOSED, READING, Connection
+from workers.connection import BUSY, CHECKING, CLOSED, DRAINING, READING, Connection
 from workers.decide import RENEW, after_response
 from workers.errors import ERROR_INDEX, oserror_name
 from workers.histogram import bucket_of
@@ -236,6 +236,7 @@ class Responses:
         conn.state = state = _C_DONE[conn.state]
         sched = run.schedule
         keeping = run.keeping
+        due = 0.0
         if sched is not None and not run.stopping and not run.paused:
             # open loop: a request of this target is due (its backlog): it takes the
             # connection now, from its intended time (workers.backlog)
@@ -260,8 +261,9 @@ class Responses:
             run.in_flight += 1
             client.retried = False
             client.trial = 0
-            if sched is not None:
-                client.start = sched.take_of(conn.target)
+            if sched is not None:  # the due request it takes: latency from its time
+                client.start = due
+                sched.k[conn.target] += 1
             run.renewed.append(client)
             return
         conn.owner = client.conn = None
@@ -274,6 +276,20 @@ class Responses:
             self.next(client)  # closed loop: the next request at once
         else:
             run.free.append(client)
+
+    def checkin_parked(self, conn: Connection) -> None:
+        """The lane held ``conn`` between two requests of the open loop (its last response
+        counted there, the request over); it goes back to the pool as response_done's
+        check-in would have sent it. A drain that began meanwhile saw it BUSY and marked
+        it DRAINING, but it carried no request: it is idle, closed when the run ends."""
+        client: Client = conn.owner
+        if conn.state is DRAINING:
+            conn.state = BUSY  # (it never was: idle in the lane, not in flight)
+        conn.state = _C_DONE[conn.state]
+        conn.owner = client.conn = None
+        self._checkin(self.targets[conn.target], conn)
+        client.state = _DONE[client.state]
+        self.run.free.append(client)
 
     def _target_recovered(self, target: Target, client: Client) -> None:
         """After a success: end the failure streak, report a half-open trial, reset backoff."""

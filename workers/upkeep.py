@@ -249,6 +249,9 @@ class Upkeep:
                 gauges = list(target.pool.gauges())
                 if sched is not None:  # the open loop's due requests wait in the schedule
                     gauges[3] += sched.backlog(target.index, run.now, run.end_at)
+                parked = min(self.loop.lane.parked, gauges[0]) if self.loop.lane else 0
+                if parked:  # idle in the lane (open loop), in use to the pool
+                    gauges[0], gauges[1] = gauges[0] - parked, gauges[1] + parked
                 for i, value in enumerate(gauges):
                     totals[i] += value
                     self.w[at + i] = value

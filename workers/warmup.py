@@ -114,6 +114,7 @@ class Warmup:
         start(base, max(end - base, 0.0))
         self.loop.turn_until(lambda: run.stop_requested or run.clock() >= end, None, end)
         self.fire("over")
+        self.loop.release_lane()  # open loop: the lane's idle connections, the pool's again
         self.drain.cancel_backlog(run.now)  # open loop: what waited is cancelled, counted
         run.issue_cap = run.issued  # nothing new: each client retires after its request
         kept, run.schedule = run.schedule, None  # open loop: nothing more falls due

@@ -173,7 +173,8 @@ class Worker:
         )
         loop.lane = self.requests.lane = fast
         back = lane.Handback(
-            fast, target.request, self.responses.received, self.failures.read_failed,
+            fast, target.request, self.responses.received, self.responses.checkin_parked,
+            self.failures.read_failed,
             self.requests.write_later, self.failures.conn_failed,
         )  # fmt: skip
         assert loop.on is not None

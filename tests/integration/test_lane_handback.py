@@ -25,6 +25,7 @@ from workers import lane, shm, stats
 from workers.admission import SharedView
 from workers.client import Client
 from workers.connection import BUSY, Connection
+from workers.load import Schedule
 from workers.spec import LoopSettings
 from workers.timers import Deadlines
 
@@ -251,3 +252,55 @@ def test_a_busy_lane_returns_by_its_timeout() -> None:
         stop.set()
         rig.close()
         server.join(5)
+
+
+# The open loop: a response with no request due parks its connection in the lane -------
+@pytest.fixture
+def open_rig(rig: Rig) -> Rig:
+    """The rig in an open loop whose next request falls due 0.3 s from now."""
+    rig.run.keeping = False  # (only the closed loop renews on it)
+    rig.run.schedule = Schedule(10.0, time.monotonic() + 0.3)
+    rig.run.end_at, rig.run.in_flight = 0.0, 1
+    settings = rig.target.pool.settings
+    settings.idle_timeout, settings.validate_after, settings.health_after = 30.0, 5.0, 0.0
+    return rig
+
+
+def test_a_parked_connection_takes_the_request_when_it_falls_due(open_rig: Rig) -> None:
+    rig = open_rig
+    due = rig.run.schedule.due(0)
+    rig.peer.sendall(RESPONSE)
+    assert rig.lane.poll(0.05) == []
+    # counted, the request over, its connection idle in the lane: nothing sent yet
+    assert rig.counter("requests.ok") == 1 and rig.run.in_flight == 0
+    assert rig.lane.parked == 1 and rig.lane.take() == []
+    rig.peer.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        rig.peer.recv(1)
+    assert rig.lane.poll(1.0) == []  # returns once the request is due, and sent
+    assert rig.read_request(len(REQUEST)) == REQUEST
+    assert time.monotonic() >= due
+    assert (rig.lane.parked, rig.run.in_flight, rig.run.issued) == (0, 1, 2)
+    assert rig.run.schedule.k == [1] and rig.client.start == due  # latency from its time
+    assert rig.client.sent_at >= due and rig.counter("requests.sent") == 1
+
+
+def test_a_parked_connection_goes_back_when_the_steady_state_ends(open_rig: Rig) -> None:
+    rig = open_rig
+    rig.peer.sendall(RESPONSE)
+    rig.lane.poll(0.05)
+    assert rig.lane.parked == 1
+    rig.run.paused = True
+    assert rig.lane.poll(1.0) == []  # at once: the Python path checks it in
+    assert rig.lane.take() == [(rig.conn, "parked", None)]
+    assert rig.lane.members() == rig.lane.parked == 0
+
+
+def test_an_event_on_a_parked_connection_hands_it_back_unread(open_rig: Rig) -> None:
+    rig = open_rig
+    rig.peer.sendall(RESPONSE)
+    rig.lane.poll(0.05)
+    rig.peer.shutdown(socket.SHUT_WR)  # the target closes the idle connection
+    rig.lane.poll(1.0)
+    assert rig.lane.take() == [(rig.conn, "parked", None)]
+    assert rig.conn.sock.recv(10) == b""  # still there for the Python path to read
