@@ -759,11 +759,14 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
         }
         /* Busy polling (busy_poll_us): non-blocking waits for a while before a blocking
          * one, while the steady state holds, so that a response arriving soon finds
-         * this worker awake: waking a sleeper costs the target's core (workers/lane.py). */
+         * this worker awake: waking a sleeper costs the target's core (workers/lane.py).
+         * Not while a member is parked: the open loop is ahead of its schedule, and a
+         * spin between requests would cost more (measured: 52 against 30 us of CPU per
+         * request at 20,000/s) than the target's wakeups it saves. */
         int n;
         double began = now;
         Py_BEGIN_ALLOW_THREADS
-        n = wait_events(self, now, wake, active);
+        n = wait_events(self, now, wake, active && self->nparked == 0);
         self->waited += mono() - began;
         Py_END_ALLOW_THREADS
         if (n < 0) {

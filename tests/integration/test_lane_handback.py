@@ -304,3 +304,16 @@ def test_an_event_on_a_parked_connection_hands_it_back_unread(open_rig: Rig) -> 
     rig.lane.poll(1.0)
     assert rig.lane.take() == [(rig.conn, "parked", None)]
     assert rig.conn.sock.recv(10) == b""  # still there for the Python path to read
+
+
+def test_no_busy_polling_while_a_connection_is_parked(open_rig: Rig) -> None:
+    """Ahead of its schedule the lane sleeps until the next request is due: a spin
+    there would burn the core between requests (CPU time, not wall time, is measured)."""
+    rig = open_rig
+    rig.peer.sendall(RESPONSE)
+    rig.lane.poll(0.05)
+    assert rig.lane.parked == 1
+    rig.lane.spin = 0.15
+    cpu = time.process_time()
+    assert rig.lane.poll(0.15) == []  # (the request is due at 0.3 s: a wait for nothing)
+    assert time.process_time() - cpu < 0.05
