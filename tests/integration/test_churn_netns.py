@@ -79,12 +79,15 @@ def test_nagle_stalls_small_writes_that_tcp_nodelay_sends_at_once() -> None:
 
 
 def test_a_half_that_runs_out_of_ports_leaves_the_next_its_own() -> None:
-    """At 2,000/s for 4 s the per-request half leaves all 1,000 ports in TIME_WAIT; the
-    next half (its target's listening port first) starts on ports no half used."""
+    """At 2,000/s for 4 s the halves before the last use up to all 1,000 ports of their range
+    (how many stay in TIME_WAIT on our side when the server closes first is a race, so it is
+    not asserted); the last half, which closes first itself, still starts on 1,000 ports no
+    half used: it reaches ~all of them before it runs out, and never fails at the start."""
     if reason := netns.why_not():
         pytest.skip(reason)
     rows = churn_rows("--netns", "--rate", "2000", "--duration", "4", "--workers", "1")
-    exhausted = rows["EADDRNOTAVAIL errors"]
-    assert exhausted["per-request"] > 0 and exhausted["per-req, we close"] > 0
+    assert rows["EADDRNOTAVAIL errors"]["per-req, we close"] > 0
+    assert rows["our ports in use (max)"]["per-req, we close"] >= 900  # a fresh 1,000
+    assert rows["our ports in use (max)"]["per-request"] >= 500  # the half before used its own
     assert rows["failed requests"]["pooled"] == 0
     assert not list(Path("/var/run/netns").glob("poolsvc-churn-*"))
