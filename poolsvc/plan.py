@@ -18,12 +18,13 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from poolsvc import __version__, sharding
+from poolsvc import sharding
 from poolsvc.breaker import BreakerSettings
 from poolsvc.config import faults, target_configs, target_spec, target_weights
 from poolsvc.keys import Config
 from poolsvc.metricsserver import parse_addr
 from poolsvc.sharding import ALONE, Instance, open_loop_share
+from poolsvc.version import __version__
 from workers.admission import SharedView
 from workers.errors import ConfigError
 from workers.http import parse_statuses, status_table

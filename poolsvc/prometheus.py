@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from poolsvc import __version__
-from poolsvc.service import View
+from poolsvc.service import TargetView, View
+from poolsvc.version import __version__
 from workers import histogram
 from workers.errors import ERROR_NAMES, PHASES
 from workers.injection import KINDS
@@ -197,8 +197,9 @@ def warmup_families(warmup: dict[str, Any] | None) -> Iterable[Family]:
     yield f
 
 
-def target_families(view: View) -> Iterable[Family]:
-    """What is kept per target: outcomes, failures by name, latency, pool, breaker."""
+def target_families(targets: Sequence[TargetView]) -> Iterable[Family]:
+    """What is kept per target: outcomes, failures by name, latency, pool, breaker
+    (the service's targets, or a library client's hosts)."""
     req = Family("poolsvc_target_requests", "counter", "A target's requests by outcome.")
     err = Family("poolsvc_target_errors", "counter", "A target's request failures by name.")
     lat = Family(
@@ -209,7 +210,7 @@ def target_families(view: View) -> Iterable[Family]:
     bounds = Family("poolsvc_pool_bounds", "gauge", "A target's pool bounds over all workers.")
     brk = Family("poolsvc_breaker_state", "gauge", "Breaker state: 0 closed, 1 open, 2 half-open.")
     trips = Family("poolsvc_breaker_trips", "counter", "Times the breaker opened.")
-    for t in view.targets:
+    for t in targets:
         for result in ("ok", "failed", "unsent"):
             req.add(t.figures[result], "_total", target=t.name, result=result)
         for name, n in t.errors.items():
@@ -237,7 +238,7 @@ def exposition(view: View, openmetrics: bool = False) -> str:
     families = (
         *run_families(view.snapshot),
         *warmup_families(view.info.warmup),
-        *target_families(view),
+        *target_families(view.targets),
     )
     for fam in (build, workers, up, *families):
         fam.render(out, openmetrics)

@@ -633,6 +633,12 @@ def _open(rounds: int, seconds: float) -> str:
     return open_loop_at_capacity(rounds, seconds)
 
 
+def _library(rounds: int, seconds: float) -> str:
+    from tools.bench_library import library_head_to_head  # it imports this module
+
+    return library_head_to_head(rounds, seconds)
+
+
 def _tls(rounds: int, seconds: float) -> str:
     from tools.bench_tls import tls_head_to_head  # it imports this module
 
@@ -657,6 +663,10 @@ def main() -> int:
         (
             "The open loop at capacity: asked 3x, and its maximum sustained rate",
             lambda: _open(args.rounds, args.seconds),
+        ),
+        (
+            "The library: poolsvc.Client against Python's HTTP clients, on pinned nginx",
+            lambda: _library(args.rounds, args.seconds),
         ),
         (
             "CPU per request in the steady state, user and kernel (medians)",

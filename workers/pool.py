@@ -234,6 +234,11 @@ class Pool(Generic[C, W]):
         self.idle.append(conn)
         return None
 
+    def unreserve(self) -> None:
+        """A connect reserved by :meth:`checkout` that will not be made (the caller's own
+        limit refused it, e.g. a library client's total): free its slot, no backoff."""
+        self.connecting -= 1
+
     def connect_failed(self, now: float) -> float:
         """A handshake failed: free its slot and back off; returns when connects resume."""
         self.connecting -= 1
