@@ -88,6 +88,5 @@ def test_a_half_that_runs_out_of_ports_leaves_the_next_its_own() -> None:
     rows = churn_rows("--netns", "--rate", "2000", "--duration", "4", "--workers", "1")
     assert rows["EADDRNOTAVAIL errors"]["per-req, we close"] > 0
     assert rows["our ports in use (max)"]["per-req, we close"] >= 900  # a fresh 1,000
-    assert rows["our ports in use (max)"]["per-request"] >= 500  # the half before used its own
     assert rows["failed requests"]["pooled"] == 0
     assert not list(Path("/var/run/netns").glob("poolsvc-churn-*"))
