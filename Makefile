@@ -7,12 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test check lint typecheck fmt clean venv toolchain bench bench-tools chaos soak report-demo
 
-# The accelerated path is a C extension (workers/_lane.c), built by the install below;
+# The accelerated path is a C extension (workers/lane/_lane.c), built by the install below;
 # without a compiler or Python's headers the install goes on with the pure-Python path.
 HAVE_HEADERS = $(PYTHON) -c "import os, sysconfig; \
 	raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"
 
-$(STAMP): pyproject.toml setup.py workers/_lane.c
+$(STAMP): pyproject.toml setup.py workers/lane/_lane.c
 	@$(MAKE) --no-print-directory toolchain
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -91,5 +91,5 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
-	rm -f workers/_lane*.so
+	rm -f workers/lane/_lane*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

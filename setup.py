@@ -1,8 +1,8 @@
-"""Builds the optional C extension (workers/_lane.c); pyproject.toml holds everything else.
+"""Builds the optional C extension (workers/lane/_lane.c); pyproject.toml holds everything else.
 
 Optional: without a C compiler or Python's headers, or with POOLSVC_NO_EXTENSIONS=1
 set at install time, the package installs without it and runs the pure-Python path
-(the reference; workers/lane.py says which path a run takes).
+(the reference; workers/lane/fastpath.py says which path a run takes).
 """
 
 import os
@@ -37,8 +37,8 @@ extensions = []
 if os.environ.get("POOLSVC_NO_EXTENSIONS", "") in ("", "0"):
     extensions.append(
         Extension(
-            "workers._lane",
-            ["workers/_lane.c"],
+            "workers.lane._lane",
+            ["workers/lane/_lane.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"],
         )
     )

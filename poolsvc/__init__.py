@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from poolsvc.breaker import BreakerSettings
 from poolsvc.library.exceptions import (
     BreakerOpen,
     ClientError,
@@ -37,6 +36,7 @@ from poolsvc.library.response import Response
 from poolsvc.library.retry import Retry
 from poolsvc.library.syncclient import Client
 from poolsvc.version import __version__
+from workers.pool.breaker import BreakerSettings
 
 __all__ = [
     "BreakerOpen",

@@ -1,5 +1,5 @@
 import sys
 
-from poolsvc.cli import main
+from poolsvc.cli.main import main
 
 sys.exit(main())

@@ -5,7 +5,7 @@ by ``.ci/run``; on a machine without it the nginx tests skip, except under CI
 (``CI=true``) where a missing nginx is a failure, so CI cannot pass by skipping.
 
 The data-path modules run every test through both request paths (``both_paths``):
-the accelerated one and the pure-Python reference (workers.lane).
+the accelerated one and the pure-Python reference (workers.lane.fastpath).
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from typing import Any
 import psutil
 import pytest
 
-from poolsvc import config, plan
-from poolsvc.client import CommandRefused, ControlClient, ServiceUnavailable
-from poolsvc.supervisor import Supervisor
+from poolsvc.arbiter.supervisor import Supervisor
+from poolsvc.config import loader as config
+from poolsvc.config import plan
+from poolsvc.ctl.ctlclient import CommandRefused, ControlClient, ServiceUnavailable
 from poolsvc.target import TargetServer
 from tools.nginx import Nginx
-from workers import lane, stats
-from workers.admission import SharedView
+from workers.lane import fastpath as lane
+from workers.shared import slotstats as stats
+from workers.shared.admission import SharedView
 from workers.worker import Worker
 
 
@@ -189,7 +191,7 @@ class Service:
 
     def poolctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "poolsvc.poolctl", "--control", str(self.path), *args],
+            [sys.executable, "-m", "poolsvc.cli.poolctl", "--control", str(self.path), *args],
             capture_output=True,
             text=True,
             timeout=30,

@@ -115,7 +115,7 @@ def run_argv(url: tuple[str, int], *extra: str) -> list[str]:
 
 def path_env(pure: bool) -> dict[str, str]:
     """The environment of a poolsvc run through its pure-Python path, or its accelerated
-    one (workers.lane)."""
+    one (workers.lane.fastpath)."""
     env = {k: v for k, v in os.environ.items() if k != "POOLSVC_NO_EXTENSIONS"}
     return {**env, "POOLSVC_NO_EXTENSIONS": "1"} if pure else env
 
@@ -413,7 +413,7 @@ def status_cost(rounds: int, seconds: float) -> str:
         os.chmod(d, 0o700)
         sock = str(Path(d) / "c.sock")
         cmd = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
-        watch = [PY, "-m", "poolsvc.poolctl", "--control", sock, "status", "--watch", "0.2"]
+        watch = [PY, "-m", "poolsvc.cli.poolctl", "--control", sock, "status", "--watch", "0.2"]
         watch += ["--count", str(int(seconds * 5) + 5)]
         for _ in range(rounds):
             for path, pure in (("accelerated", False), ("pure Python", True)):

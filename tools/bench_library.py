@@ -50,7 +50,7 @@ def _getter(name: str, url: str) -> tuple[Callable[[], int], Callable[[], None]]
         def get_hc() -> int:
             conn = getattr(local, "conn", None)
             if conn is None:
-                conn = local.conn = http.client.HTTPConnection(u.hostname, u.port)
+                conn = local.conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port)
             conn.request("GET", u.path or "/")
             r = conn.getresponse()
             r.read()
@@ -75,7 +75,7 @@ def _getter(name: str, url: str) -> tuple[Callable[[], int], Callable[[], None]]
     if name == "pycurl":
         import io
 
-        import pycurl
+        import pycurl  # type: ignore[import-untyped,unused-ignore]
 
         local = threading.local()
 
@@ -175,8 +175,8 @@ def library_head_to_head(rounds: int, seconds: float) -> str:
 
 
 def _ratio(runs: dict[str, list[dict[str, Any]]], name: str, base: str) -> float:
-    return statistics.median(
-        a["rps"] / b["rps"] for a, b in zip(runs[name], runs[base], strict=True)
+    return float(
+        statistics.median(a["rps"] / b["rps"] for a, b in zip(runs[name], runs[base], strict=True))
     )
 
 

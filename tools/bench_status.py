@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from poolsvc.client import ControlClient, ServiceUnavailable
+from poolsvc.ctl.ctlclient import ControlClient, ServiceUnavailable
 from poolsvc.target import TargetServer
 from tools.nginx import Nginx
 

@@ -32,9 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from workers import shm, stats
-from workers.admission import SharedView
-from workers.spec import WorkerSpec
+from workers.loop.workerspec import WorkerSpec
+from workers.shared import shm
+from workers.shared import slotstats as stats
+from workers.shared.admission import SharedView
 from workers.worker import build_worker
 
 EXIT_ORPHANED = 70  # the supervisor died; nothing is left to report to

@@ -1,6 +1,6 @@
 """What a worker does every tick, off the request path.
 
-Every :data:`workers.loop.TICK`: the watchdog (is the supervisor alive, does it
+Every :data:`workers.loop.eventloop.TICK`: the watchdog (is the supervisor alive, does it
 want us to stop?); the supervisor's runtime settings (pause, rate, concurrency,
 a new worker count and so a new pool share); a new fault table; an FD audit when
 one was asked for; the faults that hit idle connections; the idle sweep and the
@@ -15,19 +15,20 @@ from typing import Any
 
 import psutil
 
-from workers import load, shm
-from workers import stats as st
-from workers.admission import SharedView
-from workers.audit import Reserve, audit, incomplete
-from workers.backlog import Backlog
-from workers.client import DONE, Client
-from workers.dialer import Dialer
-from workers.errors import oserror_name
-from workers.injection import Injector
-from workers.loop import Loop
-from workers.sizing import Sizing, decide
-from workers.state import RunState
-from workers.target import Target
+from workers.exchange.backlog import Backlog
+from workers.exchange.dialer import Dialer
+from workers.exchange.fdaudit import Reserve, audit, incomplete
+from workers.loop import loadshape as load
+from workers.loop.eventloop import Loop
+from workers.loop.runstate import RunState
+from workers.pool.client import DONE, Client
+from workers.pool.sizing import Sizing, decide
+from workers.pool.target import Target
+from workers.shared import shm
+from workers.shared import slotstats as st
+from workers.shared.admission import SharedView
+from workers.shared.errors import oserror_name
+from workers.shared.injection import Injector
 
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -158,7 +159,7 @@ class Upkeep:
                     self._limit(target, limit, min(minimum, limit))
 
     def _size(self, target: Target, now: float) -> None:
-        """--pool-adaptive: the sizing rule's limit for this tick (workers.sizing)."""
+        """--pool-adaptive: the sizing rule's limit for this tick (workers.pool.sizing)."""
         pool = target.pool
         high, low = target.share
         low = max(1, min(low, high))

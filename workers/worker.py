@@ -2,21 +2,21 @@
 
 A worker is parts behind small interfaces, none a subclass of another:
 
-- :class:`~workers.loop.Loop`: the epoll set, the deadlines, the waker; it turns.
-- :class:`~workers.dialer.Dialer`: opens and closes connections through the
-  :class:`~workers.transport.Transport` of each target (TCP, or TLS: :mod:`workers.tls`).
-- :class:`~workers.requests.Requests`: target, breaker, pool decision, send.
-- :class:`~workers.responses.Responses`: read, count, keep or check in.
-- :class:`~workers.failures.Failures`: a failed or refused request is settled.
-- :class:`~workers.drain.Drain`: the end of a run; every request counted.
+- :class:`~workers.loop.eventloop.Loop`: the epoll set, the deadlines, the waker; it turns.
+- :class:`~workers.exchange.dialer.Dialer`: opens and closes connections through the
+  :class:`~workers.net.transport.Transport` of each target (TCP, or TLS: :mod:`workers.net.tls`).
+- :class:`~workers.exchange.requests.Requests`: target, breaker, pool decision, send.
+- :class:`~workers.exchange.responses.Responses`: read, count, keep or check in.
+- :class:`~workers.exchange.failures.Failures`: a failed or refused request is settled.
+- :class:`~workers.exchange.drain.Drain`: the end of a run; every request counted.
 - :class:`~workers.upkeep.Upkeep`: the per-tick duties, gauges, audits.
-- :class:`~workers.warmup.Warmup`: ``--warmup``'s load before the measured period.
+- :class:`~workers.exchange.warmup.Warmup`: ``--warmup``'s load before the measured period.
 
-They share one :class:`~workers.state.RunState` and call each other through
+They share one :class:`~workers.loop.runstate.RunState` and call each other through
 bound methods the worker hands them here (a fresh connection goes from the
 dialer to the request path; a failed send from the request path to the
-failures; ...). Their decisions are pure functions (:mod:`workers.decide`,
-:mod:`workers.pool`) that return typed actions.
+failures; ...). Their decisions are pure functions (:mod:`workers.exchange.decide`,
+:mod:`workers.pool.shard`) that return typed actions.
 """
 
 from __future__ import annotations
@@ -27,27 +27,28 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from workers import client as cl
-from workers import lane, shm
-from workers.admission import SharedView
-from workers.backlog import Backlog
-from workers.backoff import Backoff
-from workers.client import Client
-from workers.connection import CONNECTING, HANDSHAKING, READING, Connection
-from workers.dialer import Dialer
-from workers.drain import Drain
-from workers.failures import Failures
-from workers.load import Bounds, Schedule, wrr_period
-from workers.loop import TICK, Handlers, Loop
-from workers.pool import Pool
-from workers.requests import Requests
-from workers.responses import Responses
-from workers.spec import LoopSettings, WorkerSpec
-from workers.state import RunState
-from workers.target import Target
-from workers.transport import Plain, Transport
+from workers.exchange.backlog import Backlog
+from workers.exchange.dialer import Dialer
+from workers.exchange.drain import Drain
+from workers.exchange.failures import Failures
+from workers.exchange.requests import Requests
+from workers.exchange.responses import Responses
+from workers.exchange.warmup import Warmup
+from workers.lane import fastpath as lane
+from workers.loop.eventloop import TICK, Handlers, Loop
+from workers.loop.loadshape import Bounds, Schedule, wrr_period
+from workers.loop.runstate import RunState
+from workers.loop.workerspec import LoopSettings, WorkerSpec
+from workers.net.transport import Plain, Transport
+from workers.pool import client as cl
+from workers.pool.backoff import Backoff
+from workers.pool.client import Client
+from workers.pool.connection import CONNECTING, HANDSHAKING, READING, Connection
+from workers.pool.shard import Pool
+from workers.pool.target import Target
+from workers.shared import shm
+from workers.shared.admission import SharedView
 from workers.upkeep import Report, Upkeep
-from workers.warmup import Warmup
 
 
 class Worker:
@@ -161,7 +162,7 @@ class Worker:
         )
 
     def _accelerate(self) -> None:
-        """Give the loop the accelerated path when this run can use it (workers.lane)."""
+        """Give the loop the accelerated path when this run can use it (workers.lane.fastpath)."""
         self.path = lane.choose([t.spec for t in self.targets], self.bounds.rate)
         if self.path == "accelerated" and self.targets[0].transport.__class__ is not Plain:
             self.path = "pure (a test's transport)"
@@ -249,7 +250,7 @@ class Worker:
             upkeep.reserve.close()
 
     def _warm_requests(self, warmup: float) -> None:
-        """The warm-up's requests (workers.warmup). Anchored (--start-at), the ramp ends
+        """The warm-up's requests (workers.exchange.warmup). Anchored (--start-at), the ramp ends
         a tenth of the warm-up (at most 1 s) before the shards' measured start, and
         settling ends by it: every shard starts its share of the schedule on time."""
         run, b = self.run_state, self.bounds

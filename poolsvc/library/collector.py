@@ -5,7 +5,7 @@ exposes for a run: the run-wide families summed over the client's hosts
 (``poolsvc_requests_total{result}``, ``poolsvc_errors_total{error,sent}``,
 ``poolsvc_connections_evicted_total{reason}``, the latency histograms ...) and the
 per-target families with one ``target`` per host (``poolsvc_pool_connections``,
-``poolsvc_breaker_state`` ...). The families are built by :mod:`poolsvc.prometheus`
+``poolsvc_breaker_state`` ...). The families are built by :mod:`poolsvc.report.prometheus`
 itself, from the same read model, so the names cannot drift apart.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from poolsvc.library.hostpool import HostPool
 from poolsvc.library.observe import target_view
-from poolsvc.prometheus import Family, run_families, target_families
-from workers.stats import Snapshot
+from poolsvc.report.prometheus import Family, run_families, target_families
+from workers.shared.slotstats import Snapshot
 
 
 class Client(Protocol):

@@ -1,7 +1,7 @@
 """The library's exceptions: one class per phase, carrying the counters' name and phase.
 
 Every failure of a request raises a :class:`ClientError` whose ``name`` is the
-counter name (:data:`workers.errors.ERROR_CLASSES`: ``ECONNREFUSED``,
+counter name (:data:`workers.shared.errors.ERROR_CLASSES`: ``ECONNREFUSED``,
 ``read_timeout``, ``pool_timeout`` ...) and whose ``phase`` is the phase the
 service counts it under (``connect``, ``tls``, ``write``, ``read``, ``pool``,
 ``breaker``, ``status``, ``injected``). ``client.stats()`` and the Prometheus
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from workers.errors import ERROR_CLASSES, PoolSvcError
-from workers.errors import ConnectError as _ServiceConnectError
+from workers.shared.errors import ERROR_CLASSES, PoolSvcError
+from workers.shared.errors import ConnectError as _ServiceConnectError
 
 
 class ClientError(PoolSvcError):

@@ -1,7 +1,7 @@
 """One host's pool for threads: the service's pool decisions under a lock, the I/O outside it.
 
 A :class:`HostPool` is what a worker's pool shard is for one target, made
-thread-safe: :class:`workers.pool.Pool` decides every checkout and check-in (as
+thread-safe: :class:`workers.pool.shard.Pool` decides every checkout and check-in (as
 the typed actions the worker's loop performs) while the host's lock is held, and
 the thread that asked performs the action with the lock released: it probes,
 evicts, dials (:func:`poolsvc.library.wire.dial`), or waits on its
@@ -10,7 +10,7 @@ pool's guarantees hold unchanged: LIFO reuse, validation on checkout (a zero-wai
 probe after ``validate_after``), idle and age limits, backoff with full jitter
 after failed connects, FIFO waiters with a deadline.
 
-The host also keeps its circuit breaker (:class:`poolsvc.breaker.Breaker`, fed per
+The host also keeps its circuit breaker (:class:`workers.pool.breaker.Breaker`, fed per
 request instead of per supervisor tick) and its counters (:class:`HostMeter`).
 The client's total connection cap is a :class:`Budget` shared by every host.
 """
@@ -23,16 +23,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from poolsvc.breaker import CLOSED, HALF_OPEN, Breaker, BreakerSettings
 from poolsvc.library.exceptions import BreakerOpen, ClientError, PoolClosed, error_for
-from poolsvc.library.meter import HostMeter
+from poolsvc.library.hostmeter import HostMeter
 from poolsvc.library.wire import Dialed, dial, resolve
-from workers.backoff import Backoff
-from workers.connection import ON, Connection
-from workers.deadends import DeadEnds
-from workers.dialer import OURS
-from workers.injection import CONNECT_MODES, Injector
-from workers.pool import (
+from workers.exchange.dialer import OURS
+from workers.net.deadends import DeadEnds
+from workers.net.transport import Transport
+from workers.pool.backoff import Backoff
+from workers.pool.breaker import CLOSED, HALF_OPEN, Breaker, BreakerSettings
+from workers.pool.connection import ON, Connection
+from workers.pool.shard import (
     BackingOff,
     Close,
     Connect,
@@ -46,7 +46,7 @@ from workers.pool import (
     Use,
     Wait,
 )
-from workers.transport import Transport
+from workers.shared.injection import CONNECT_MODES, Injector
 
 _CHECKOUT: Final = ON["checkout"]
 REMOTE_PHASES: Final = frozenset({"connect", "tls", "write", "read", "injected"})

@@ -1,14 +1,14 @@
 """What a client shows of its hosts: ``client.stats()``, and the read model the
-Prometheus collector renders (the service's :class:`poolsvc.service.TargetView`)."""
+Prometheus collector renders (the service's :class:`poolsvc.report.views.TargetView`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from poolsvc.library.hostpool import HostPool
-from poolsvc.service import TargetView
-from workers.errors import PHASES
-from workers.stats import EVICT_REASONS, Snapshot
+from poolsvc.report.views import TargetView
+from workers.shared.errors import PHASES
+from workers.shared.slotstats import EVICT_REASONS, Snapshot
 
 
 def read(host: HostPool) -> tuple[Snapshot, dict[str, int], dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Reading one response off a pooled connection, for a caller that wants all of it.
 
-The service reads a response through :class:`workers.connection.Connection`'s
+The service reads a response through :class:`workers.pool.connection.Connection`'s
 httptools callbacks (status, keep-alive, interim 1xx skipped, a HEAD ended at its
 headers, a second response refused) and keeps nothing else. A :class:`Reader` is
 the parser's protocol object for the library: it hands each of those callbacks to
@@ -9,9 +9,9 @@ adds what only a library caller needs: the reason, the header fields and the bod
 (httptools calls ``on_header`` and ``on_body`` only on an object that has them, which
 is why the service's Connection does not: it pays nothing for them.)
 
-Framing follows workers.http: the header block so far is kept in ``conn.head``
+Framing follows workers.net.httpwire: the header block so far is kept in ``conn.head``
 (its size checked against ``max_header_bytes``), and a body that ends when the
-server closes is recognised by :func:`workers.http.close_delimited`.
+server closes is recognised by :func:`workers.net.httpwire.close_delimited`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Final
 
 import httptools
 
-from workers.connection import Connection
+from workers.pool.connection import Connection
 
 MAX_HEADER_BYTES: Final = 65536
 

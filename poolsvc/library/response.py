@@ -10,9 +10,9 @@ from typing import Any, Final
 import orjson
 
 from poolsvc.library.exceptions import HTTPStatusError, InvalidRequest
-from poolsvc.library.exchange import Exchange
 from poolsvc.library.headers import Headers
 from poolsvc.library.reader import Reader
+from poolsvc.library.roundtrip import Exchange
 
 _CHARSET: Final = re.compile(r"charset\s*=\s*\"?([\w.:-]+)", re.IGNORECASE)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from poolsvc.library.exceptions import ClientError
-from workers.http import IDEMPOTENT
+from workers.net.httpwire import IDEMPOTENT
 
 #: phases whose failures a retry may cure (the pool, the breaker and a bad request: no)
 RETRY_PHASES: Final = frozenset({"connect", "tls", "write", "read"})

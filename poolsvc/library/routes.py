@@ -2,7 +2,7 @@
 
 A URL is split once (``http`` or ``https``, a host, a port, an origin-form target)
 and the split kept for the next call with the same URL; the request is rendered by
-:func:`workers.http.build_request`, the service's renderer, whose checks (RFC
+:func:`workers.net.httpwire.build_request`, the service's renderer, whose checks (RFC
 9110/9112) raise before anything is sent. A request without headers or body of its
 own is rendered once and its bytes reused (the common case of a client polling
 one URL: no rendering on the request path).
@@ -17,7 +17,7 @@ from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from poolsvc.library.exceptions import InvalidRequest
-from workers.http import RequestError, build_request, check_headers, host_header
+from workers.net.httpwire import RequestError, build_request, check_headers, host_header
 
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _CACHE_SIZE: Final = 512

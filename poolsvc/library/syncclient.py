@@ -9,7 +9,7 @@
 A host is (scheme, host, port); each has its own :class:`HostPool` (the service's
 pool decisions, transport, TLS, breaker and fault injection) and the client caps
 connections per host and in total. Requests are checked (URL, method, headers,
-body) before anything is sent and rendered by :func:`workers.http.build_request`,
+body) before anything is sent and rendered by :func:`workers.net.httpwire.build_request`,
 the function that renders the service's; a bad one raises
 :class:`~poolsvc.library.exceptions.InvalidRequest`. Redirects are not followed
 (the adapters leave that to requests and httpx, which do).
@@ -26,18 +26,18 @@ from typing import Any
 
 import orjson
 
-from poolsvc.breaker import BreakerSettings
 from poolsvc.library.exceptions import ClientError, InvalidRequest
-from poolsvc.library.exchange import Exchange
 from poolsvc.library.hostpool import Budget, HostPool, Timeout
 from poolsvc.library.response import Response, check_timeout
 from poolsvc.library.retry import Retry, retry_after
+from poolsvc.library.roundtrip import Exchange
 from poolsvc.library.routes import Prepared, Router
 from poolsvc.library.transports import transport_for
 from poolsvc.version import __version__
-from workers.http import DEFAULT_SUCCESS, IDEMPOTENT, parse_statuses, status_table
-from workers.injection import Injector, parse_fault
-from workers.pool import PoolSettings
+from workers.net.httpwire import DEFAULT_SUCCESS, IDEMPOTENT, parse_statuses, status_table
+from workers.pool.breaker import BreakerSettings
+from workers.pool.shard import PoolSettings
+from workers.shared.injection import Injector, parse_fault
 
 _UNSUPPORTED_FAULTS = frozenset({"half_open", "leak"})
 

@@ -1,5 +1,5 @@
-"""A host's transport: the service's :class:`workers.transport.Plain` for ``http``,
-its :class:`workers.tls.Tls` for ``https`` (verification on, SNI, ALPN http/1.1,
+"""A host's transport: the service's :class:`workers.net.transport.Plain` for ``http``,
+its :class:`workers.net.tls.Tls` for ``https`` (verification on, SNI, ALPN http/1.1,
 session resumption), made from the client's TLS options."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import ssl
 from pathlib import Path
 
 from poolsvc.library.exceptions import InvalidRequest
-from workers.tls import Tls, TlsSpec
-from workers.transport import Plain, Transport
+from workers.net.tls import Tls, TlsSpec
+from workers.net.transport import Plain, Transport
 
 
 def tls_spec(host: str, verify: bool | str, cert: str | tuple[str, str] | None,

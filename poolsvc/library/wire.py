@@ -2,7 +2,7 @@
 
 The library's calls block; its sockets do not. Each step runs the same
 non-blocking operation the worker's loop runs (through the target's
-:class:`workers.transport.Transport`: connect, ``SO_ERROR``, the TLS handshake by
+:class:`workers.net.transport.Transport`: connect, ``SO_ERROR``, the TLS handshake by
 want-read/want-write, the connection's ``send``/``recv`` streams) and, where the
 loop would return to epoll, waits in ``poll(2)`` on that one descriptor until its
 deadline. A connection's ``owner`` (the service's "request it is reserved for")
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from poolsvc.library.exceptions import ClientError, error_for
-from workers.connection import Connection
-from workers.errors import errno_name, oserror_name, tls_detail, tls_name
-from workers.tls import WANT_READ
-from workers.transport import Transport
+from workers.net.tls import WANT_READ
+from workers.net.transport import Transport
+from workers.pool.connection import Connection
+from workers.shared.errors import errno_name, oserror_name, tls_detail, tls_name
 
 POLLIN: Final = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 POLLOUT: Final = select.POLLOUT | select.POLLERR | select.POLLHUP

@@ -1,5 +1,5 @@
 import sys
 
-from poolsvc.target.server import main
+from poolsvc.target.serve import main
 
 sys.exit(main())

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poolsvc import cli, poolctl
-from poolsvc.keys import KEYS
+from poolsvc.cli import main as cli
+from poolsvc.cli import poolctl
+from poolsvc.config.keys import KEYS
 
 SAFE = ["--host", "127.0.0.1", "--port", "9", "--connect-timeout-ms", "100"]
 VALUES = st.one_of(

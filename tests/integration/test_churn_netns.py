@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from poolsvc import netns
+from poolsvc.churn import netns
 from tests.conftest import POOLSVC
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poolsvc.client import CommandRefused, ServiceUnavailable
-from poolsvc.control import MAX_LINE
+from poolsvc.ctl.ctlclient import CommandRefused, ServiceUnavailable
+from poolsvc.ctl.protocol import MAX_LINE
 from poolsvc.target import TargetServer
 from tests.conftest import Service, settled, until
 
@@ -154,14 +154,14 @@ def test_poolctl_exit_codes(service: Service, tmp_path: Path) -> None:
     assert refused.returncode == 3 and "bad_request" in refused.stderr
     missing = tmp_path / "nothing" / "here.sock"
     proc = subprocess.run(
-        [sys.executable, "-m", "poolsvc.poolctl", "--control", str(missing), "status"],
+        [sys.executable, "-m", "poolsvc.cli.poolctl", "--control", str(missing), "status"],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 4 and str(missing) in proc.stderr
     env = {**os.environ, "POOLSVC_CONTROL": str(service.path)}
     via_env = subprocess.run(
-        [sys.executable, "-m", "poolsvc.poolctl", "status", "--json"],
+        [sys.executable, "-m", "poolsvc.cli.poolctl", "status", "--json"],
         capture_output=True,
         text=True,
         env=env,

@@ -21,8 +21,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from poolsvc import control
-from poolsvc.control import ControlError
+from poolsvc.ctl import protocol as control
+from poolsvc.ctl.protocol import ControlError
 from poolsvc.target import TargetServer
 from tests.conftest import POOLSVC, Service, address
 
@@ -33,7 +33,7 @@ NOBODY = 65534
 
 def poolctl(path: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "poolsvc.poolctl", "--control", str(path), *args],
+        [sys.executable, "-m", "poolsvc.cli.poolctl", "--control", str(path), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -474,7 +474,7 @@ def test_a_bracketed_ipv6_host_is_accepted() -> None:
 def test_the_socket_of_a_stopped_service_with_a_full_queue_is_not_stale(tmp_path: Path) -> None:
     # A connect that finds the accept queue full (EAGAIN) means a listener is there,
     # merely stopped or busy: its socket must not be taken for a stale one and removed.
-    from poolsvc.ctlserver import claim
+    from poolsvc.ctl.sockpath import claim
 
     path = tmp_path / "c.sock"
     with full_queue(path):

@@ -13,7 +13,7 @@ import pytest
 from poolsvc.target import TargetServer
 from tests.conftest import Background, fd_count, make, run
 from tools.nginx import free_port
-from workers.transport import DEADLINE, connect_blocking
+from workers.net.transport import DEADLINE, connect_blocking
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import run
 from tests.hostile import Hostile
-from workers import stats
+from workers.shared import slotstats as stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 

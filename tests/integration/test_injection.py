@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from poolsvc import config, plan
-from poolsvc.supervisor import Supervisor
+from poolsvc.arbiter.supervisor import Supervisor
+from poolsvc.config import loader as config
+from poolsvc.config import plan
 from poolsvc.target import TargetServer
 from tests.conftest import Background, fd_count, make
 from tools.nginx import Nginx
-from workers import shm, stats
-from workers.injection import Fault
+from workers.shared import shm
+from workers.shared import slotstats as stats
+from workers.shared.injection import Fault
 from workers.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]

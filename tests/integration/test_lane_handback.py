@@ -20,14 +20,16 @@ from typing import Any
 
 import pytest
 
-from workers import client as cl
-from workers import lane, shm, stats
-from workers.admission import SharedView
-from workers.client import Client
-from workers.connection import BUSY, Connection
-from workers.load import Schedule
-from workers.spec import LoopSettings
-from workers.timers import Deadlines
+from workers.lane import fastpath as lane
+from workers.loop.loadshape import Schedule
+from workers.loop.timers import Deadlines
+from workers.loop.workerspec import LoopSettings
+from workers.pool import client as cl
+from workers.pool.client import Client
+from workers.pool.connection import BUSY, Connection
+from workers.shared import shm
+from workers.shared import slotstats as stats
+from workers.shared.admission import SharedView
 
 pytestmark = [pytest.mark.integration]
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"

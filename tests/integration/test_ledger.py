@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from poolsvc import ledger
-from poolsvc.slots import RUNNING
+from poolsvc.arbiter.slots import RUNNING
+from poolsvc.metrics import ledger
 from poolsvc.target import TargetServer
 from tests.conftest import (
     POOLSVC,
@@ -24,7 +24,7 @@ from tests.conftest import (
     run_json,
     supervisor,
 )
-from workers import stats
+from workers.shared import slotstats as stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]
 

@@ -26,7 +26,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import POOLSVC, Service, run_json
-from workers.injection import KINDS
+from workers.shared.injection import KINDS
 
 pytestmark = pytest.mark.integration
 

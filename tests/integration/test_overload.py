@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import address, run_json
 from tools.nginx import Nginx
-from workers import lane
+from workers.lane import fastpath as lane
 
 pytestmark = [pytest.mark.integration, pytest.mark.nginx]
 

@@ -16,7 +16,8 @@ import pytest
 from tests.conftest import make, snapshot
 from tests.hostile import Hostile, mixed
 from tools.nginx import Nginx
-from workers import lane, stats
+from workers.lane import fastpath as lane
+from workers.shared import slotstats as stats
 
 pytestmark = pytest.mark.integration
 

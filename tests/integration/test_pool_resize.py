@@ -109,9 +109,9 @@ def test_adaptive_backoff_waits_longer_the_more_connects_are_refused(
     """Connects really refused (the injected fault connects to a closed port) at 0 %,
     50 % and 100 %: the reconnect delays measured grow with the refusal rate."""
     from tests.conftest import make
-    from workers import shm
-    from workers.backoff import Backoff
-    from workers.injection import CONNECT_MODES, Fault
+    from workers.pool.backoff import Backoff
+    from workers.shared import shm
+    from workers.shared.injection import CONNECT_MODES, Fault
 
     worker = make(
         target.host, target.port, pool_size=4, concurrency=2, duration_s=1.5,

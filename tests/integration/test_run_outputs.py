@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from poolsvc import hlog
+from poolsvc.metrics import hlog
 from tests.conftest import POOLSVC
 from tools.nginx import Nginx
 

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from hdrh.histogram import HdrHistogram
 
-from poolsvc import hlog
+from poolsvc.metrics import hlog
 from tests.conftest import POOLSVC
 from tools.nginx import Nginx
-from workers import histogram
+from workers.shared import histogram
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,10 +15,11 @@ from typing import Any
 import psutil
 import pytest
 
-from poolsvc.supervisor import EXIT_BOOT_FAILURE
+from poolsvc.arbiter.supervisor import EXIT_BOOT_FAILURE
 from poolsvc.target import TargetServer
 from tests.conftest import Nginx, in_background, run_json, supervisor, until
-from workers import shm, stats
+from workers.shared import shm
+from workers.shared import slotstats as stats
 
 pytestmark = pytest.mark.integration
 

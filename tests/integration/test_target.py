@@ -310,8 +310,8 @@ def test_sigterm_exits_cleanly_and_stop_is_idempotent() -> None:
 def test_an_embedded_target_that_cannot_start_is_exit_4_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from poolsvc import cli
-    from poolsvc.target.process import TargetServer, TargetStartError
+    from poolsvc.cli import main as cli
+    from poolsvc.target.launcher import TargetServer, TargetStartError
 
     def refuse(self: TargetServer, timeout: float = 10.0) -> TargetServer:
         raise TargetStartError("target did not start (exit status 1, got b'')")

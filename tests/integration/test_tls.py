@@ -27,8 +27,8 @@ import trustme
 from poolsvc.target import TargetServer
 from tests.conftest import run as run_worker
 from tools.nginx import Nginx
-from workers.tls import Tls, TlsSpec
-from workers.transport import connect_blocking
+from workers.net.tls import Tls, TlsSpec
+from workers.net.transport import connect_blocking
 
 pytestmark = pytest.mark.integration
 POOLSVC = [sys.executable, "-m", "poolsvc"]

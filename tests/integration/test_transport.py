@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from poolsvc import config, plan
+from poolsvc.config import loader as config
+from poolsvc.config import plan
 from poolsvc.target import TargetServer
-from workers import stats
-from workers.admission import SharedView
-from workers.transport import Plain, Recv, Send
+from workers.net.transport import Plain, Recv, Send
+from workers.shared import slotstats as stats
+from workers.shared.admission import SharedView
 from workers.worker import build_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_paths")]

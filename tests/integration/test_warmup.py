@@ -17,12 +17,13 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from poolsvc.client import ControlClient, ServiceUnavailable
-from poolsvc.poolctl import render_status
+from poolsvc.cli.poolctl import render_status
+from poolsvc.ctl.ctlclient import ControlClient, ServiceUnavailable
 from poolsvc.target import TargetServer
 from tests.conftest import address, make, settled
 from tests.hostile import SLOW_FIRST, SLOW_MS, Hostile
-from workers import shm, stats
+from workers.shared import shm
+from workers.shared import slotstats as stats
 from workers.worker import Worker
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from workers import table
+from workers.shared import statetable as table
 
 ARCHITECTURE = Path(__file__).parents[2] / "docs" / "architecture.md"
 

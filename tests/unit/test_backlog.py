@@ -10,15 +10,15 @@ import random
 
 import pytest
 
-from workers import stats as st
-from workers.admission import SharedView
-from workers.backlog import Backlog
-from workers.backoff import Backoff
-from workers.client import Client
-from workers.load import Bounds, Schedule
-from workers.pool import Pool, PoolSettings
-from workers.state import RunState
-from workers.target import Target, TargetSpec
+from workers.exchange.backlog import Backlog
+from workers.loop.loadshape import Bounds, Schedule
+from workers.loop.runstate import RunState
+from workers.pool.backoff import Backoff
+from workers.pool.client import Client
+from workers.pool.shard import Pool, PoolSettings
+from workers.pool.target import Target, TargetSpec
+from workers.shared import slotstats as st
+from workers.shared.admission import SharedView
 
 
 class Rig:

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from workers.backoff import Backoff
-from workers.timers import Deadlines
+from workers.loop.timers import Deadlines
+from workers.pool.backoff import Backoff
 
 
 def test_full_jitter_grows_exponentially_then_caps() -> None:
@@ -103,7 +103,7 @@ def test_earlier_rearm_and_disarm() -> None:
 
 
 def test_adaptive_backoff_scales_its_base_with_the_recent_failure_rate() -> None:
-    from workers.backoff import GAIN, WINDOW
+    from workers.pool.backoff import GAIN, WINDOW
 
     b = Backoff(0.05, 5.0, random.Random(3), adaptive=True)
     assert b.ceiling(0.0) == 0.05  # no connects yet: the configured base
@@ -126,7 +126,7 @@ def test_adaptive_backoff_scales_its_base_with_the_recent_failure_rate() -> None
 def test_the_documented_table_is_the_rule() -> None:
     from pathlib import Path
 
-    from workers.backoff import delays
+    from workers.pool.backoff import delays
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
     for label, row in zip(("0 %", "50 %", "100 %"), delays(), strict=True):

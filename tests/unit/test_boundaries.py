@@ -67,7 +67,7 @@ def bases(path: Path) -> dict[str, list[str]]:
 def test_no_class_in_workers_inherits_from_another_worker_class() -> None:
     offenders = {
         f"{path.name}:{cls}": names
-        for path in sorted((ROOT / "workers").glob("*.py"))
+        for path in sorted((ROOT / "workers").rglob("*.py"))
         for cls, names in bases(path).items()
         if set(names) - _ALLOWED_BASES
     }
@@ -96,7 +96,7 @@ def socket_calls(path: Path) -> list[str]:
 def test_only_the_transport_touches_a_pooled_socket() -> None:
     offenders = {
         path.name: calls
-        for path in sorted((ROOT / "workers").glob("*.py"))
+        for path in sorted((ROOT / "workers").rglob("*.py"))
         if path.name != "transport.py" and (calls := socket_calls(path))
     }
     assert offenders == {}
@@ -174,3 +174,77 @@ def test_the_circle_rule_sees_a_circle(tmp_path: Path) -> None:
         "poolsvc.status",
         "poolsvc.supervisor",
     }
+
+
+# Subpackages are layers ----------------------------------------------------------------
+
+# Bottom to top. A module of a subpackage imports its own subpackage and those below it,
+# never one above; the modules at a package's root (the worker, its process, its upkeep;
+# the CLI entry points) compose the subpackages and may import any. ``poolsvc.version`` is
+# the bottom of the control plane (one fact, imported by everything that prints it).
+LAYERS = {
+    "workers": ["shared", "net", "pool", "loop", "lane", "exchange"],
+    "poolsvc": [
+        "version", "config", "metrics", "report", "ctl", "library", "adapters", "target",
+        "arbiter", "churn", "cli",
+    ],
+}  # fmt: skip
+
+
+def upward_imports(top: Path, order: list[str]) -> dict[str, list[str]]:
+    """module path -> the modules it imports from a subpackage above its own."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(top.rglob("*.py")):
+        parts = path.relative_to(top).parts
+        layer = parts[0].removesuffix(".py")
+        if layer not in order:
+            continue  # a root module: it composes the layers
+        mine = order.index(layer)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+                if "." not in node.module:  # from workers import exchange
+                    names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                bits = name.split(".")
+                above = len(bits) > 1 and bits[1] in order and order.index(bits[1]) > mine
+                if bits[0] == top.name and above:
+                    out.setdefault(str(path.relative_to(top.parent)), []).append(name)
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_each_subpackage_imports_only_those_below_it(package: str) -> None:
+    assert upward_imports(ROOT / package, LAYERS[package]) == {}
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_the_layers_are_the_tree(package: str) -> None:
+    """Every subpackage has its place in the order, and every place is a subpackage."""
+    top = ROOT / package
+    found = {p.name for p in top.iterdir() if (p / "__init__.py").exists()}
+    found |= {p.stem for p in top.glob("*.py") if p.stem in LAYERS[package]}
+    assert found == set(LAYERS[package])
+
+
+def test_the_layer_rule_sees_an_upward_import(tmp_path: Path) -> None:
+    top = tmp_path / "workers"
+    (top / "pool").mkdir(parents=True)
+    (top / "pool" / "shard.py").write_text("from workers.exchange.dialer import Dialer\n")
+    (top / "worker.py").write_text("from workers.exchange import dialer\n")  # a root module
+    order = ["shared", "pool", "exchange"]
+    assert upward_imports(top, order) == {"workers/pool/shard.py": ["workers.exchange.dialer"]}
+
+
+def test_no_two_modules_share_a_name() -> None:
+    """A room is found by its name: no module name is used twice in the product."""
+    seen: dict[str, list[str]] = {}
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name not in ("__init__.py", "__main__.py"):
+                seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from poolsvc import breaker as b
+from workers.pool import breaker as b
 
 S = b.BreakerSettings(
     window=10.0,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from poolsvc.capacity import judge
+from poolsvc.metrics.capacity import judge
 
 
 def test_kept_up_names_no_limit() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.lifecycle import check_cell, check_column, documented
-from workers import client as cl
-from workers import table
+from workers.pool import client as cl
+from workers.shared import statetable as table
 
 EVENTS = table.events(cl.TRANSITIONS)
 IN_FLIGHT = (cl.ACQUIRING, cl.WAITING, cl.BACKOFF, cl.CONNECTING, cl.SENDING, cl.DELAYED)

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from tests.unit.lifecycle import check_cell, check_column, documented
-from workers import connection as cx
+from workers.pool import connection as cx
 
 EVENTS = sorted({e for row in cx.TRANSITIONS.values() for e in row})
 

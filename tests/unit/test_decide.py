@@ -1,4 +1,4 @@
-"""The worker's decisions, every branch, without a socket (workers/decide.py)."""
+"""The worker's decisions, every branch, without a socket (workers/exchange/decide.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workers import decide as d
+from workers.exchange import decide as d
 
 # after_response -------------------------------------------------------------------
 

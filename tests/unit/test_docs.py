@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from poolsvc import config, keys
-from workers import injection, shm, stats
-from workers.errors import ERROR_NAMES
-from workers.stats import COUNTERS, EVICT_REASONS
+from poolsvc.config import keys
+from poolsvc.config import loader as config
+from workers.shared import injection, shm
+from workers.shared import slotstats as stats
+from workers.shared.errors import ERROR_NAMES
+from workers.shared.slotstats import COUNTERS, EVICT_REASONS
 
 ROOT = Path(__file__).parents[2]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from poolsvc import netns, pcap, sockstats
+from poolsvc.churn import netns, pcap
+from poolsvc.metrics import sockstats
 
 CLIENT, TARGET = ("127.0.0.1", 40001), ("127.0.0.1", 8080)
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
@@ -103,7 +104,7 @@ def test_the_namespace_says_why_it_cannot(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_the_study_client_writes_the_head_first_then_the_rest() -> None:
-    from workers.transport import Plain, Tuned
+    from workers.net.transport import Plain, Tuned
 
     sent: list[bytes] = []
 

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from workers import histogram as h
+from workers.shared import histogram as h
 
 
 def test_values_below_128us_are_exact() -> None:

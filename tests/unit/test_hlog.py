@@ -9,9 +9,9 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from poolsvc import hlog
-from workers import histogram
-from workers.stats import Snapshot
+from poolsvc.metrics import hlog
+from workers.shared import histogram
+from workers.shared.slotstats import Snapshot
 
 
 def counts_of(values: list[int]) -> list[int]:

@@ -5,9 +5,9 @@ import pathlib
 
 import pytest
 
-from poolsvc import config, files
-from workers.errors import ConfigError, ConnectError, errno_name, oserror_name
-from workers.http import (
+from poolsvc.config import loader as config
+from poolsvc.metrics import outputs as files
+from workers.net.httpwire import (
     RequestError,
     build_request,
     close_delimited,
@@ -16,7 +16,8 @@ from workers.http import (
     parse_statuses,
     status_table,
 )
-from workers.target import check_host
+from workers.pool.target import check_host
+from workers.shared.errors import ConfigError, ConnectError, errno_name, oserror_name
 
 
 def test_request_bytes() -> None:

@@ -2,10 +2,10 @@
 
 import pytest
 
-from poolsvc.keys import positive_duration as parse_duration
-from workers import shm
-from workers.admission import SharedView
-from workers.injection import Fault, Injector
+from poolsvc.config.keys import positive_duration as parse_duration
+from workers.shared import shm
+from workers.shared.admission import SharedView
+from workers.shared.injection import Fault, Injector
 
 
 def hits(inj: Injector, n: int = 2000, target: int = 0, now: float = 0.0) -> list[object]:

@@ -7,8 +7,9 @@ from dataclasses import fields
 
 import pytest
 
-from poolsvc import cli, keys
-from poolsvc.keys import Config
+from poolsvc.cli import main as cli
+from poolsvc.config import keys
+from poolsvc.config.keys import Config
 
 _FLAGGED = [f for f in fields(Config) if f.metadata["flag"]]
 _SAMPLE = {int: ("7", 7), float: ("2.5", 2.5), str: ("x.example", "x.example")}

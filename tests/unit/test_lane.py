@@ -1,5 +1,5 @@
 """The accelerated path's pure parts held to the Python path's: the framer to llhttp
-(httptools), the histogram bucket to workers.histogram.
+(httptools), the histogram bucket to workers.shared.histogram.
 
 The framer may only accept what llhttp accepts, and read it the same way: every
 response it accepts is parsed again with httptools here, which must agree on the
@@ -17,9 +17,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from workers import histogram, lane
-from workers.target import TargetSpec
-from workers.tls import TlsSpec
+from workers.lane import fastpath as lane
+from workers.net.tls import TlsSpec
+from workers.pool.target import TargetSpec
+from workers.shared import histogram
 
 pytestmark = pytest.mark.skipif(
     not lane.ACCELERATED and bool(os.environ.get("POOLSVC_NO_EXTENSIONS")),
@@ -39,7 +40,7 @@ def test_the_extension_is_built_wherever_the_pure_path_was_not_asked_for() -> No
 
 class Seen:
     """httptools' view of one response, read as the Python path reads it
-    (workers.connection: keep-alive when the message completes)."""
+    (workers.pool.connection: keep-alive when the message completes)."""
 
     def __init__(self) -> None:
         self.begun = self.complete = 0

@@ -14,7 +14,7 @@ from poolsvc.library import exceptions as ex
 from poolsvc.library.headers import Headers
 from poolsvc.library.retry import Retry, retry_after
 from poolsvc.library.routes import Router
-from workers.errors import ERROR_CLASSES, PHASES
+from workers.shared.errors import ERROR_CLASSES, PHASES
 
 DOC = Path(__file__).parents[2] / "docs" / "library.md"
 

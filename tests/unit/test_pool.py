@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from workers import pool as pl
-from workers.backoff import Backoff
+from workers.pool import shard as pl
+from workers.pool.backoff import Backoff
 
 
 class FakeConn:

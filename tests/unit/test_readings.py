@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from poolsvc import readings
-from workers import shm
-from workers.errors import ERROR_INDEX, ERROR_NAMES
+from poolsvc.arbiter import readings
+from workers.shared import shm
+from workers.shared.errors import ERROR_INDEX, ERROR_NAMES
 
 WORDS = shm.T_HIST + 40
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import random
 
-from poolsvc import recording
-from poolsvc.recording import CAP, FIRST_PERIOD, Recording, dense
-from workers import histogram
-from workers.stats import Snapshot
+from poolsvc.metrics import recording
+from poolsvc.metrics.recording import CAP, FIRST_PERIOD, Recording, dense
+from workers.shared import histogram
+from workers.shared.slotstats import Snapshot
 
 
 class Run:

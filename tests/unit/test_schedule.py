@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from workers.load import Schedule, split, wrr_period
+from workers.loop.loadshape import Schedule, split, wrr_period
 
 
 def test_constant_rate_has_no_drift() -> None:

@@ -6,10 +6,11 @@ import itertools
 
 import pytest
 
-from poolsvc import config, plan, sharding
-from poolsvc.sharding import Instance, instance, open_loop_share, start_at
-from workers.errors import ConfigError
-from workers.load import Schedule
+from poolsvc.config import loader as config
+from poolsvc.config import plan, sharding
+from poolsvc.config.sharding import Instance, instance, open_loop_share, start_at
+from workers.loop.loadshape import Schedule
+from workers.shared.errors import ConfigError
 
 
 def cfg(**values: object) -> config.Config:

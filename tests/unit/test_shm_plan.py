@@ -2,10 +2,12 @@
 
 import pytest
 
-from poolsvc import config, plan
-from workers import histogram, shm, stats
-from workers.admission import REFUSE, SharedView
-from workers.errors import ConfigError
+from poolsvc.config import loader as config
+from poolsvc.config import plan
+from workers.shared import histogram, shm
+from workers.shared import slotstats as stats
+from workers.shared.admission import REFUSE, SharedView
+from workers.shared.errors import ConfigError
 
 
 def test_layout_regions_do_not_overlap_and_slots_are_page_aligned() -> None:

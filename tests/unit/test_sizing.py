@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers import sizing
-from workers.sizing import (
+from workers.pool import sizing
+from workers.pool.sizing import (
     COOLDOWN,
     COOLING,
     GROW_AFTER,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from poolsvc import slots as sl
-from poolsvc.plan import Shard
+from poolsvc.arbiter import slots as sl
+from poolsvc.config.plan import Shard
 from tests.unit.lifecycle import check_cell, documented
-from workers import table
+from workers.shared import statetable as table
 
 EVENTS = table.events(sl.TRANSITIONS)
 

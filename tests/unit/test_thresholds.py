@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from poolsvc.gate import Gate, Verdict, delta, from_config, write_junit
-from poolsvc.thresholds import measure, parse, passes, shown
-from workers import histogram
-from workers.errors import ConfigError
-from workers.stats import Snapshot
+from poolsvc.metrics.gate import Gate, Verdict, delta, from_config, write_junit
+from poolsvc.metrics.thresholds import measure, parse, passes, shown
+from workers.shared import histogram
+from workers.shared.errors import ConfigError
+from workers.shared.slotstats import Snapshot
 
 TARGETS = ["api", "db"]
 

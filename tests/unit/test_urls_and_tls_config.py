@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from poolsvc import config, keys, plan
-from workers.errors import ConfigError, tls_name
+from poolsvc.config import keys, plan
+from poolsvc.config import loader as config
+from workers.shared.errors import ConfigError, tls_name
 
 # URLs ------------------------------------------------------------------------------------
 

@@ -9,17 +9,24 @@ from typing import Any
 
 import pytest
 
-from poolsvc import config, keys, ledger, plan, readings, report
-from poolsvc.breaker import BreakerSettings
-from poolsvc.breakers import BreakerDesk
+from poolsvc.arbiter import readings
+from poolsvc.arbiter.breakerdesk import BreakerDesk
+from poolsvc.config import keys, plan
+from poolsvc.config import loader as config
+from poolsvc.metrics import ledger
+from poolsvc.report import render as report
 from tests.unit.lifecycle import documented
-from workers import client as cl
-from workers import shm, stats, table, warmup
-from workers.connection import BUSY, Connection
-from workers.load import Bounds, Schedule
-from workers.loop import Loop
-from workers.state import RunState
-from workers.timers import Deadlines
+from workers.exchange import warmup
+from workers.loop.eventloop import Loop
+from workers.loop.loadshape import Bounds, Schedule
+from workers.loop.runstate import RunState
+from workers.loop.timers import Deadlines
+from workers.pool import client as cl
+from workers.pool.breaker import BreakerSettings
+from workers.pool.connection import BUSY, Connection
+from workers.shared import shm
+from workers.shared import slotstats as stats
+from workers.shared import statetable as table
 
 G = stats.GAUGE_INDEX
 SENT, OK, FAILED = (stats.INDEX[f"requests.{k}"] for k in ("sent", "ok", "failed"))

@@ -8,7 +8,7 @@ injected, requests, errors by class, recovery time, leaked fds, lost counts, and
 pass/fail. The tests (``tests/chaos``) run the same functions with smaller
 parameters as part of ``make test``.
 
-Every request accounted for (``poolsvc.ledger``):
+Every request accounted for (``poolsvc.metrics.ledger``):
 
 - **sent** (the requests column) must equal ok + failed + lost + abandoned, and
   the **target's own count** (embedded target counter, nginx access log) must

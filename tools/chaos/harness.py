@@ -3,7 +3,7 @@ the accounting check every scenario ends with (:func:`finish`), and the table.
 
 The timeouts the service runs with (``READ_MS``, ``CONNECT_MS``, ``WAIT_MS``) bound how long
 one request may take (``HANG_BOUND_MS``); ``LEDGER`` names the counts of
-:mod:`poolsvc.ledger` that :func:`finish` balances.
+:mod:`poolsvc.metrics.ledger` that :func:`finish` balances.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolsvc.client import ControlClient, ServiceUnavailable
+from poolsvc.ctl.ctlclient import ControlClient, ServiceUnavailable
 from tools.nginx import Nginx
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -195,7 +195,7 @@ def finish(
 ) -> Result:
     """Fill in the common columns from the final report and the target's own count.
 
-    Every request is accounted for (:mod:`poolsvc.ledger`): sent = ok + failed + lost
+    Every request is accounted for (:mod:`poolsvc.metrics.ledger`): sent = ok + failed + lost
     + abandoned, and the target counted exactly what was sent (perhaps one less per
     worker killed inside a send: ``in_doubt``). ``may_drop``: the fault can drop a request
     after it was sent (a restart resets what the target had not read yet, a broken

@@ -1,0 +1,1 @@
+"""The product's command lines: ``poolsvc`` and ``poolctl``."""

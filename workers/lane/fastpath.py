@@ -1,0 +1,253 @@
+"""The accelerated path: the request path's steady state in C, the Python path its reference.
+
+Theory of operation.  In a run against one plain-TCP target, almost every request
+is the same few steps: a whole response arrives on a kept connection, it is
+counted, and the next request goes out on the same connection in the wakeup's
+burst (``RENEW`` in :mod:`workers.exchange.decide`): in the closed loop the same client's
+next one; in the open loop the oldest request due in the schedule (its backlog,
+:mod:`workers.exchange.backlog`), whose latency counts from its intended time.  The lane
+computes that time as :meth:`workers.loop.loadshape.Schedule.due` does, term for term, and
+advances the schedule's cursor; after a response with nothing due it hands the
+connection back, and the Python path checks it in.  The
+C extension ``workers.lane._lane`` does exactly those steps for the connections it
+holds, its *members*, without returning to the interpreter: ``epoll_wait``,
+``recv`` into a fixed buffer, a framer, the counters written through a pointer
+into this worker's shared-memory slot, the burst of ``send``.
+
+The lane stands in for the loop's ``epoll.poll``: :meth:`Lane.poll` returns the
+events it leaves to the Python path, exactly as ``poll`` would.  A connection
+becomes a member when :meth:`workers.exchange.requests.Requests.send_renewed` has sent its
+renewed request whole (:meth:`Lane.admit`), and stops being one at the first
+thing the lane does not handle: a response that is not one whole, plain,
+successful, ``Content-Length``-framed keep-alive response in one ``recv``; EOF;
+an error; a partial write; a response after which the connection is not
+renewed (the request bound, the breaker, a worn connection, a retiring client).
+Then the connection is *taken*: handed back with what was read or what went
+wrong, before anything was counted, and the Python path does what it always
+does (:meth:`Lane.take`, :meth:`Handback.settle`).  Whatever the lane does not recognise,
+the Python path decides, with llhttp: the lane's framer accepts only a strict
+subset of what llhttp accepts (tests/unit/test_lane.py).
+
+The run-wide conditions (renewing, or the open loop's schedule and end; not
+paused, stopping or injecting; no failure streak, backoff or waiter on the target; the pool within
+its size) are read each time the loop calls in, because only the Python path
+changes them; when they do not hold, the lane has no members and is a plain
+``poll``.  The figures the Python path keeps on its objects (``conn.requests``,
+``conn.deadline``, ``client.start``, ``client.sent_at``, ``run.issued``,
+``target.last_ok``, the schedule's cursor) are written back before every return,
+so the Python path never sees a stale one.
+
+``POOLSVC_NO_EXTENSIONS=1`` (at install or at run time), or a machine that could
+not build the extension, runs the pure-Python path; :func:`choose` says which path
+a run takes, and the report prints it (``run.path``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from workers.loop.ports import Lane
+from workers.pool import client as cl
+from workers.pool import connection as cx
+from workers.shared import shm
+from workers.shared import slotstats as st
+from workers.shared.errors import errno_name
+
+if TYPE_CHECKING:
+    from workers.loop.runstate import RunState
+    from workers.loop.timers import Deadlines
+    from workers.loop.workerspec import LoopSettings
+    from workers.pool.connection import Connection
+    from workers.pool.target import Target, TargetSpec
+    from workers.shared.admission import SharedView
+
+
+def _import() -> Any:
+    try:
+        from workers.lane import _lane  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _lane
+
+
+_lane = _import()
+ACCELERATED: Final = _lane is not None  # the extension is built and loads here
+
+
+def path() -> str:
+    """The path this process's runs take: "accelerated", or "pure (why)" (read when a
+    worker is built, so that a test may switch it)."""
+    if os.environ.get("POOLSVC_NO_EXTENSIONS", "") not in ("", "0"):
+        return "pure (POOLSVC_NO_EXTENSIONS)"
+    return "accelerated" if _lane is not None else "pure (the C extension is not built)"
+
+
+def choose(specs: Sequence[TargetSpec], rate: float) -> str:
+    """The path a run of ``specs`` takes: "accelerated" when the lane can have its
+    steady state (one plain-TCP target, no HEAD, keep-alive; closed or open loop),
+    else "pure (why)"."""
+    why = ""
+    if len(specs) != 1:
+        why = "several targets"
+    elif specs[0].tls is not None:
+        why = "TLS"
+    elif not specs[0].nodelay or specs[0].split_writes:
+        why = "the Nagle study's tuned transport"
+    elif specs[0].method == "HEAD":
+        why = "HEAD requests"
+    elif not specs[0].keep_alive:
+        why = "keep_alive false"  # every response closes its connection: nothing to renew
+    here = path()
+    return here if here != "accelerated" or not why else f"pure ({why})"
+
+
+def frame(data: bytes, max_head: int) -> tuple[int, int] | None:
+    """The lane's framer (for the tests): (status, head length) or None."""
+    assert _lane is not None
+    result: tuple[int, int] | None = _lane.frame(data, max_head)
+    return result
+
+
+def bucket_of(us: int) -> int:
+    """The lane's histogram bucket (for the tests)."""
+    assert _lane is not None
+    return int(_lane.bucket_of(us))
+
+
+def build(
+    ep: int,
+    run: RunState,
+    target: Target,
+    shared: SharedView,
+    settings: LoopSettings,
+    read_timeout: float,
+    deadlines: Deadlines,
+) -> Lane:
+    """The lane of one worker; every index it writes comes from :mod:`workers.shared.slotstats`
+    and :mod:`workers.shared.shm`, where each is defined."""
+    assert _lane is not None
+    index = {
+        "status_base": st.STATUS_BASE,
+        "lat_sum": st.LAT_SUM,
+        "lat_max": st.LAT_MAX,
+        "hist_base": st.HIST_BASE,
+        "hist2_base": st.HIST2_BASE,
+        "lat2_max": st.LAT2_MAX,
+        "late": st.REQ_LATE,
+        "lag_max": st.LAG_MAX,
+        "req_ok": st.REQ_OK,
+        "req_sent": st.REQ_SENT,
+        "sending": st.SENDING_FLAG,
+        "bytes_in": st.BYTES_IN,
+        "bytes_out": st.BYTES_OUT,
+        "reused": st.CONN_REUSED,
+        "breaker_word": target.breaker_word,
+        "ok_word": target.ok_word,
+        "code_mask": shm.CODE_MASK,
+    }
+    lane: Lane = _lane.Lane(
+        ep=ep,
+        slot=shared.slot,
+        words=shared.words,
+        index=index,
+        request=target.request,
+        success=settings.success,
+        count_5xx=settings.count_5xx,
+        max_head=settings.max_header_bytes,
+        read_timeout=read_timeout,
+        run=run,
+        target=target,
+        arm=deadlines.arm,
+        busy=cx.BUSY,
+        sending=cl.SENDING,
+    )
+    return lane
+
+
+@dataclass(slots=True)
+class Handback:
+    """Where the connections the lane hands back go on, in the Python path."""
+
+    lane: Lane
+    request: bytes  # the target's request: a partial write's rest goes from it
+    received: Callable[[Connection, bytes], None]  # Responses.received
+    parked: Callable[[Connection], None]  # Responses.checkin_parked
+    read_failed: Callable[[Connection, str], None]  # Failures.read_failed
+    write_later: Callable[[Connection, bytes, int], None]  # Requests.write_later
+    conn_failed: Callable[[Connection, str, str], None]  # Failures.conn_failed
+
+    def settle(self) -> None:
+        """Hand each taken connection to the Python path, as if it had read or written
+        itself: ``data`` what one ``recv`` returned (b"": EOF), ``error`` the errno of
+        a failed ``recv``, ``send_error`` that of a failed ``send`` (the request not
+        counted sent), ``partial`` how much of the request went out, ``parked`` an
+        open loop's connection the lane held idle (its response counted): checked in."""
+        for conn, kind, value in self.lane.take():
+            if kind == "data":
+                self.received(conn, value)
+            elif kind == "parked":
+                self.parked(conn)
+            elif kind == "error":
+                self.read_failed(conn, errno_name(value))
+            elif kind == "partial":
+                self.write_later(conn, self.request, value)
+            else:
+                self.conn_failed(conn, "write", errno_name(value))
+
+
+# Busy polling ----------------------------------------------------------------------
+HOLD: Final = 3  # ticks in a row with a core to spare before the lane spins again
+
+
+class SpinGovernor:
+    """Busy polling only while it pays: when this worker has a core of its own.
+
+    A spin keeps the worker awake for ``busy_poll_us`` before it sleeps, so that a
+    response arriving meanwhile costs the target no wakeup (on loopback the target
+    pays for waking us).  That helps only when the target runs on another core while
+    we spin; when the machine has more runnable tasks than cores (several workers
+    beside the target, say), a spin takes the core the target needs.  So each tick
+    the worker reads how many tasks are runnable (``/proc/loadavg``, itself
+    included) and spins only after :data:`HOLD` ticks in a row with no more of them
+    than cores; one crowded tick stops it.
+    """
+
+    __slots__ = ("cpus", "lane", "read", "spin", "streak")
+
+    def __init__(
+        self,
+        lane: Lane,
+        spin: float,
+        cpus: int,
+        read: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.lane, self.spin, self.cpus = lane, spin, cpus
+        self.read = read or runnable
+        self.streak = 0
+        lane.spin = 0.0
+
+    def tick(self) -> None:
+        self.streak = spare_streak(self.read(), self.cpus, self.streak)
+        want = self.spin if self.streak >= HOLD else 0.0
+        if want != self.lane.spin:
+            self.lane.spin = want
+
+    def __repr__(self) -> str:
+        return f"<SpinGovernor spin={self.lane.spin * 1e6:.0f}us streak={self.streak}>"
+
+
+def spare_streak(running: int | None, cpus: int, streak: int) -> int:
+    """Ticks in a row with no more runnable tasks than cores (None: unknown, none)."""
+    return streak + 1 if running is not None and running <= cpus else 0
+
+
+def runnable() -> int | None:
+    """Tasks runnable on this machine now (the reader included), or None."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return None

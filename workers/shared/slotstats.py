@@ -1,0 +1,323 @@
+"""The per-worker statistics slot: one fixed byte layout, one writer, many readers.
+
+Byte layout of a slot (all fields little-endian unsigned 64-bit words, native
+alignment; ``W`` = 8 bytes)::
+
+    offset (words)            field
+    0                         MAGIC (0x706f6f6c73766331, "poolsvc1")
+    1                         pid of the writer
+    2                         heartbeat: monotonic microseconds of the last publish
+    3                         generation: bumped by the writer when it (re)starts
+    HEADER .. +N_COUNTERS     counters, in COUNTERS order (monotonic, never reset)
+    .. +STATUS_WORDS          one counter per final status code (monotonic)
+    .. +N_GAUGES              gauges, in GAUGES order (last published value)
+    .. +histogram.BUCKETS     latency histogram: from the intended send time
+    .. +histogram.BUCKETS     open loop only: latency from the actual send (uncorrected)
+    .. +histogram.BUCKETS     TCP connect time (connect() to SO_ERROR == 0)
+    .. +histogram.BUCKETS     TLS handshake time, full handshakes
+    .. +histogram.BUCKETS     TLS handshake time, resumed sessions
+    .. +histogram.BUCKETS     failure time: from a failed request's due time to its failure
+
+``SLOT_WORDS`` words in all.  The writer increments words in place; a reader
+copies the slot (``bytes(view)``) and decodes it.  An aligned 8-byte store is a
+single instruction on x86-64 and arm64, so a reader never sees a torn word; it
+may see counter A updated and counter B not yet (a skew of one request), which
+sums over slots tolerate.  Nothing here takes a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from workers.shared import histogram
+from workers.shared.errors import ERROR_NAMES, PHASES
+from workers.shared.injection import KINDS
+
+MAGIC: Final = 0x706F6F6C73766331
+HEADER: Final = 4
+WRITER_PID, HEARTBEAT, GENERATION = 1, 2, 3  # the header words after MAGIC
+
+EVICT_REASONS: Final = (
+    "idle_timeout",  # idle longer than idle_timeout_ms
+    "max_age",  # older than max_age_ms
+    "validation",  # checkout probe found FIN/RST
+    "health_check",  # active health check failed
+    "peer_closed",  # FIN/RST while idle, seen by the event loop
+    "server_close",  # response said Connection: close (or HTTP/1.0)
+    "error",  # a request on it failed
+    "resized",  # the pool was made smaller at runtime
+    "unsolicited",  # bytes nobody asked for: while idle, or after the end of a response
+)
+
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+STATUS_WORDS: Final = 600  # one counter per final status code, indexed by the code (0-99 unused)
+
+#: Every request the load issues ends in exactly one outcome (``poolsvc.metrics.ledger``):
+#: sent = ok + failed + lost + abandoned; every outcome together is requests.total.
+COUNTERS: Final[tuple[str, ...]] = (
+    "requests.sent",  # its last byte was written (a stale socket's try is taken back)
+    "requests.ok",  # sent, and a final response with a success status came
+    "requests.failed",  # sent, then a failure status or an error ended it
+    "requests.unsent",  # ended before its last byte was written: never reached the target
+    "requests.abandoned",  # sent, still unanswered at the drain deadline
+    "requests.lost",  # sent, in flight in a worker that died (the supervisor counts it)
+    "requests.in_doubt",  # of the lost: a worker died inside their send() (see the ledger)
+    "requests.late",  # open loop: sent more than 1 ms after the intended time
+    "requests.dropped",  # open loop: never issued (over max_backlog, or a rate change)
+    "send_lag.max_us",  # open loop: the latest a request was sent after its intended time
+    "responses.interim",  # 1xx before a final response (100 Continue, 103): skipped
+    "connections.created",  # handshakes that completed with SO_ERROR == 0
+    "connections.attempted",  # connect() calls
+    "connections.reused",  # requests sent on a connection that had served before
+    *(f"connections.evicted.{r}" for r in EVICT_REASONS),
+    "connections.health_checks",
+    "connections.shutdown",  # closed because the run ended (not an eviction)
+    "retries.stale_reuse",  # re-sent once on a fresh connection, not a failure
+    "bytes.in",
+    "bytes.out",
+    "latency.sum_us",  # of every final response, whatever its status
+    "latency.max_us",
+    "latency_uncorrected.max_us",  # open loop: from the actual send
+    *(f"failed.{n}" for n in ERROR_NAMES),  # sent requests that failed, by name
+    *(f"unsent.{n}" for n in ERROR_NAMES),  # requests that never left, by name
+    *(f"connect_errors.{n}" for n in ERROR_NAMES),  # connects that carried no request
+    *(f"errors.phase.{p}" for p in PHASES),
+    *(f"injected.{k}" for k in KINDS),  # faults that hit (next to the errno they caused)
+    "connect.max_us",  # the slowest TCP connect
+    "tls.handshakes.full",  # TLS handshakes that completed without resuming a session
+    "tls.handshakes.resumed",  # ... that resumed one
+    "tls.sessions.offered",  # new connections that offered a saved session
+    "tls.full.max_us",
+    "tls.resumed.max_us",
+    "connect.sum_us",
+    "tls.full.sum_us",
+    "tls.resumed.sum_us",
+    "failure_time.max_us",  # the longest a failed request took to fail
+    "failure_time.sum_us",
+)
+
+GAUGES: Final = (
+    "connections.active",  # reserved, busy or checking
+    "connections.idle",
+    "connections.connecting",
+    "pool.waiting",  # requests queued for a connection
+    "time.last_ok_us",  # monotonic us of the last good response
+    "time.last_fail_us",  # monotonic us of the last failed request
+    "time.started_us",  # monotonic us when the measured load started (after any warm-up)
+    "time.warmup_us",  # monotonic us when the warm-up requests began (0: no warm-up)
+    "time.ready_us",  # monotonic us when it was ready to send (after --start-at's wait)
+    "time.end_us",  # monotonic us when the duration bound ends (0 = none)
+    "time.issue_end_us",  # monotonic us when this worker stopped issuing (0 = still issuing)
+    "time.finished_us",  # monotonic us when the worker finished (0 = still running)
+    "load.busy_us",  # of the measured load, the time the loop worked (not waiting for events)
+    "requests.sending",  # 1 while sends that complete requests are under way (the ledger)
+    "fds.baseline",  # descriptors before the first connection (stdio, epoll)
+    "fds.expected",  # what the registry accounts for: baseline + connections + infrastructure
+    "fds.now",  # descriptors the kernel counted at the last audit
+    "audit.seq",  # the last audit request this worker answered
+    "audit.leaked",  # leaked sockets found by that audit
+    "audit.close_wait",  # CLOSE_WAIT sockets found by that audit
+)
+
+INDEX: Final = {name: HEADER + i for i, name in enumerate(COUNTERS)}
+STATUS_BASE: Final = HEADER + len(COUNTERS)  # + the status code
+GAUGE_BASE: Final = STATUS_BASE + STATUS_WORDS
+GAUGE_INDEX: Final = {name: GAUGE_BASE + i for i, name in enumerate(GAUGES)}
+HIST_BASE: Final = GAUGE_BASE + len(GAUGES)
+HIST2_BASE: Final = HIST_BASE + histogram.BUCKETS
+CONNECT_BASE: Final = HIST2_BASE + histogram.BUCKETS
+TLS_FULL_BASE: Final = CONNECT_BASE + histogram.BUCKETS
+TLS_RESUMED_BASE: Final = TLS_FULL_BASE + histogram.BUCKETS
+FAILURE_BASE: Final = TLS_RESUMED_BASE + histogram.BUCKETS
+SLOT_WORDS: Final = FAILURE_BASE + histogram.BUCKETS
+SLOT_BYTES: Final = SLOT_WORDS * 8
+
+# Hot-path indices, resolved once at import.
+REQ_SENT: Final = INDEX["requests.sent"]
+REQ_OK: Final = INDEX["requests.ok"]
+REQ_FAILED: Final = INDEX["requests.failed"]
+REQ_UNSENT: Final = INDEX["requests.unsent"]
+REQ_ABANDONED: Final = INDEX["requests.abandoned"]
+REQ_LATE: Final = INDEX["requests.late"]
+LAG_MAX: Final = INDEX["send_lag.max_us"]
+REQ_DROPPED: Final = INDEX["requests.dropped"]
+SENDING_FLAG: Final = GAUGE_INDEX["requests.sending"]
+INTERIM: Final = INDEX["responses.interim"]
+LAT2_MAX: Final = INDEX["latency_uncorrected.max_us"]
+CONN_CREATED: Final = INDEX["connections.created"]
+CONN_ATTEMPTED: Final = INDEX["connections.attempted"]
+CONN_REUSED: Final = INDEX["connections.reused"]
+HEALTH_CHECKS: Final = INDEX["connections.health_checks"]
+SHUTDOWN: Final = INDEX["connections.shutdown"]
+STALE_REUSE: Final = INDEX["retries.stale_reuse"]
+BYTES_IN: Final = INDEX["bytes.in"]
+BYTES_OUT: Final = INDEX["bytes.out"]
+LAT_SUM: Final = INDEX["latency.sum_us"]
+LAT_MAX: Final = INDEX["latency.max_us"]
+EVICT: Final = {r: INDEX[f"connections.evicted.{r}"] for r in EVICT_REASONS}
+FAILED: Final = {n: INDEX[f"failed.{n}"] for n in ERROR_NAMES}
+UNSENT: Final = {n: INDEX[f"unsent.{n}"] for n in ERROR_NAMES}
+CONNECT_ERROR: Final = {n: INDEX[f"connect_errors.{n}"] for n in ERROR_NAMES}
+PHASE: Final = {p: INDEX[f"errors.phase.{p}"] for p in PHASES}
+INJECTED: Final = {k: INDEX[f"injected.{k}"] for k in KINDS}
+CONNECT_MAX: Final = INDEX["connect.max_us"]
+TLS_FULL: Final = INDEX["tls.handshakes.full"]
+TLS_RESUMED: Final = INDEX["tls.handshakes.resumed"]
+TLS_OFFERED: Final = INDEX["tls.sessions.offered"]
+TLS_FULL_MAX: Final = INDEX["tls.full.max_us"]
+TLS_RESUMED_MAX: Final = INDEX["tls.resumed.max_us"]
+CONNECT_SUM: Final = INDEX["connect.sum_us"]
+TLS_FULL_SUM: Final = INDEX["tls.full.sum_us"]
+TLS_RESUMED_SUM: Final = INDEX["tls.resumed.sum_us"]
+FAILURE_MAX: Final = INDEX["failure_time.max_us"]
+FAILURE_SUM: Final = INDEX["failure_time.sum_us"]
+#: merged with max, not summed
+MAXED: Final = frozenset(
+    {LAT_MAX, LAT2_MAX, LAG_MAX, CONNECT_MAX, TLS_FULL_MAX, TLS_RESUMED_MAX, FAILURE_MAX}
+)
+#: the histograms after the two of the request latency: name -> (base, max, sum counters)
+TIMINGS: Final = {
+    "connect": (CONNECT_BASE, "connect.max_us", "connect.sum_us"),
+    "tls_full": (TLS_FULL_BASE, "tls.full.max_us", "tls.full.sum_us"),
+    "tls_resumed": (TLS_RESUMED_BASE, "tls.resumed.max_us", "tls.resumed.sum_us"),
+    "failure_time": (FAILURE_BASE, "failure_time.max_us", "failure_time.sum_us"),
+}
+
+#: Figures derived from the stored counters when a snapshot is decoded (kept for the
+#: report's stable names): see :meth:`Snapshot.derive`.
+DERIVED: Final = (
+    "requests.total",  # ok + failed + unsent + abandoned + lost: every outcome
+    "requests.cancelled",  # = unsent.cancelled
+    *(f"responses.{c}" for c in STATUS_CLASSES),
+    *(f"errors.{n}" for n in ERROR_NAMES),  # failed + unsent, by name
+)
+
+
+def count_error(slot: memoryview, phase: str, name: str, sent: bool) -> None:
+    """A request failure by name, in its phase: ``failed.<name>`` if it was sent, else
+    ``unsent.<name>`` (the outcome itself, requests.failed or .unsent, is the caller's)."""
+    slot[(FAILED if sent else UNSENT)[name]] += 1
+    slot[PHASE[phase]] += 1
+
+
+def init_slot(words: memoryview, pid: int) -> None:
+    """Claim ``words`` for writer ``pid``; keeps the counters (a restarted writer adds to them)."""
+    words[0] = MAGIC
+    words[WRITER_PID] = pid
+    words[GENERATION] += 1
+
+
+class Snapshot:
+    """Decoded, summed copy of one or more slots; plain data, safe to keep.
+
+    ``counters`` holds the stored counters and the :data:`DERIVED` figures;
+    ``statuses`` maps each final status code seen to its count.
+    """
+
+    __slots__ = ("counters", "gauges", "hist", "hist2", "statuses", "timings")
+
+    def __init__(self) -> None:
+        self.counters = dict.fromkeys((*COUNTERS, *DERIVED), 0)
+        self.gauges = dict.fromkeys(GAUGES, 0)
+        self.hist = [0] * histogram.BUCKETS
+        self.hist2 = [0] * histogram.BUCKETS
+        self.timings = {name: [0] * histogram.BUCKETS for name in TIMINGS}
+        self.statuses: dict[int, int] = {}
+
+    @classmethod
+    def of(cls, slots: Sequence[Sequence[int]]) -> Snapshot:
+        """Sum ``slots`` (each a 'Q' view of at least SLOT_WORDS words, or a copy of one).
+        ``latency.max_us`` and the ``time.*`` gauges are maxed (``time.started_us``: the
+        earliest non-zero)."""
+        snap = cls()
+        counters, gauges, statuses = snap.counters, snap.gauges, snap.statuses
+        for words in slots:
+            # one copy, then decode without touching shared memory
+            copy = words.tolist() if isinstance(words, memoryview) else words
+            for name in COUNTERS:
+                at = INDEX[name]
+                if at in MAXED:
+                    counters[name] = max(counters[name], copy[at])
+                else:
+                    counters[name] += copy[at]
+            for code, n in enumerate(copy[STATUS_BASE:GAUGE_BASE]):
+                if n:
+                    statuses[code] = statuses.get(code, 0) + n
+            for name in GAUGES:
+                value = copy[GAUGE_INDEX[name]]
+                if name in ("audit.seq", "requests.sending"):
+                    continue  # per worker only: a sum means nothing
+                if name == "time.started_us":  # the earliest start of any slot
+                    old = gauges[name]
+                    gauges[name] = min(old, value) if old and value else old or value
+                elif name.startswith("time."):  # the latest event of any slot
+                    gauges[name] = max(gauges[name], value)
+                else:
+                    gauges[name] += value
+            histogram.merge_into(snap.hist, copy[HIST_BASE : HIST_BASE + histogram.BUCKETS])
+            histogram.merge_into(snap.hist2, copy[HIST2_BASE : HIST2_BASE + histogram.BUCKETS])
+            for name, (base, _, _) in TIMINGS.items():
+                histogram.merge_into(snap.timings[name], copy[base : base + histogram.BUCKETS])
+        snap.derive()
+        return snap
+
+    def derive(self) -> None:
+        """Fill in the :data:`DERIVED` figures from the stored counters."""
+        c = self.counters
+        c["requests.total"] = sum(
+            c[f"requests.{k}"] for k in ("ok", "failed", "unsent", "abandoned", "lost")
+        )
+        c["requests.cancelled"] = c["unsent.cancelled"]
+        for cls in STATUS_CLASSES:
+            c[f"responses.{cls}"] = 0
+        for code, n in self.statuses.items():
+            if 100 <= code < 600:
+                c[f"responses.{STATUS_CLASSES[code // 100 - 1]}"] += n
+        for name in ERROR_NAMES:
+            c[f"errors.{name}"] = c[f"failed.{name}"] + c[f"unsent.{name}"]
+
+    def _named(self, prefix: str) -> dict[str, int]:
+        c = self.counters
+        return {n: v for n in ERROR_NAMES if (v := c[f"{prefix}.{n}"])}
+
+    def errors(self) -> dict[str, int]:
+        """Non-zero request failures by name, sent or not (``errors.<NAME>``)."""
+        return self._named("errors")
+
+    def failures(self) -> dict[str, int]:
+        """Sent requests that failed, by name."""
+        return self._named("failed")
+
+    def unsent(self) -> dict[str, int]:
+        """Requests that never reached the target, by name."""
+        return self._named("unsent")
+
+    def connect_errors(self) -> dict[str, int]:
+        """Connects that carried no request and failed, by name."""
+        return self._named("connect_errors")
+
+    def latency(self) -> dict[str, int]:
+        """Percentiles and max in microseconds (from the intended send time)."""
+        return histogram.summary(self.hist, self.counters["latency.max_us"])
+
+    def latency_uncorrected(self) -> dict[str, int] | None:
+        """Open loop: the same from the actual send time; None for a closed loop."""
+        if not any(self.hist2):
+            return None
+        return histogram.summary(self.hist2, self.counters["latency_uncorrected.max_us"])
+
+    def timing(self, name: str) -> dict[str, int] | None:
+        """Percentiles and max in microseconds of one of :data:`TIMINGS` (None: none)."""
+        hist = self.timings[name]
+        if not any(hist):
+            return None
+        return histogram.summary(hist, self.counters[TIMINGS[name][1]])
+
+    def __repr__(self) -> str:
+        c = self.counters
+        return (
+            f"<Snapshot sent={c['requests.sent']} ok={c['requests.ok']} "
+            f"failed={c['requests.failed']} unsent={c['requests.unsent']} "
+            f"lost={c['requests.lost']} abandoned={c['requests.abandoned']}>"
+        )
