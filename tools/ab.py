@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tools.bench import ROOT, Steady, medians, nginx, run_argv, steady
+from tools.bench.common import ROOT, Steady, medians, nginx, run_argv, steady
 
 
 @contextlib.contextmanager

@@ -12,10 +12,12 @@ A worker is parts behind small interfaces, none a subclass of another:
 - :class:`~workers.upkeep.Upkeep`: the per-tick duties, gauges, audits.
 - :class:`~workers.exchange.warmup.Warmup`: ``--warmup``'s load before the measured period.
 
-They share one :class:`~workers.loop.runstate.RunState` and call each other through
-bound methods the worker hands them here (a fresh connection goes from the
-dialer to the request path; a failed send from the request path to the
-failures; ...). Their decisions are pure functions (:mod:`workers.exchange.decide`,
+They share one :class:`~workers.loop.runstate.RunState` and one
+:class:`~workers.shared.meter.Meter` (every counter write of the request path), and
+call each other through one :class:`~workers.loop.ports.Peers`, by interface (a fresh
+connection goes from the dialer to the request path, ``peers.issuing``; a failed send
+from the request path to the failures, ``peers.settling``; ...). Their decisions
+are pure functions (:mod:`workers.exchange.decide`,
 :mod:`workers.pool.shard`) that return typed actions.
 """
 
@@ -37,6 +39,7 @@ from workers.exchange.warmup import Warmup
 from workers.lane import fastpath as lane
 from workers.loop.eventloop import TICK, Handlers, Loop
 from workers.loop.loadshape import Bounds, Schedule, wrr_period
+from workers.loop.ports import Peers
 from workers.loop.runstate import RunState
 from workers.loop.workerspec import LoopSettings, WorkerSpec
 from workers.net.transport import Plain, Transport
@@ -48,6 +51,7 @@ from workers.pool.shard import Pool
 from workers.pool.target import Target
 from workers.shared import shm
 from workers.shared.admission import SharedView
+from workers.shared.meter import Meter
 from workers.upkeep import Report, Upkeep
 
 
@@ -70,7 +74,9 @@ class Worker:
         "drain",
         "failures",
         "loop",
+        "meter",
         "path",
+        "peers",
         "requests",
         "responses",
         "run_state",
@@ -106,45 +112,41 @@ class Worker:
             for target in self.targets:
                 target.transport = transport
         s, ts, deadlines = settings, self.targets, loop.deadlines
-        self.dialer = Dialer(run, loop, ts, shared.slot, s.connect_timeout, rng)
-        conns = self.dialer.conns
-        self.requests = Requests(run, loop, ts, weights, shared, conns, s.read_timeout)
-        self.backlog = Backlog(
-            run, ts, shared.slot, shared.words, shared.targets, self.requests.issue
+        meter = self.meter = Meter(shared.slot, shared.words, shared.targets)
+        # The parts reach each other through one Peers, by interface (workers.loop.ports):
+        # each is named in it as it is built, and none is called before the run.
+        peers = self.peers = Peers()
+        dialer = self.dialer = Dialer(run, loop, ts, meter, peers, s.connect_timeout, rng)
+        conns = dialer.conns
+        requests = self.requests = Requests(
+            run, loop, ts, weights, shared, meter, peers, conns, s.read_timeout
         )
-        self.responses = Responses(run, deadlines, ts, shared, s)
+        self.responses = Responses(run, deadlines, ts, shared, meter, peers, s)
         count_injected = s.injected_count_for_breaker
-        self.failures = Failures(run, deadlines, ts, shared, s.retry_stale, count_injected)
+        failures = self.failures = Failures(
+            run, deadlines, ts, shared, meter, peers, s.retry_stale, count_injected
+        )
+        peers.opening, peers.issuing = dialer, requests
+        peers.answering, peers.settling = self.responses, failures
+        self.backlog = Backlog(run, ts, meter, requests.issue)
         self.upkeep = Upkeep(
-            run, loop, self.dialer, ts, shared, s.connect_timeout, watchdog, report, self.backlog
+            run, loop, dialer, ts, shared, s.connect_timeout, watchdog, report, self.backlog
         )
         self.drain = Drain(
-            run, deadlines, ts, conns, shared.slot, self.upkeep.publish, self.backlog.cancel
+            run, deadlines, ts, conns, meter, self.upkeep.publish, self.backlog.cancel
         )
         self.warmup = Warmup(
-            run, loop, self.drain, conns, shared.slot, s.drain_timeout, self.dialer.close,
+            run, loop, self.drain, conns, meter, s.drain_timeout, dialer,
             shared.seal_warmup, self.upkeep.publish,
         )  # fmt: skip
-        self._wire()
+        self._handlers()
         self._accelerate()
         self.upkeep.sync_faults()
         self.dialer.registry.take_baseline()  # after the epoll set and the spare: part of it
 
-    def _wire(self) -> None:
-        """Hand each part the bound methods of the others that it calls."""
-        dialer, req, resp, fail = self.dialer, self.requests, self.responses, self.failures
-        dialer.dispatch, dialer.fail = req.dispatch, fail.open_failed
-        req.connect, req.close = dialer.connect, dialer.close
-        req.fail, req.refuse, req.conn_failed = fail.fail, fail.refuse, fail.conn_failed
-        resp.close, resp.next, resp.send = dialer.close, req.next, req.send
-        resp.dispatch, resp.conn_failed, resp.read_failed = (
-            req.dispatch,
-            fail.conn_failed,
-            fail.read_failed,
-        )
-        resp.reconnect, resp.target_failed = fail.reconnect, fail.target_failed
-        fail.close, fail.connect, fail.refill = dialer.close, dialer.connect, dialer.refill
-        fail.acquire = req.acquire
+    def _handlers(self) -> None:
+        """What the loop calls for each kind of event, by part."""
+        dialer, req, resp = self.dialer, self.requests, self.responses
         self.loop.on = Handlers(
             ready=dialer.ready,
             every=dialer.conns,
@@ -173,11 +175,7 @@ class Worker:
             loop.fileno(), self.run_state, target, self.shared, s, s.read_timeout, loop.deadlines
         )
         loop.lane = self.requests.lane = fast
-        back = lane.Handback(
-            fast, target.request, self.responses.received, self.responses.checkin_parked,
-            self.failures.read_failed,
-            self.requests.write_later, self.failures.conn_failed,
-        )  # fmt: skip
+        back = lane.Handback(fast, target.request, self.peers)
         assert loop.on is not None
         loop.on.settle = back.settle
         if s.busy_poll:

@@ -3,7 +3,8 @@
 Nothing one client does can block the supervisor, grow its memory or keep
 another client out:
 
-- every socket is non-blocking;
+- every socket is non-blocking, and the peers are kept by the core both servers share
+  (:class:`poolsvc.ctl.bounded.Peers`: admission, the selector, writes, drops);
 - **input is bounded**: a line longer than ``control.MAX_LINE`` is refused and
   skipped up to its newline, and once ``MAX_INBUF`` bytes of requests wait to be
   answered, or ``PAUSE_OUT`` bytes of replies wait to be read, the server stops
@@ -45,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from poolsvc.ctl.bounded import Peers
 from poolsvc.ctl.protocol import MAX_LINE, ControlError, decode, reply_error, reply_ok
 from poolsvc.ctl.sockpath import claim, peer_uid, trusted_uid
 
@@ -118,18 +120,16 @@ class ControlServer:
         write_timeout: float = 10.0,
     ) -> None:
         self.path = path
-        self.sel = sel
         self.handler = handler
         self.clock = clock
-        self.max_clients = max_clients
         self.idle_timeout = idle_timeout
         self.request_timeout = request_timeout
         self.write_timeout = write_timeout
-        self.clients: dict[int, _Client] = {}
         self.backlog: set[_Client] = set()  # clients with requests not answered yet
-        self.listener = self._listen()
-        self.accepting = False
-        self._accepting(True)
+        self.peers: Peers[_Client] = Peers(
+            self._listen(), sel, clock, _Client, self._ready, self._victim, max_clients,
+            full="wait", admit=_admit, on_evict=self._evicted,
+        )  # fmt: skip
 
     def _listen(self) -> socket.socket:
         claim(self.path)  # raises unless the path is free, or a stale socket of ours
@@ -143,51 +143,19 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         listener.listen(128)
-        listener.setblocking(False)
         return listener
 
-    def _accepting(self, on: bool) -> None:
-        """Watch the listener, or leave newcomers waiting in its queue (all clients busy)."""
-        if on and not self.accepting:
-            self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
-        elif not on and self.accepting:
-            self.sel.unregister(self.listener)
-        self.accepting = on
-
     # admission ----------------------------------------------------------------------
-    def _accept(self, mask: int) -> None:
-        for _ in range(64):  # drain the accept queue, boundedly, per wakeup
-            if len(self.clients) >= self.max_clients and not self._make_room():
-                self._accepting(False)  # the rest wait in the queue until a slot frees
-                return
-            try:
-                sock, _ = self.listener.accept()
-            except BlockingIOError:
-                return
-            self._admit(sock)
+    def _victim(self, now: float) -> _Client | None:
+        """The client without progress for the longest, if that is EVICT_AFTER or more;
+        None if every client is busy."""
+        victim = max(self.peers, key=lambda c: c.idle_since(now))
+        return victim if victim.idle_since(now) >= EVICT_AFTER else None
 
-    def _make_room(self) -> bool:
-        """Evict the client without progress for the longest, if that is EVICT_AFTER or
-        more; False if every client is busy."""
-        now = self.clock()
-        victim = max(self.clients.values(), key=lambda c: c.idle_since(now))
-        if victim.idle_since(now) < EVICT_AFTER:
-            return False
-        self._say(victim, reply_error(None, "busy", "closed to make room for a new client"))
-        self._drop(victim)
-        return True
-
-    def _admit(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
-        uid = peer_uid(sock)
-        if not trusted_uid(uid):
-            self._say_and_close(
-                sock, reply_error(None, "forbidden", f"uid {uid} may not use this socket")
-            )
-            return
-        client = _Client(sock, self.clock())
-        self.clients[sock.fileno()] = client
-        self._watch(client)
+    def _evicted(self, client: _Client) -> None:
+        self.peers.say(
+            client.sock, reply_error(None, "busy", "closed to make room for a new client")
+        )
 
     # events -------------------------------------------------------------------------
     def _ready(self, client: _Client, mask: int) -> None:
@@ -212,7 +180,7 @@ class ControlServer:
         """Answer more of the buffered requests (called once per supervisor loop step)."""
         for client in list(self.backlog):
             self.backlog.discard(client)
-            if self.clients.get(client.sock.fileno()) is client:
+            if self.peers.holds(client):
                 self._work(client)
 
     def _work(self, client: _Client) -> None:
@@ -241,7 +209,7 @@ class ControlServer:
                 reply = self._answer(client, line)
                 if reply is not None:
                     self._queue(client, reply)
-            if self.clients.get(client.sock.fileno()) is not client:
+            if not self.peers.holds(client):
                 return  # dropped meanwhile
         if b"\n" in buf:
             self.backlog.add(client)
@@ -264,7 +232,7 @@ class ControlServer:
 
     def _later(self, client: _Client, reply: bytes) -> None:
         client.awaiting -= 1
-        if client.sock.fileno() >= 0 and self.clients.get(client.sock.fileno()) is client:
+        if self.peers.holds(client):
             self._queue(client, reply)
             self._watch(client)
 
@@ -279,17 +247,11 @@ class ControlServer:
 
     def _flush(self, client: _Client) -> bool:
         """Send what we can; False if the client was dropped."""
-        if not client.outbuf:
-            return True
-        try:
-            sent = client.sock.send(client.outbuf)
-        except BlockingIOError:
-            return True
-        except OSError:
-            self._drop(client)
+        sent = self.peers.send(client)
+        if sent < 0:
+            self.backlog.discard(client)
             return False
         if sent:
-            del client.outbuf[:sent]
             client.progress = client.sent_at = self.clock()
         if len(client.outbuf) <= PAUSE_OUT and b"\n" in client.inbuf:
             self.backlog.add(client)  # it reads again: answer what it asked meanwhile
@@ -303,66 +265,47 @@ class ControlServer:
         events = (selectors.EVENT_READ if read else 0) | (
             selectors.EVENT_WRITE if client.outbuf else 0
         )
-        if events == client.events:
-            return
-        if not events:
-            self.sel.unregister(client.sock)
-        elif not client.events:
-            self.sel.register(client.sock, events, lambda m, c=client: self._ready(c, m))
-        else:
-            self.sel.modify(client.sock, events, lambda m, c=client: self._ready(c, m))
-        client.events = events
+        self.peers.watch(client, events)
 
     def _drop(self, client: _Client) -> None:
         self.backlog.discard(client)
-        fd = client.sock.fileno()
-        if fd >= 0 and self.clients.pop(fd, None) is client:
-            if client.events:
-                self.sel.unregister(client.sock)
-                client.events = 0
-            client.sock.close()
-            self._accepting(True)  # a slot is free: newcomers waiting in the queue come in
-
-    def _say(self, client: _Client, line: bytes) -> None:
-        with contextlib.suppress(OSError):
-            client.sock.send(line)
-
-    def _say_and_close(self, sock: socket.socket, line: bytes) -> None:
-        with contextlib.suppress(OSError):
-            sock.send(line)
-        sock.close()
+        self.peers.drop(client)
 
     def sweep(self, now: float) -> None:
         """Drop clients that make no progress: a request line not whole within
         ``request_timeout`` of its first byte, replies unread for ``write_timeout``,
         nothing asked for ``idle_timeout``. Then resume accepting if there is room."""
-        for client in list(self.clients.values()):
+        for client in self.peers:
             unfinished = client.line_started and b"\n" not in client.inbuf
             if unfinished and now - client.line_started > self.request_timeout:
-                self._say(
-                    client, reply_error(None, "bad_request", "request line not finished in time")
+                self.peers.say(
+                    client.sock,
+                    reply_error(None, "bad_request", "request line not finished in time"),
                 )
                 self._drop(client)
             elif client.outbuf and now - client.sent_at > self.write_timeout:
                 self._drop(client)  # it does not read what it asked for
             elif not client.line_started and client.idle_since(now) > self.idle_timeout:
                 self._drop(client)
-        if not self.accepting and (
-            len(self.clients) < self.max_clients
-            or any(c.idle_since(now) >= EVICT_AFTER for c in self.clients.values())
+        peers = self.peers
+        if not peers.accepting and (
+            len(peers) < peers.max_clients or any(c.idle_since(now) >= EVICT_AFTER for c in peers)
         ):
-            self._accepting(True)
+            peers.accept_new(True)
 
     def close(self) -> None:
-        for client in list(self.clients.values()):
-            self._drop(client)
-        self._accepting(False)
-        self.listener.close()
+        self.backlog.clear()
+        self.peers.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     def __repr__(self) -> str:
-        return (
-            f"<ControlServer {self.path} clients={len(self.clients)} "
-            f"accepting={self.accepting} backlog={len(self.backlog)}>"
-        )
+        return f"<ControlServer {self.path} {self.peers} backlog={len(self.backlog)}>"
+
+
+def _admit(sock: socket.socket) -> bytes | None:
+    """Our uid or root may use the socket (``SO_PEERCRED``): a refusal line otherwise."""
+    uid = peer_uid(sock)
+    if trusted_uid(uid):
+        return None
+    return reply_error(None, "forbidden", f"uid {uid} may not use this socket")

@@ -1,6 +1,7 @@
 """``GET /metrics`` over HTTP/1.1, served from inside the supervisor's selector loop.
 
-A scraper is a peer like any other: bounded per client (a request head of at most
+A scraper is a peer like any other (the core both servers share keeps them:
+:class:`poolsvc.ctl.bounded.Peers`): bounded per client (a request head of at most
 ``MAX_HEAD`` bytes, one response queued at a time, so a client that pipelines and
 never reads stops being read), bounded in number (``max_clients``; the oldest
 idle one makes room for a newcomer), and timed (a whole request head within
@@ -19,6 +20,7 @@ import socket
 from collections.abc import Callable
 from typing import Final
 
+from poolsvc.ctl.bounded import Peers
 from poolsvc.report.prometheus import OPENMETRICS_TYPE, TEXT_TYPE, wants_openmetrics
 
 MAX_HEAD: Final = 8192
@@ -36,12 +38,13 @@ INDEX_PAGE: Final = b"poolsvc: the metrics are at /metrics\n"
 
 
 class _Scraper:
-    __slots__ = ("close_after", "closing", "inbuf", "outbuf", "since", "sock")
+    __slots__ = ("close_after", "closing", "events", "inbuf", "outbuf", "since", "sock")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
         self.inbuf = bytearray()
         self.outbuf = bytearray()
+        self.events = 0  # what the selector watches for it
         self.since = now  # when the current request head, response or idle wait began
         self.close_after = False
         self.closing = False  # answered and shut for writing: what it still sends is dropped
@@ -61,51 +64,34 @@ class MetricsServer:
         write_timeout: float = 10.0,
         idle_timeout: float = 60.0,
     ) -> None:
-        self.sel, self.render, self.clock = sel, render, clock
-        self.max_clients = max_clients
+        self.render, self.clock = render, clock
         self.request_timeout, self.write_timeout = request_timeout, write_timeout
         self.idle_timeout = idle_timeout
         info = socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)[0]
-        self.listener = socket.socket(info[0], socket.SOCK_STREAM)
+        listener = socket.socket(info[0], socket.SOCK_STREAM)
         try:
-            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind(info[4])
-            self.listener.listen(64)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(info[4])
+            listener.listen(64)
         except OSError:
-            self.listener.close()
+            listener.close()
             raise
-        self.listener.setblocking(False)
-        self.host, self.port = self.listener.getsockname()[:2]
-        self.clients: dict[int, _Scraper] = {}
+        self.host, self.port = listener.getsockname()[:2]
         self.scrapes = 0
-        sel.register(self.listener, selectors.EVENT_READ, self._accept)
+        # full: refuse (a scraper retries on its next interval; nothing waits in a queue)
+        self.peers: Peers[_Scraper] = Peers(
+            listener, sel, clock, _Scraper, self._ready, self._victim, max_clients, "refuse"
+        )
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
-    def _accept(self, mask: int) -> None:
-        for _ in range(32):
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, ConnectionAbortedError):
-                return
-            if len(self.clients) >= self.max_clients and not self._make_room():
-                sock.close()  # every slot holds a request in progress: refuse
-                continue
-            sock.setblocking(False)
-            client = _Scraper(sock, self.clock())
-            self.clients[sock.fileno()] = client
-            self.sel.register(sock, selectors.EVENT_READ, lambda m, c=client: self._ready(c, m))
-
-    def _make_room(self) -> bool:
-        """Close the longest-idle keep-alive connection (no request under way)."""
-        idle = [c for c in self.clients.values() if not c.inbuf and not c.outbuf]
-        if not idle:
-            return False
-        self._drop(min(idle, key=lambda c: c.since))
-        return True
+    def _victim(self, now: float) -> _Scraper | None:
+        """The longest-idle keep-alive connection (no request under way), if any."""
+        idle = [c for c in self.peers if not c.inbuf and not c.outbuf]
+        return min(idle, key=lambda c: c.since) if idle else None
 
     def _ready(self, client: _Scraper, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
@@ -132,7 +118,7 @@ class MetricsServer:
         """Answer each whole request head in ``inbuf``, one at a time: the next waits
         until the response before it is written (a client that does not read its
         responses is not read either)."""
-        while client.sock.fileno() in self.clients and not client.closing:
+        while self.peers.holds(client) and not client.closing:
             end = client.inbuf.find(b"\r\n\r\n")
             if end < 0:
                 if len(client.inbuf) > MAX_HEAD:
@@ -200,14 +186,8 @@ class MetricsServer:
 
     def _flush(self, client: _Scraper) -> bool:
         """Write what is queued; True when all of it is written and the client stays."""
-        try:
-            n = client.sock.send(client.outbuf)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            self._drop(client)
+        if self.peers.send(client) < 0:
             return False
-        del client.outbuf[:n]
         if client.outbuf:  # watch for room, and read nothing more meanwhile
             self._watch(client, selectors.EVENT_WRITE)
             return False
@@ -233,12 +213,11 @@ class MetricsServer:
         self._watch(client, selectors.EVENT_READ)
 
     def _watch(self, client: _Scraper, events: int) -> None:
-        if self.sel.get_key(client.sock).events != events:
-            self.sel.modify(client.sock, events, lambda m, c=client: self._ready(c, m))
+        self.peers.watch(client, events)
 
     def sweep(self, now: float) -> None:
         """Close the clients past their deadline (slow heads, stuck readers, idle ones)."""
-        for client in list(self.clients.values()):
+        for client in self.peers:
             if client.closing:
                 late = now - client.since > CLOSING_S
             elif client.outbuf:
@@ -251,17 +230,10 @@ class MetricsServer:
                 self._drop(client)
 
     def _drop(self, client: _Scraper) -> None:
-        fd = client.sock.fileno()
-        if self.clients.pop(fd, None) is None:
-            return
-        self.sel.unregister(client.sock)
-        client.sock.close()
+        self.peers.drop(client)
 
     def close(self) -> None:
-        for client in list(self.clients.values()):
-            self._drop(client)
-        self.sel.unregister(self.listener)
-        self.listener.close()
+        self.peers.close()
 
     def __repr__(self) -> str:
-        return f"<MetricsServer {self.url} clients={len(self.clients)} scrapes={self.scrapes}>"
+        return f"<MetricsServer {self.url} {self.peers} scrapes={self.scrapes}>"

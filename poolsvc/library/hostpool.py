@@ -255,7 +255,7 @@ class HostPool:
             mode = "silent" if CONNECT_MODES[fault.param] == "timeout" else "refused"
             addr = self.dead_ends.address(family, mode)
         return dial(self.transport, family, addr, timeout.connect, timeout.connect, self.index,
-                    self.meter.s, injected=fault is not None)  # fmt: skip
+                    self.meter.meter, injected=fault is not None)  # fmt: skip
 
     def warm(self, n: int, timeout: Timeout) -> int:
         """Open up to ``n`` connections into the idle list now (fewer when the host's or

@@ -31,6 +31,7 @@ from workers.net.tls import WANT_READ
 from workers.net.transport import Transport
 from workers.pool.connection import Connection
 from workers.shared.errors import errno_name, oserror_name, tls_detail, tls_name
+from workers.shared.meter import Meter
 
 POLLIN: Final = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 POLLOUT: Final = select.POLLOUT | select.POLLERR | select.POLLHUP
@@ -66,11 +67,11 @@ def dial(
     connect_timeout: float,
     tls_timeout: float,
     index: int,
-    slot: Any,
+    meter: Meter,
     injected: bool = False,
 ) -> Dialed:
-    """One connection to ``addr`` (``index``: its host's ordinal; ``slot``: the host's
-    stats, for interim responses). Raises ConnectError, ConnectTimeout or TLSError;
+    """One connection to ``addr`` (``index``: its host's ordinal; ``meter``: the host's,
+    for interim responses). Raises ConnectError, ConnectTimeout or TLSError;
     never leaves a descriptor behind when it raises."""
     try:
         sock = transport.open(family)
@@ -89,12 +90,12 @@ def dial(
                             injected)  # fmt: skip
         connected = time.monotonic()
         if not transport.handshakes:
-            conn = Connection(sock, index, slot, transport.streams(sock))
+            conn = Connection(sock, index, meter, transport.streams(sock))
             conn.fire("connected")
             return Dialed(conn, connected - started)
         sock, offered = transport.wrap(sock)
         _handshake(transport, sock, connected + tls_timeout)
-        conn = Connection(sock, index, slot, transport.streams(sock))
+        conn = Connection(sock, index, meter, transport.streams(sock))
         conn.fire("secure")
         conn.fire("secured")
         resumed = bool(getattr(sock, "session_reused", False))

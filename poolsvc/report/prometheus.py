@@ -21,10 +21,8 @@ from typing import Any, Final
 
 from poolsvc.report.views import TargetView, View
 from poolsvc.version import __version__
-from workers.shared import histogram
-from workers.shared.errors import ERROR_NAMES, PHASES
-from workers.shared.injection import KINDS
-from workers.shared.slotstats import EVICT_REASONS, STATUS_CLASSES, Snapshot
+from workers.shared import catalog, histogram
+from workers.shared.slotstats import STATUS_CLASSES, Snapshot
 
 TEXT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -95,22 +93,46 @@ def _histogram(fam: Family, counts: Sequence[int], sum_us: int, **labels: object
     fam.add(total, "_count", **labels)
 
 
+# The slot's timing histograms, by the family that exports each (its _sum is a catalog
+# row; request latency is the slot's main histogram).
+_TIMINGS: Final = {
+    "failure_duration_seconds": "failure_time",
+    "connect_duration_seconds": "connect",
+}
+
+
 def run_families(snap: Snapshot) -> Iterable[Family]:
-    """The run-wide families: every worker, retired ones included."""
+    """The run-wide families: every worker, retired ones included. Every counter of the
+    slot is a sample here, as the catalog says (:mod:`workers.shared.catalog`); the
+    status families come from the slot's status words."""
     c = snap.counters
-    f = Family("poolsvc_requests", "counter", "Requests by outcome (see the ledger).")
-    for result in RESULTS:
-        f.add(c[f"requests.{result}"], "_total", result=result)
-    yield f
-    f = Family("poolsvc_requests_sent", "counter", "Requests whose last byte was written.")
-    f.add(c["requests.sent"], "_total")
-    yield f
-    f = Family("poolsvc_requests_late", "counter", "Open loop: sent over 1 ms after due.")
-    f.add(c["requests.late"], "_total")
-    yield f
-    f = Family("poolsvc_requests_dropped", "counter", "Open loop: never issued (backlog full).")
-    f.add(c["requests.dropped"], "_total")
-    yield f
+    for name, rows in catalog.by_family().items():
+        kind, text = catalog.FAMILIES[name]
+        f = Family(f"poolsvc_{name}", kind, text)
+        if kind == "histogram":
+            for row in rows:  # one histogram per _sum row (TLS: full and resumed)
+                labels = dict(row.labels)
+                counts = _histogram_counts(snap, name, labels)
+                _histogram(f, counts, c[row.name], **labels)
+        else:
+            for row in rows:
+                value = c[row.name] * row.scale if row.scale != 1.0 else c[row.name]
+                f.add(value, "_total" if kind == "counter" else "", **dict(row.labels))
+        yield f
+        if name == "requests_dropped":  # the responses follow the requests' families
+            yield from _status_families(snap)
+
+
+def _histogram_counts(snap: Snapshot, family: str, labels: dict[str, str]) -> Sequence[int]:
+    if family == "request_duration_seconds":
+        return snap.hist
+    if family == "tls_handshake_duration_seconds":
+        return snap.timings[f"tls_{labels['kind']}"]
+    return snap.timings[_TIMINGS[family]]
+
+
+def _status_families(snap: Snapshot) -> Iterable[Family]:
+    c = snap.counters
     f = Family("poolsvc_responses", "counter", "Final responses by HTTP status class.")
     for cls in STATUS_CLASSES:
         f.add(c[f"responses.{cls}"], "_total", **{"class": cls})
@@ -118,72 +140,6 @@ def run_families(snap: Snapshot) -> Iterable[Family]:
     f = Family("poolsvc_responses_by_code", "counter", "Final responses by status code.")
     for code, n in sorted(snap.statuses.items()):
         f.add(n, "_total", code=code)
-    yield f
-    f = Family("poolsvc_errors", "counter", "Request failures by name; sent or not.")
-    for name in ERROR_NAMES:
-        f.add(c[f"failed.{name}"], "_total", error=name, sent="true")
-        f.add(c[f"unsent.{name}"], "_total", error=name, sent="false")
-    yield f
-    f = Family("poolsvc_errors_by_phase", "counter", "Request failures by the phase they hit.")
-    for phase in PHASES:
-        f.add(c[f"errors.phase.{phase}"], "_total", phase=phase)
-    yield f
-    f = Family("poolsvc_connect_errors", "counter", "Connects with no request that failed.")
-    for name in ERROR_NAMES:
-        f.add(c[f"connect_errors.{name}"], "_total", error=name)
-    yield f
-    f = Family("poolsvc_injected_faults", "counter", "Injected faults that hit, by kind.")
-    for kind in KINDS:
-        f.add(c[f"injected.{kind}"], "_total", kind=kind)
-    yield f
-    for name, key, text in (
-        ("connections_attempted", "connections.attempted", "connect() calls."),
-        ("connections_created", "connections.created", "Connections established."),
-        ("connections_reused", "connections.reused", "Requests on a reused connection."),
-        ("health_checks", "connections.health_checks", "Health checks of idle connections."),
-        ("stale_reuse", "retries.stale_reuse", "Requests re-sent once after a stale socket."),
-        ("received_bytes", "bytes.in", "Bytes read from targets."),
-        ("sent_bytes", "bytes.out", "Bytes written to targets."),
-    ):
-        f = Family(f"poolsvc_{name}", "counter", text)
-        f.add(c[key], "_total")
-        yield f
-    f = Family("poolsvc_connections_evicted", "counter", "Connections evicted, by reason.")
-    for reason in EVICT_REASONS:
-        f.add(c[f"connections.evicted.{reason}"], "_total", reason=reason)
-    yield f
-    f = Family("poolsvc_tls_handshakes", "counter", "TLS handshakes, full or resumed.")
-    for kind in ("full", "resumed"):
-        f.add(c[f"tls.handshakes.{kind}"], "_total", kind=kind)
-    yield f
-    f = Family("poolsvc_tls_sessions_offered", "counter", "New connections offering a session.")
-    f.add(c["tls.sessions.offered"], "_total")
-    yield f
-    yield from _timing_families(snap)
-
-
-def _timing_families(snap: Snapshot) -> Iterable[Family]:
-    c = snap.counters
-    f = Family(
-        "poolsvc_request_duration_seconds",
-        "histogram",
-        "Latency of requests with a final response (open loop: from the intended time).",
-    )
-    _histogram(f, snap.hist, c["latency.sum_us"])
-    yield f
-    f = Family(
-        "poolsvc_failure_duration_seconds",
-        "histogram",
-        "How long failed requests took to fail, from when they were due.",
-    )
-    _histogram(f, snap.timings["failure_time"], c["failure_time.sum_us"])
-    yield f
-    f = Family("poolsvc_connect_duration_seconds", "histogram", "TCP connect time.")
-    _histogram(f, snap.timings["connect"], c["connect.sum_us"])
-    yield f
-    f = Family("poolsvc_tls_handshake_duration_seconds", "histogram", "TLS handshake time.")
-    for kind in ("full", "resumed"):
-        _histogram(f, snap.timings[f"tls_{kind}"], c[f"tls.{kind}.sum_us"], kind=kind)
     yield f
 
 

@@ -19,6 +19,7 @@ from workers.pool.shard import Pool, PoolSettings
 from workers.pool.target import Target, TargetSpec
 from workers.shared import slotstats as st
 from workers.shared.admission import SharedView
+from workers.shared.meter import Meter
 
 
 class Rig:
@@ -35,10 +36,8 @@ class Rig:
         self.target = Target(0, TargetSpec("127.0.0.1", 80), pool)
         self.shared = SharedView.private(1)
         self.issued: list[float] = []
-        self.backlog = Backlog(
-            self.run, [self.target], self.shared.slot, self.shared.words,
-            self.shared.targets, self.issue,
-        )  # fmt: skip
+        meter = Meter(self.shared.slot, self.shared.words, self.shared.targets)
+        self.backlog = Backlog(self.run, [self.target], meter, self.issue)
 
     def issue(self, client: Client, start: float, target: int) -> None:
         assert target == 0

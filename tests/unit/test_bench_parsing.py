@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tools.bench import parse_hey, parse_locust, parse_wrk
+from tools.bench.rivals import parse_hey, parse_locust, parse_wrk
 
 # From wrk 4.1.0 (`wrk -t1 -c50 -d1s --latency`) against the test nginx; the 99% line
 # is set to a millisecond figure so that both units are read.

@@ -155,7 +155,7 @@ def cycle(graph: dict[str, set[str]]) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("package", ["poolsvc", "workers"])
+@pytest.mark.parametrize("package", ["poolsvc", "workers", "tools"])
 def test_no_import_circle(package: str) -> None:
     assert cycle(import_graph(ROOT / package)) == []
 
@@ -248,3 +248,48 @@ def test_no_two_modules_share_a_name() -> None:
             if path.name not in ("__init__.py", "__main__.py"):
                 seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+# One meter writes the request path's counters ------------------------------------------
+
+_STORES = {"s", "w", "slot", "words"}  # what a slot or the region is called where it is held
+# The layout's owners write their own words (shm: the supervisor's region; slotstats: a
+# slot's header; admission: a breaker trial's result), the meter every counter of the
+# request path, the upkeep the gauges and the heartbeat it publishes each tick.
+_WRITERS = {"shared/meter.py", "shared/shm.py", "shared/slotstats.py", "shared/admission.py"}
+_WRITERS |= {"upkeep.py"}
+
+
+def slot_writes(path: Path) -> list[int]:
+    """Lines of ``path`` that store into a slot or the region (``s[...] += 1``)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign):
+            targets = [node.target]
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Subscript):
+                held = target.value
+                name = held.id if isinstance(held, ast.Name) else getattr(held, "attr", None)
+                if name in _STORES:
+                    lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_meter_writes_the_request_paths_counters() -> None:
+    top = ROOT / "workers"
+    offenders = {
+        str(path.relative_to(top)): lines
+        for path in sorted(top.rglob("*.py"))
+        if str(path.relative_to(top)) not in _WRITERS and (lines := slot_writes(path))
+    }
+    assert offenders == {}
+
+
+def test_the_meter_rule_sees_a_write(tmp_path: Path) -> None:
+    bad = tmp_path / "m.py"
+    bad.write_text("def f(self, s):\n    self.s[3] += 1\n    s[4] = 0\n    x[1] = 2\n")
+    assert slot_writes(bad) == [2, 3]

@@ -27,6 +27,7 @@ from workers.pool.connection import BUSY, Connection
 from workers.shared import shm
 from workers.shared import slotstats as stats
 from workers.shared import statetable as table
+from workers.shared.meter import Meter
 
 G = stats.GAUGE_INDEX
 SENT, OK, FAILED = (stats.INDEX[f"requests.{k}"] for k in ("sent", "ok", "failed"))
@@ -183,7 +184,8 @@ def test_settle_orphans_an_opening_connection_and_closes_one_mid_request() -> No
     slot = memoryview(bytearray(stats.SLOT_WORDS * 8)).cast("Q")
     phase = warmup.Warmup(
         run, SimpleNamespace(deadlines=Deadlines()), SimpleNamespace(at_deadline=at_deadline),  # type: ignore[arg-type]
-        {opening.fd: opening, busy.fd: busy}, slot, 1.0, lambda c, _r: closed.append(c),
+        {opening.fd: opening, busy.fd: busy}, Meter(slot, None, ()), 1.0,
+        SimpleNamespace(close=lambda c, _r: closed.append(c)),  # type: ignore[arg-type]
         lambda: None, lambda: None,
     )  # fmt: skip
     try:

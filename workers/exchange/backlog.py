@@ -23,10 +23,7 @@ from collections.abc import Callable, Sequence
 from workers.loop.runstate import RunState
 from workers.pool.client import Client
 from workers.pool.target import Target
-from workers.shared import shm
-from workers.shared import slotstats as st
-from workers.shared.errors import ERROR_INDEX
-from workers.shared.histogram import bucket_of
+from workers.shared.meter import Meter
 
 
 class Backlog:
@@ -34,22 +31,18 @@ class Backlog:
 
     ``issue(client, intended, target)`` sends a request on the request path."""
 
-    __slots__ = ("issue", "max_backlog", "run", "s", "t_words", "targets", "w")
+    __slots__ = ("issue", "max_backlog", "meter", "run", "targets")
 
     def __init__(
         self,
         run: RunState,
         targets: Sequence[Target],
-        slot: memoryview,
-        words: memoryview,
-        target_words: Sequence[int],
+        meter: Meter,
         issue: Callable[[Client, float, int], None],
     ) -> None:
         self.run = run
         self.targets = targets
-        self.s = slot
-        self.w = words
-        self.t_words = target_words  # each target's block in this worker's slot
+        self.meter = meter
         self.max_backlog = run.max_backlog
         self.issue = issue
 
@@ -111,7 +104,7 @@ class Backlog:
         over = left + waiting - self.max_backlog
         if over > 0:
             sched.skip(t, over)
-            self.s[st.REQ_DROPPED] += over  # counted, never silently skipped
+            self.meter.dropped(over)  # counted, never silently skipped
             left -= over
         return left
 
@@ -119,25 +112,8 @@ class Backlog:
         """These requests waited for a connection longer than the pool's wait timeout:
         each fails as ``pool_timeout`` (unsent, phase pool, the pool's own fault), timed
         from when it was due, as Failures.fail counts one."""
-        s, n = self.s, len(due)
-        self.run.issued += n
-        s[st.REQ_UNSENT] += n
-        s[st.UNSENT["pool_timeout"]] += n
-        s[st.PHASE["pool"]] += n
-        top = s[st.FAILURE_MAX]
-        total = 0
-        for at in due:
-            us = max(0, int((now - at) * 1_000_000))
-            s[st.FAILURE_BASE + bucket_of(us)] += 1
-            total += us
-            if us > top:
-                top = us
-        s[st.FAILURE_SUM] += total
-        s[st.FAILURE_MAX] = top
-        self.w[self.t_words[target.index] + shm.T_LOCAL] += n
-        if target.own:  # several targets: this target's own figures too
-            self.w[target.block + shm.T_UNSENT] += n
-            self.w[target.errors + ERROR_INDEX["pool_timeout"]] += n
+        self.run.issued += len(due)
+        self.meter.timed_out(target, [max(0, int((now - at) * 1_000_000)) for at in due])
         target.last_fail = now
 
     def cancel(self, now: float) -> int:
@@ -146,7 +122,7 @@ class Backlog:
         run, sched = self.run, self.run.schedule
         if sched is None:
             return 0
-        s, cancelled = self.s, 0
+        cancelled = 0
         for target in self.targets:
             n = sched.backlog(target.index, now, run.end_at)
             n = int(min(n, run.issue_cap - run.issued))
@@ -154,9 +130,7 @@ class Backlog:
                 continue
             sched.skip(target.index, n)
             run.issued += n
-            s[st.REQ_UNSENT] += n
-            s[st.UNSENT["cancelled"]] += n
-            s[st.PHASE["pool"]] += n
+            self.meter.cancelled(n)
             cancelled += n
         return cancelled
 
@@ -172,7 +146,7 @@ class Backlog:
             if n > 0:
                 sched.skip(target.index, n)
                 dropped += n
-        self.s[st.REQ_DROPPED] += dropped
+        self.meter.dropped(dropped)
         run.next_due = now
         return dropped
 

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import errno
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from workers.exchange.fdaudit import Registry, inode_of
 from workers.loop.eventloop import IN, OUT, Loop
+from workers.loop.ports import Peers
 from workers.loop.runstate import RunState
 from workers.net.deadends import DeadEnds
 from workers.net.tls import WANT_READ
 from workers.pool.client import Client
 from workers.pool.connection import CLOSED, HANDSHAKING, RESERVED, Connection
 from workers.pool.target import Target
-from workers.shared import slotstats as st
 from workers.shared.errors import errno_name, oserror_name
-from workers.shared.histogram import bucket_of
+from workers.shared.meter import Meter
 
 #: closes we decide, the peer still talking: an orderly close (TLS: close_notify)
 OURS: Final = frozenset({"", "idle_timeout", "max_age", "resized"})
@@ -43,23 +43,22 @@ OURS: Final = frozenset({"", "idle_timeout", "max_age", "resized"})
 class Dialer:
     """Opens, hands over and closes one worker's connections (see the module docstring).
 
-    ``dispatch(client, conn)`` gets a fresh connection to the client it was opened
-    for; ``fail(client, phase, name, injected)`` fails the request of a client whose
-    connect or handshake failed. The worker binds both."""
+    A fresh connection goes to the client it was opened for
+    (``peers.issuing.dispatch``); the request of a client whose connect or handshake
+    failed is settled by ``peers.settling.open_failed``. Every count goes to ``meter``."""
 
     __slots__ = (
         "connect_timeout",
         "conns",
         "dead_ends",
-        "dispatch",
-        "fail",
         "leaked",
         "loop",
+        "meter",
+        "peers",
         "ready",
         "registry",
         "rng",
         "run",
-        "s",
         "targets",
     )
 
@@ -68,14 +67,16 @@ class Dialer:
         run: RunState,
         loop: Loop,
         targets: Sequence[Target],
-        slot: Any,
+        meter: Meter,
+        peers: Peers,
         connect_timeout: float,
         rng: random.Random,
     ) -> None:
         self.run = run
         self.loop = loop
         self.targets = targets
-        self.s = slot
+        self.meter = meter
+        self.peers = peers
         self.connect_timeout = connect_timeout
         self.rng = rng
         self.conns: dict[int, Connection] = {}  # every open connection
@@ -86,12 +87,10 @@ class Dialer:
         self.dead_ends = DeadEnds()
         self.leaked: list[Any] = []  # sockets kept open by the `leak` fault, on purpose
         self.registry = Registry()
-        self.dispatch: Callable[[Client, Connection], None] = _unbound
-        self.fail: Callable[[Client, str, str, str], None] = _unbound
 
     def connect(self, target: Target, owner: Client | None) -> None:
         """Start a handshake; ``owner`` gets the connection, else it refills the pool."""
-        self.s[st.CONN_ATTEMPTED] += 1
+        self.meter.attempted()
         transport = target.transport
         try:
             sock = transport.open(target.family)
@@ -100,14 +99,14 @@ class Dialer:
             return
         # A TLS connection gets its streams once it is wrapped (connected, below).
         streams = None if transport.handshakes else transport.streams(sock)
-        conn = Connection(sock, target.index, self.s, streams)
+        conn = Connection(sock, target.index, self.meter, streams)
         conn.owner = owner
         addr = target.addr
         injector = self.run.injector
         if injector.any:
             fault = injector.on_connection("connect_fail", target.index, self.run.now)
             if fault is not None:  # really connect somewhere that refuses or stays silent
-                self.s[st.INJECTED["connect_fail"]] += 1
+                self.meter.injected("connect_fail")
                 conn.injected = "connect_fail"
                 mode = "refusing" if fault.param == 0 else "silent"
                 addr = self.dead_ends.address(target.family, mode)
@@ -138,12 +137,7 @@ class Dialer:
             self.connect_failed(conn, errno_name(err))
             return
         now = self.run.clock()
-        us = int((now - conn.opened) * 1_000_000)
-        s = self.s
-        s[st.CONNECT_BASE + bucket_of(us)] += 1
-        s[st.CONNECT_SUM] += us
-        if us > s[st.CONNECT_MAX]:
-            s[st.CONNECT_MAX] = us
+        self.meter.connected_in(int((now - conn.opened) * 1_000_000))
         if not transport.handshakes:
             conn.fire("connected")
             self._established(conn)
@@ -151,7 +145,7 @@ class Dialer:
         conn.fire("secure")
         conn.sock, offered = transport.wrap(conn.sock)
         conn.send, conn.recv = transport.streams(conn.sock)
-        s[st.TLS_OFFERED] += offered
+        self.meter.tls_offered(offered)
         conn.opened = now
         self.loop.deadlines.arm(conn, self.run.now + target.handshake_timeout)
         self._handshake(conn)
@@ -168,18 +162,7 @@ class Dialer:
             self.loop.set(conn.fd, IN if want == WANT_READ else OUT)
             return
         us = int((self.run.clock() - conn.opened) * 1_000_000)
-        s = self.s
-        resumed = bool(getattr(conn.sock, "session_reused", False))
-        base, count, top, total = (
-            (st.TLS_RESUMED_BASE, st.TLS_RESUMED, st.TLS_RESUMED_MAX, st.TLS_RESUMED_SUM)
-            if resumed
-            else (st.TLS_FULL_BASE, st.TLS_FULL, st.TLS_FULL_MAX, st.TLS_FULL_SUM)
-        )
-        s[count] += 1
-        s[total] += us
-        s[base + bucket_of(us)] += 1
-        if us > s[top]:
-            s[top] = us
+        self.meter.handshake(us, bool(getattr(conn.sock, "session_reused", False)))
         conn.fire("secured")
         self._established(conn)
 
@@ -188,16 +171,16 @@ class Dialer:
         self.loop.deadlines.disarm(conn)
         self.loop.set(conn.fd, IN)
         self.ready[conn.fd] = conn
-        self.s[st.CONN_CREATED] += 1
+        self.meter.created()
         owner: Client | None = conn.owner
         conn.owner = None
         pool = self.targets[conn.target].pool
         waiter = pool.connected(conn, self.run.now, owner is not None, self.rng.random())
         if owner is not None:
-            self.dispatch(owner, conn)
+            self.peers.issuing.dispatch(owner, conn)
         elif waiter is not None:
             self.loop.deadlines.disarm(waiter)
-            self.dispatch(waiter, conn)
+            self.peers.issuing.dispatch(waiter, conn)
 
     def connect_failed(self, conn: Connection, name: str, phase: str = "connect") -> None:
         """The connect or the TLS handshake failed (``name``: what it was; a timeout is
@@ -214,10 +197,9 @@ class Dialer:
     ) -> None:
         target.pool.connect_failed(self.run.now)
         if owner is not None:
-            self.fail(owner, phase, name, injected)
+            self.peers.settling.open_failed(owner, phase, name, injected)
         else:  # a refill failed: a connection error, no request was lost
-            self.s[st.CONNECT_ERROR[name]] += 1
-            self.s[st.PHASE[phase]] += 1
+            self.meter.connect_error(phase, name)
 
     def close(self, conn: Connection, reason: str, refill: bool = True) -> None:
         """Close ``conn`` and forget it; ``reason`` is counted as an eviction ('' = none).
@@ -244,7 +226,7 @@ class Dialer:
             target.transport.close(conn.sock, reason in OURS)
         target.pool.discard(conn)
         if reason:
-            self.s[st.EVICT[reason]] += 1
+            self.meter.evicted(reason)
         if not run.stopping:
             self.serve_waiters(target, 1)
             if refill:
@@ -269,7 +251,7 @@ class Dialer:
         """leak: keep the socket open but out of every registry (the FD audit must see it)."""
         if not self.run.injector.on_connection("leak", conn.target, self.run.now):
             return False
-        self.s[st.INJECTED["leak"]] += 1
+        self.meter.injected("leak")
         self.loop.remove(conn.fd)
         self.leaked.append(conn.sock)
         return True
@@ -283,11 +265,11 @@ class Dialer:
                     continue
                 conn.drawn = generation
                 if injector.on_connection("half_open", target.index, now):
-                    self.s[st.INJECTED["half_open"]] += 1
+                    self.meter.injected("half_open")
                     conn.injected = "half_open"
                     self.loop.set(conn.fd, 0)  # the peer is "gone": nothing arrives, not even FIN
                 elif injector.on_connection("close_idle", target.index, now):
-                    self.s[st.INJECTED["close_idle"]] += 1
+                    self.meter.injected("close_idle")
                     conn.injected = "close_idle"
                     target.transport.shut(conn.sock)  # behind the pool's back; found for real
 
@@ -295,12 +277,8 @@ class Dialer:
         """Shutdown: close every connection still open (counted ``shutdown``)."""
         for conn in list(self.conns.values()):
             if conn.state is not CLOSED:
-                self.s[st.SHUTDOWN] += 1
+                self.meter.shutdown()
                 self.close(conn, "")
 
     def __repr__(self) -> str:
         return f"<Dialer conns={len(self.conns)} ready={len(self.ready)} leaked={len(self.leaked)}>"
-
-
-def _unbound(*args: Any) -> None:
-    raise RuntimeError("a Dialer's dispatch and fail are bound by the worker")

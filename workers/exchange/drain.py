@@ -19,15 +19,14 @@ from workers.pool import client as cl
 from workers.pool.client import Client
 from workers.pool.connection import BUSY, DRAINING, Connection
 from workers.pool.target import Target
-from workers.shared import slotstats as st
-from workers.shared.slotstats import count_error
+from workers.shared.meter import Meter
 
 
 class Drain:
     """Ends one worker's load (see the module docstring); ``publish`` records the pool
     as the load left it, before shutdown closes it."""
 
-    __slots__ = ("cancel_backlog", "conns", "deadlines", "publish", "run", "s", "targets")
+    __slots__ = ("cancel_backlog", "conns", "deadlines", "meter", "publish", "run", "targets")
 
     def __init__(
         self,
@@ -35,7 +34,7 @@ class Drain:
         deadlines: Deadlines,
         targets: Sequence[Target],
         conns: dict[int, Connection],
-        slot: memoryview,
+        meter: Meter,
         publish: Callable[[], None],
         cancel_backlog: Callable[[float], int],
     ) -> None:
@@ -46,7 +45,7 @@ class Drain:
         self.deadlines = deadlines
         self.targets = targets
         self.conns = conns
-        self.s = slot
+        self.meter = meter
         self.publish = publish
 
     def begin(self) -> None:
@@ -76,8 +75,7 @@ class Drain:
         """A request that was never sent ends because the run stops (``unsent.cancelled``)."""
         self.targets[client.target].pool.cancel_wait(client)  # if it was waiting
         self.deadlines.disarm(client)
-        self.s[st.REQ_UNSENT] += 1
-        count_error(self.s, "pool", "cancelled", False)
+        self.meter.cancelled()
         client.fire("cancel")
         client.conn = None
         self.run.in_flight -= 1
@@ -94,7 +92,7 @@ class Drain:
                 reading=conn is not None and (conn.state is BUSY or conn.state is DRAINING),
             )
             if ending is Ending.ABANDONED:
-                self.s[st.REQ_ABANDONED] += 1
+                self.meter.abandoned()
                 client.fire("abandon")
                 client.conn = None
                 self.run.in_flight -= 1

@@ -12,21 +12,19 @@ ours. A refused request (breaker not CLOSED) parks its client briefly
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 from workers.exchange.decide import Drop, Fail, Park, Recheck, Resend, after_failure, on_refusal
+from workers.loop.ports import Peers
 from workers.loop.runstate import RunState
 from workers.loop.timers import Deadlines
 from workers.pool.client import Client
 from workers.pool.connection import CHECKING, READING, Connection
 from workers.pool.target import Target
 from workers.shared import shm
-from workers.shared import slotstats as st
 from workers.shared.admission import SharedView
-from workers.shared.errors import ERROR_INDEX
-from workers.shared.histogram import bucket_of
-from workers.shared.slotstats import count_error
+from workers.shared.meter import Meter
 
 _REMOTE_PHASES: Final = frozenset({"connect", "tls", "write", "read"})  # the target's fault
 
@@ -34,19 +32,16 @@ _REMOTE_PHASES: Final = frozenset({"connect", "tls", "write", "read"})  # the ta
 class Failures:
     """Settles one worker's failed and refused requests (see the module docstring).
 
-    The worker binds what it calls in the other parts: ``close``, ``connect`` and
-    ``refill`` (the dialer), ``acquire`` (the request path)."""
+    It reaches the dialer (``peers.opening``) and the request path
+    (``peers.issuing``); every count goes to ``meter``."""
 
     __slots__ = (
-        "acquire",
-        "close",
-        "connect",
         "count_injected",
         "deadlines",
-        "refill",
+        "meter",
+        "peers",
         "retry_stale",
         "run",
-        "s",
         "shared",
         "targets",
         "w",
@@ -58,6 +53,8 @@ class Failures:
         deadlines: Deadlines,
         targets: Sequence[Target],
         shared: SharedView,
+        meter: Meter,
+        peers: Peers,
         retry_stale: bool,
         count_injected: bool,
     ) -> None:
@@ -65,21 +62,18 @@ class Failures:
         self.deadlines = deadlines
         self.targets = targets
         self.shared = shared
-        self.s = shared.slot
-        self.w = shared.words
+        self.w = shared.words  # read: the breaker rows
+        self.meter = meter
+        self.peers = peers
         self.retry_stale = retry_stale
         self.count_injected = count_injected  # injected failures feed the breaker too
-        self.close: Callable[..., None] = _unbound
-        self.connect: Callable[[Target, Client | None], None] = _unbound
-        self.refill: Callable[[Target], None] = _unbound
-        self.acquire: Callable[[Client], None] = _unbound
 
     def read_failed(self, conn: Connection, name: str) -> None:
         """Reading ``conn`` failed: its request fails, or (idle) the peer went away."""
         if conn.state in READING:
             self.conn_failed(conn, "read", name)
         else:
-            self.close(conn, "peer_closed")
+            self.peers.opening.close(conn, "peer_closed")
 
     def conn_failed(self, conn: Connection, phase: str, name: str) -> None:
         """A request's connection broke; close it and settle the request."""
@@ -100,21 +94,19 @@ class Failures:
         )
         match decision:
             case Drop():
-                self.close(conn, "error")
+                self.peers.opening.close(conn, "error")
             case Recheck():  # a failed health check is the pool's business
-                self.close(conn, "health_check", refill=False)
+                self.peers.opening.close(conn, "health_check", refill=False)
                 assert client is not None
                 self.reconnect(client)
             case Resend(take_back):
-                self.close(conn, "error", refill=False)
+                self.peers.opening.close(conn, "error", refill=False)
                 assert client is not None
-                if take_back:  # the socket was dead: the target never took this try
-                    self.s[st.REQ_SENT] -= 1
-                self.s[st.STALE_REUSE] += 1
+                self.meter.resent(take_back)  # take_back: the target never took this try
                 client.retried = True
                 self.reconnect(client)
             case Fail(sent):
-                self.close(conn, "error", refill=False)
+                self.peers.opening.close(conn, "error", refill=False)
                 assert client is not None
                 self.fail(client, phase, name, injected, sent)
 
@@ -123,11 +115,11 @@ class Failures:
         target = self.targets[client.target]
         if target.pool.reserve_connect():
             client.fire("connect")
-            self.connect(target, client)
+            self.peers.opening.connect(target, client)
         else:
             client.fire("retry")
-            self.acquire(client)
-        self.refill(target)  # if the pool is still short (we took one slot at most)
+            self.peers.issuing.acquire(client)
+        self.peers.opening.refill(target)  # if the pool is still short (we took one slot at most)
 
     def open_failed(self, client: Client, phase: str, name: str, injected: str) -> None:
         """The connection opened for ``client``'s request failed to connect (phase
@@ -146,7 +138,7 @@ class Failures:
         elif phase in _REMOTE_PHASES:
             self.target_failed(target, client)
         else:
-            self.w[self.shared.targets[target.index] + shm.T_LOCAL] += 1
+            self.meter.local_failure(target.index)
             target.last_fail = self.run.now
         client.fire("fail")
         self._requeue(client)
@@ -156,7 +148,7 @@ class Failures:
         self._finish(client, "breaker", "breaker_open", False)
         t = client.target
         w = self.w
-        w[self.shared.targets[t] + shm.T_REFUSED] += 1
+        self.meter.refused(t)
         run = self.run
         another_up = any(not shm.breaker_code(w[b]) for b in self.shared.brk)
         open_for = self.shared.open_until_us(t) / 1e6 - run.now
@@ -177,22 +169,12 @@ class Failures:
             self.run.free.append(client)
 
     def _finish(self, client: Client, phase: str, name: str, sent: bool) -> None:
-        s = self.s
-        s[st.REQ_FAILED if sent else st.REQ_UNSENT] += 1
-        count_error(s, phase, name, sent)
         # how long it took to fail, from when it was due (a timeout shows as its
         # timeout, a refused connect as a few us): failures are timed too, apart
         # (run.now is the loop step's time: a request refused as it is issued in this
         # step started after it, hence the clamp)
         us = max(0, int((self.run.now - client.start) * 1_000_000)) if client.start else 0
-        s[st.FAILURE_BASE + bucket_of(us)] += 1
-        s[st.FAILURE_SUM] += us
-        if us > s[st.FAILURE_MAX]:
-            s[st.FAILURE_MAX] = us
-        target = self.targets[client.target]
-        if target.own:  # several targets: this target's own figures too
-            self.w[target.block + (shm.T_RESP_FAILED if sent else shm.T_UNSENT)] += 1
-            self.w[target.errors + ERROR_INDEX[name]] += 1
+        self.meter.failed(self.targets[client.target], phase, name, sent, us)
         client.conn = None
         self.run.in_flight -= 1
 
@@ -201,22 +183,16 @@ class Failures:
         target.last_fail = self.run.now
         if self.run.stopping:  # a drain admits nothing: its tail must not trip the breaker
             return
-        w, tb = self.w, self.shared.targets[target.index]
-        w[tb + shm.T_FAILED] += 1
         # The streak is tagged with the breaker generation it belongs to: after the
         # breaker changes state, failures from before no longer count.
-        generation = shm.breaker_generation(w[target.breaker_word])
+        generation = shm.breaker_generation(self.w[target.breaker_word])
         if generation != target.consec_gen:
             target.consec_gen = generation
             target.consec = 0
         target.consec += 1
-        w[tb + shm.T_CONSEC] = shm.tag(generation, target.consec)
+        self.meter.target_failed(target.index, shm.tag(generation, target.consec))
         if client.trial:
             self.shared.trial_result(target.index, client.trial, False)
 
     def __repr__(self) -> str:
         return f"<Failures retry_stale={self.retry_stale} targets={len(self.targets)}>"
-
-
-def _unbound(*args: Any) -> None:
-    raise RuntimeError("the worker binds the parts together before the run")

@@ -15,11 +15,11 @@ our core, inside ``send``). A partial write finishes when the socket is writable
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 from workers.loop.eventloop import IN, OUT, TICK, Loop
-from workers.loop.ports import Lane
+from workers.loop.ports import Lane, Peers
 from workers.loop.runstate import RunState
 from workers.pool import client as cl
 from workers.pool import connection as cx
@@ -27,18 +27,10 @@ from workers.pool.client import Client
 from workers.pool.connection import CHECKING, Connection
 from workers.pool.shard import BackingOff, Connect, Evict, Exhausted, Health, Probe, Use, Wait
 from workers.pool.target import Target
-from workers.shared import slotstats as st
 from workers.shared.admission import REFUSE, SharedView
 from workers.shared.errors import oserror_name
+from workers.shared.meter import Meter
 from workers.shared.shm import CODE_MASK
-from workers.shared.slotstats import (
-    BYTES_OUT,
-    CONN_REUSED,
-    LAG_MAX,
-    REQ_LATE,
-    REQ_SENT,
-    SENDING_FLAG,
-)
 
 LATE: Final = 0.001  # open loop: a request sent this long after its intended time is late
 # The moves of the request path, looked up once: connection (_C_) and client tables.
@@ -51,22 +43,18 @@ SENDING: Final = cl.SENDING
 class Requests:
     """Issues and sends one worker's requests (see the module docstring).
 
-    The worker binds what it calls in the other parts: ``connect`` and ``close``
-    (the dialer), ``fail``, ``refuse`` and ``conn_failed`` (the failures)."""
+    It reaches the dialer (``peers.opening``) and the failures (``peers.settling``);
+    every count goes to ``meter``."""
 
     __slots__ = (
-        "close",
-        "conn_failed",
-        "connect",
         "conns",
         "deadlines",
-        "fail",
         "lane",
         "loop",
+        "meter",
+        "peers",
         "read_timeout",
-        "refuse",
         "run",
-        "s",
         "shared",
         "targets",
         "w",
@@ -81,6 +69,8 @@ class Requests:
         targets: Sequence[Target],
         weights: Sequence[int],
         shared: SharedView,
+        meter: Meter,
+        peers: Peers,
         conns: dict[int, Connection],
         read_timeout: float,
     ) -> None:
@@ -92,15 +82,11 @@ class Requests:
         self.weights = list(weights) if len(weights) == len(targets) else [1] * len(targets)
         self.wrr = [0] * len(targets)
         self.shared = shared
-        self.s = shared.slot
-        self.w = shared.words
+        self.w = shared.words  # read: the breaker rows
+        self.meter = meter
+        self.peers = peers
         self.conns = conns
         self.read_timeout = read_timeout
-        self.connect: Callable[[Target, Client | None], None] = _unbound
-        self.close: Callable[..., None] = _unbound
-        self.fail: Callable[[Client, str, str, str, bool], None] = _unbound
-        self.refuse: Callable[[Client], None] = _unbound
-        self.conn_failed: Callable[[Connection, str, str], None] = _unbound
         self.lane: Lane | None = None  # the accelerated path, when this worker has one
 
     # Issuing ---------------------------------------------------------------------------
@@ -131,7 +117,7 @@ class Requests:
         if state & CODE_MASK:  # not CLOSED: the slow path decides (shm.breaker_code, inline)
             verdict = self.shared.admit(t, state)
             if verdict == REFUSE:
-                self.refuse(client)
+                self.peers.settling.refuse(client)
                 return
             client.trial = max(verdict, 0)
         else:
@@ -161,17 +147,17 @@ class Requests:
                 case Probe(conn):
                     dead = target.transport.probe(conn.sock)
                     if dead:
-                        self.close(conn, dead)
+                        self.peers.opening.close(conn, dead)
                         continue
                     self.dispatch(client, conn)
                 case Evict(conn, reason):
-                    self.close(conn, reason)
+                    self.peers.opening.close(conn, reason)
                     continue
                 case Health(conn):
                     self.health_check(client, conn)
                 case Connect():
                     client.fire("connect")
-                    self.connect(target, client)
+                    self.peers.opening.connect(target, client)
                 case Wait(until):
                     client.fire("wait")
                     self.deadlines.arm(client, until)
@@ -179,7 +165,7 @@ class Requests:
                     client.fire("backoff")
                     self.deadlines.arm(client, until)
                 case Exhausted():
-                    self.fail(client, "pool", "pool_exhausted", "", False)
+                    self.peers.settling.fail(client, "pool", "pool_exhausted", "", False)
             return
 
     def dispatch(self, client: Client, conn: Connection) -> None:
@@ -222,17 +208,16 @@ class Requests:
         bound to locals first, and the byte and reuse counters are stored once.
         """
         run = self.run
-        s = self.s
+        meter = self.meter
         clock = run.clock
         targets = self.targets
         deadline = run.now + self.read_timeout
         arm = self.deadlines.arm
         open_loop = run.schedule is not None
         inject = run.inject_requests
-        sent = s[REQ_SENT]
         out = fresh = delayed = 0  # reused = the batch less the fresh and the delayed
         hit = None
-        s[SENDING_FLAG] = 1
+        sent = meter.begin_batch()
         for client in batch:
             conn = client.conn
             target = targets[conn.target]
@@ -240,7 +225,7 @@ class Requests:
                 draw = client.state is not DELAYED
                 hit = run.injector.on_request(target.index, run.now) if draw else None
                 if hit is not None and hit[0] == "delay":
-                    s[st.INJECTED["delay"]] += 1
+                    meter.injected("delay")
                     client.state = _DELAY[client.state]  # the connection stays RESERVED
                     arm(client, run.now + hit[1] / 1000.0)
                     delayed += 1
@@ -258,29 +243,26 @@ class Requests:
                 client.sent_at = now = clock()
                 lag = now - client.start
                 if lag > LATE:
-                    s[REQ_LATE] += 1
-                    if lag * 1e6 > s[LAG_MAX]:
-                        s[LAG_MAX] = int(lag * 1e6)
+                    meter.late(lag)
             if not conn.requests:
                 fresh += 1  # (rare: the reused are counted once per batch)
             data = target.request
             sent += 1
-            s[REQ_SENT] = sent
+            meter.sent(sent)
             send = conn.send  # (a slot: called as a method, the lookup would not specialize)
             try:
                 n = send(data)
             except BlockingIOError:
                 n = 0
             except OSError as exc:
-                s[REQ_SENT] = sent - 1
-                self.conn_failed(conn, "write", oserror_name(exc))
-                sent = s[REQ_SENT]  # the failure path may have sent a request itself
-                s[SENDING_FLAG] = 1
+                meter.sent(sent - 1)
+                self.peers.settling.conn_failed(conn, "write", oserror_name(exc))
+                sent = meter.sending()  # the failure path may have sent a request itself
                 continue
             out += n
             if n != target.size:
                 sent -= 1
-                s[REQ_SENT] = sent
+                meter.sent(sent)
                 self.write_later(conn, data, n)
             if conn.heap_when and deadline >= conn.heap_when:
                 conn.deadline = deadline  # its earlier heap entry re-arms it (timers: lazy)
@@ -288,22 +270,19 @@ class Requests:
                 arm(conn, deadline)
             if hit is not None:
                 self._inject_after_send(conn, *hit)
-                sent = s[REQ_SENT]  # (as above)
-                s[SENDING_FLAG] = 1
-        s[SENDING_FLAG] = 0
-        s[CONN_REUSED] += len(batch) - fresh - delayed
-        s[BYTES_OUT] += out
+                sent = meter.sending()  # (as above)
+        meter.end_batch(len(batch) - fresh - delayed, out)
 
     def _inject_after_send(self, conn: Connection, kind: str, param: int) -> None:
         """reset: abort with RST now; timeout: stop reading, so the read deadline fires
         (after ``param`` ms, or the configured read timeout when it is 0)."""
         if self.conns.get(conn.fd) is not conn:
             return  # the send itself failed: the fault has nothing left to hit
-        self.s[st.INJECTED[kind]] += 1
+        self.meter.injected(kind)
         conn.injected = kind
         if kind == "reset":
             self.targets[conn.target].transport.reset(conn.sock)  # the close sends RST
-            self.conn_failed(conn, "read", "ECONNRESET")
+            self.peers.settling.conn_failed(conn, "read", "ECONNRESET")
         else:
             self.loop.set(conn.fd, 0)  # nothing is read from it any more
             if param:
@@ -319,31 +298,29 @@ class Requests:
         sent as in :meth:`_send`) or health check (not counted)."""
         out = conn.out
         assert out is not None
-        s = self.s
+        meter = self.meter
         counted = conn.state is not CHECKING
         if counted:
-            s[SENDING_FLAG] = 1
-            s[REQ_SENT] += 1
+            meter.send_one()
         try:
             n = conn.send(out)
         except BlockingIOError:
             n = 0
         except OSError as exc:
             if counted:
-                s[REQ_SENT] -= 1
-                s[SENDING_FLAG] = 0
-            self.conn_failed(conn, "write", oserror_name(exc))
+                meter.take_back()
+            self.peers.settling.conn_failed(conn, "write", oserror_name(exc))
             return
-        s[BYTES_OUT] += n
+        meter.bytes_out(n)
         if n < len(out):
             conn.out = out[n:]
             if counted:
-                s[REQ_SENT] -= 1
+                meter.take_back(sending=True)
         else:
             conn.out = None
             self.loop.set(conn.fd, IN)
         if counted:
-            s[SENDING_FLAG] = 0
+            meter.sent_done()
 
     def health_check(self, client: Client, conn: Connection) -> None:
         """Send the target's health-check request on ``conn`` before ``client`` uses it."""
@@ -354,23 +331,19 @@ class Requests:
         client.conn = conn
         conn.owner = client
         conn.reset_response(target.health_head_only)
-        self.s[st.HEALTH_CHECKS] += 1
+        self.meter.health_check()
         data = target.health_request
         try:
             n = conn.send(data)
         except BlockingIOError:
             n = 0
         except OSError as exc:
-            self.conn_failed(conn, "write", oserror_name(exc))
+            self.peers.settling.conn_failed(conn, "write", oserror_name(exc))
             return
-        self.s[BYTES_OUT] += n
+        self.meter.bytes_out(n)
         if n < len(data):
             self.write_later(conn, data, n)
         self.deadlines.arm(conn, self.run.now + self.read_timeout)
 
     def __repr__(self) -> str:
         return f"<Requests targets={len(self.targets)} weights={self.weights}>"
-
-
-def _unbound(*args: Any) -> None:
-    raise RuntimeError("the worker binds the parts together before the run")

@@ -14,13 +14,14 @@ early EOF each end the request by name, and the connection with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 import httptools
 
 from workers.exchange import decide
 from workers.exchange.decide import RENEW, after_response
+from workers.loop.ports import Peers
 from workers.loop.runstate import RunState
 from workers.loop.timers import Deadlines
 from workers.loop.workerspec import LoopSettings
@@ -31,23 +32,11 @@ from workers.pool.client import Client
 from workers.pool.connection import BUSY, CHECKING, CLOSED, DRAINING, READING, Connection
 from workers.pool.shard import Close, Handoff
 from workers.pool.target import Target
-from workers.shared import shm
 from workers.shared.admission import SharedView
-from workers.shared.errors import ERROR_INDEX, oserror_name
+from workers.shared.errors import oserror_name
 from workers.shared.histogram import bucket_of
+from workers.shared.meter import Meter
 from workers.shared.shm import CODE_MASK
-from workers.shared.slotstats import (
-    BYTES_IN,
-    HIST2_BASE,
-    HIST_BASE,
-    LAT2_MAX,
-    LAT_MAX,
-    LAT_SUM,
-    REQ_FAILED,
-    REQ_OK,
-    STATUS_BASE,
-    count_error,
-)
 
 RECV_SIZE: Final = 65536
 # The moves of the response path, looked up once: connection (_C_) and client tables.
@@ -58,26 +47,18 @@ _DONE = cl.ON["done"]
 class Responses:
     """Reads, counts and settles one worker's responses (see the module docstring).
 
-    The worker binds what it calls in the other parts: ``close`` (the dialer),
-    ``next``, ``send`` and ``dispatch`` (the request path), ``conn_failed``,
-    ``read_failed``, ``reconnect`` and ``target_failed`` (the failures)."""
+    It reaches the dialer (``peers.opening``), the request path (``peers.issuing``)
+    and the failures (``peers.settling``); every count goes to ``meter``."""
 
     __slots__ = (
-        "close",
-        "conn_failed",
         "count_5xx",
         "deadlines",
-        "dispatch",
         "max_head",
-        "next",
-        "read_failed",
-        "reconnect",
+        "meter",
+        "peers",
         "run",
-        "s",
-        "send",
         "shared",
         "success",
-        "target_failed",
         "targets",
         "w",
     )
@@ -88,25 +69,20 @@ class Responses:
         deadlines: Deadlines,
         targets: Sequence[Target],
         shared: SharedView,
+        meter: Meter,
+        peers: Peers,
         settings: LoopSettings,
     ) -> None:
         self.run = run
         self.deadlines = deadlines
         self.targets = targets
         self.shared = shared
-        self.s = shared.slot
-        self.w = shared.words
+        self.w = shared.words  # read: the breaker rows
+        self.meter = meter
+        self.peers = peers
         self.max_head = settings.max_header_bytes
         self.success = settings.success
         self.count_5xx = settings.count_5xx
-        self.close: Callable[..., None] = _unbound
-        self.next: Callable[[Client], None] = _unbound
-        self.send: Callable[[Client], None] = _unbound
-        self.dispatch: Callable[[Client, Connection], None] = _unbound
-        self.conn_failed: Callable[[Connection, str, str], None] = _unbound
-        self.read_failed: Callable[[Connection, str], None] = _unbound
-        self.reconnect: Callable[[Client], None] = _unbound
-        self.target_failed: Callable[[Target, Client], None] = _unbound
 
     def readable(self, conn: Connection) -> None:
         """Read what arrived on ``conn`` and feed it to its parser."""
@@ -116,7 +92,7 @@ class Responses:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.read_failed(conn, oserror_name(exc))
+            self.peers.settling.read_failed(conn, oserror_name(exc))
             return
         self.received(conn, data)
 
@@ -127,7 +103,7 @@ class Responses:
             self._read_ended(conn, data)
             return
         n = len(data)
-        self.s[BYTES_IN] += n
+        self.meter.bytes_in(n)
         in_head = not conn.status
         if in_head:  # still in the header block (interim responses included)
             head = conn.head
@@ -158,9 +134,9 @@ class Responses:
         if conn.complete:  # the response was whole; what followed it nobody asked for
             self.response_done(conn, "unsolicited")
         elif conn.status == 101:
-            self.conn_failed(conn, "read", "unexpected_upgrade")
+            self.peers.settling.conn_failed(conn, "read", "unexpected_upgrade")
         else:
-            self.conn_failed(conn, "read", "protocol_error")
+            self.peers.settling.conn_failed(conn, "read", "protocol_error")
 
     def _head_too_large(self, conn: Connection) -> bool:
         """Fail the request if its header block (interim responses included) passed
@@ -169,7 +145,7 @@ class Responses:
         _start, end = final_head(head)
         if (end if end >= 0 else len(head)) <= self.max_head:
             return False
-        self.conn_failed(conn, "read", "header_too_large")
+        self.peers.settling.conn_failed(conn, "read", "header_too_large")
         return True
 
     def _read_ended(self, conn: Connection, data: bytes) -> None:
@@ -177,12 +153,12 @@ class Responses:
         if conn.state not in READING:  # idle (or reserved): FIN, RST or bytes nobody asked for
             if data and not conn.requests:  # a target that talks first: do not reconnect at once
                 self.targets[conn.target].pool.backoff.failure(self.run.now)
-            self.close(conn, "unsolicited" if data else "peer_closed")
+            self.peers.opening.close(conn, "unsolicited" if data else "peer_closed")
         elif conn.status and not conn.complete and conn.head and close_delimited(conn.head):
             conn.keep_alive = False
             self.response_done(conn)
         else:
-            self.read_failed(conn, "early_eof")
+            self.peers.settling.read_failed(conn, "early_eof")
 
     def response_done(self, conn: Connection, evict: str = "") -> None:
         """Count a complete response, then keep, check in or close its connection
@@ -194,44 +170,21 @@ class Responses:
         if conn.state is CHECKING:
             self._health_done(client, conn, evict)
             return
-        s = self.s
         conn.requests += 1
         run.in_flight -= 1
         us = int((now - client.start) * 1_000_000)
         status = conn.status
-        s[STATUS_BASE + status] += 1
-        s[LAT_SUM] += us
-        if us > s[LAT_MAX]:
-            s[LAT_MAX] = us
-        bucket = bucket_of(us)
-        s[HIST_BASE + bucket] += 1
-        if run.schedule is not None:  # open loop: also from the actual send (uncorrected)
-            raw = int((now - client.sent_at) * 1_000_000)
-            s[HIST2_BASE + bucket_of(raw)] += 1
-            if raw > s[LAT2_MAX]:
-                s[LAT2_MAX] = raw
+        # open loop: also from the actual send (uncorrected)
+        raw = -1 if run.schedule is None else int((now - client.sent_at) * 1_000_000)
         target = self.targets[conn.target]
-        good = self.success[status]
-        if good:
-            s[REQ_OK] += 1
-        else:
-            s[REQ_FAILED] += 1
-            name = (
-                "status_5xx" if status >= 500 else "status_4xx" if status >= 400 else "status_other"
-            )
-            count_error(s, "status", name, True)
-        if target.own:  # several targets: this target's own figures too
-            self.w[target.block + (shm.T_RESP_OK if good else shm.T_RESP_FAILED)] += 1
-            self.w[target.hist + bucket] += 1
-            if not good:
-                self.w[target.errors + ERROR_INDEX[name]] += 1
+        self.meter.answered(target, status, self.success[status], us, raw, bucket_of(us))
         if status < 500 or not self.count_5xx:
-            self.w[target.ok_word] += 1
+            self.meter.target_ok(target)
             target.last_ok = now
             if target.consec or client.trial or target.pool.backoff.attempt:
                 self._target_recovered(target, client)
         else:
-            self.target_failed(target, client)
+            self.peers.settling.target_failed(target, client)
             if target.pool.backoff.attempt:  # an answer: connecting works again
                 target.pool.backoff.success()
         conn.state = state = _C_DONE[conn.state]
@@ -269,12 +222,12 @@ class Responses:
             return
         conn.owner = client.conn = None
         if after is decide.CLOSE:
-            self.close(conn, evict)
+            self.peers.opening.close(conn, evict)
         else:
             self._checkin(target, conn)
         client.state = _DONE[client.state]
         if sched is None:
-            self.next(client)  # closed loop: the next request at once
+            self.peers.issuing.next(client)  # closed loop: the next request at once
         else:
             run.free.append(client)
 
@@ -296,7 +249,7 @@ class Responses:
         """After a success: end the failure streak, report a half-open trial, reset backoff."""
         if target.consec:
             target.consec = 0
-            self.w[self.shared.targets[target.index] + shm.T_CONSEC] = 0
+            self.meter.streak_ended(target.index)
         if client.trial:
             self.shared.trial_result(target.index, client.trial, True)
         if target.pool.backoff.attempt:
@@ -306,21 +259,18 @@ class Responses:
         match target.pool.checkin(conn, self.run.now, conn.keep_alive):
             case Handoff(waiter):  # straight to a client that waited for a connection
                 self.deadlines.disarm(waiter)
-                self.dispatch(waiter, conn)
+                self.peers.issuing.dispatch(waiter, conn)
             case Close(reason):
-                self.close(conn, reason)
+                self.peers.opening.close(conn, reason)
 
     def _health_done(self, client: Client, conn: Connection, evict: str) -> None:
         if 200 <= conn.status < 400 and conn.keep_alive and not evict:
             conn.fire("done")
-            self.send(client)
+            self.peers.issuing.send(client)
             return
-        self.close(conn, evict or "health_check", refill=False)
-        self.reconnect(client)  # at most one failed check per request: then a fresh socket
+        self.peers.opening.close(conn, evict or "health_check", refill=False)
+        # at most one failed check per request: then a fresh socket
+        self.peers.settling.reconnect(client)
 
     def __repr__(self) -> str:
         return f"<Responses targets={len(self.targets)} max_head={self.max_head}>"
-
-
-def _unbound(*args: Any) -> None:
-    raise RuntimeError("the worker binds the parts together before the run")

@@ -29,12 +29,13 @@ from typing import Final
 
 from workers.exchange.drain import Drain
 from workers.loop.eventloop import Loop
+from workers.loop.ports import Opening
 from workers.loop.runstate import RunState
 from workers.pool import client as cl
 from workers.pool.client import Client
 from workers.pool.connection import CONNECTING, HANDSHAKING, IDLE, Connection
-from workers.shared import slotstats as st
 from workers.shared import statetable as table
+from workers.shared.meter import Meter
 
 RAMPING: Final = "RAMPING"
 SETTLING: Final = "SETTLING"
@@ -59,14 +60,14 @@ class Warmup:
     """One worker's warm-up (see the module docstring); ``state`` moves by :meth:`fire`."""
 
     __slots__ = (
-        "close",
         "conns",
         "drain",
         "drain_timeout",
         "loop",
+        "meter",
+        "opening",
         "publish",
         "run",
-        "s",
         "seal",
         "state",
     )
@@ -77,15 +78,16 @@ class Warmup:
         loop: Loop,
         drain: Drain,
         conns: dict[int, Connection],
-        slot: memoryview,
+        meter: Meter,
         drain_timeout: float,
-        close: Callable[[Connection, str], None],
+        opening: Opening,
         seal: Callable[[], None],
         publish: Callable[[], None],
     ) -> None:
-        self.run, self.loop, self.drain, self.conns, self.s = run, loop, drain, conns, slot
+        self.run, self.loop, self.drain, self.conns = run, loop, drain, conns
+        self.meter = meter
         self.drain_timeout = drain_timeout
-        self.close = close  # the dialer's
+        self.opening = opening  # the dialer
         self.seal = seal  # the shared view's: copies the slot into its WARMUP block
         self.publish = publish  # the upkeep's: readers learn of the warm-up at once
         self.state = RAMPING
@@ -147,8 +149,8 @@ class Warmup:
         run.free.clear()
         for conn in list(self.conns.values()):
             if conn.state not in _KEPT:  # an abandoned request's answer may still come
-                self.s[st.SHUTDOWN] += 1
-                self.close(conn, "")
+                self.meter.shutdown()
+                self.opening.close(conn, "")
 
     def __repr__(self) -> str:
         return f"<Warmup {self.state} in_flight={self.run.in_flight}>"

@@ -49,18 +49,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from workers.loop.ports import Lane
+from workers.loop.ports import Lane, Peers
 from workers.pool import client as cl
 from workers.pool import connection as cx
 from workers.shared import shm
-from workers.shared import slotstats as st
 from workers.shared.errors import errno_name
+from workers.shared.meter import Meter
 
 if TYPE_CHECKING:
     from workers.loop.runstate import RunState
     from workers.loop.timers import Deadlines
     from workers.loop.workerspec import LoopSettings
-    from workers.pool.connection import Connection
     from workers.pool.target import Target, TargetSpec
     from workers.shared.admission import SharedView
 
@@ -126,24 +125,12 @@ def build(
     read_timeout: float,
     deadlines: Deadlines,
 ) -> Lane:
-    """The lane of one worker; every index it writes comes from :mod:`workers.shared.slotstats`
-    and :mod:`workers.shared.shm`, where each is defined."""
+    """The lane of one worker; every index it writes comes from the meter
+    (:meth:`workers.shared.meter.Meter.lane_words`) and :mod:`workers.shared.shm`, where each
+    is defined."""
     assert _lane is not None
     index = {
-        "status_base": st.STATUS_BASE,
-        "lat_sum": st.LAT_SUM,
-        "lat_max": st.LAT_MAX,
-        "hist_base": st.HIST_BASE,
-        "hist2_base": st.HIST2_BASE,
-        "lat2_max": st.LAT2_MAX,
-        "late": st.REQ_LATE,
-        "lag_max": st.LAG_MAX,
-        "req_ok": st.REQ_OK,
-        "req_sent": st.REQ_SENT,
-        "sending": st.SENDING_FLAG,
-        "bytes_in": st.BYTES_IN,
-        "bytes_out": st.BYTES_OUT,
-        "reused": st.CONN_REUSED,
+        **Meter.lane_words(),
         "breaker_word": target.breaker_word,
         "ok_word": target.ok_word,
         "code_mask": shm.CODE_MASK,
@@ -169,15 +156,13 @@ def build(
 
 @dataclass(slots=True)
 class Handback:
-    """Where the connections the lane hands back go on, in the Python path."""
+    """Where the connections the lane hands back go on, in the Python path: the
+    responses (``peers.answering``), the request path (a partial write's rest) and the
+    failures (``peers.settling``)."""
 
     lane: Lane
     request: bytes  # the target's request: a partial write's rest goes from it
-    received: Callable[[Connection, bytes], None]  # Responses.received
-    parked: Callable[[Connection], None]  # Responses.checkin_parked
-    read_failed: Callable[[Connection, str], None]  # Failures.read_failed
-    write_later: Callable[[Connection, bytes, int], None]  # Requests.write_later
-    conn_failed: Callable[[Connection, str, str], None]  # Failures.conn_failed
+    peers: Peers
 
     def settle(self) -> None:
         """Hand each taken connection to the Python path, as if it had read or written
@@ -185,17 +170,18 @@ class Handback:
         a failed ``recv``, ``send_error`` that of a failed ``send`` (the request not
         counted sent), ``partial`` how much of the request went out, ``parked`` an
         open loop's connection the lane held idle (its response counted): checked in."""
+        peers = self.peers
         for conn, kind, value in self.lane.take():
             if kind == "data":
-                self.received(conn, value)
+                peers.answering.received(conn, value)
             elif kind == "parked":
-                self.parked(conn)
+                peers.answering.checkin_parked(conn)
             elif kind == "error":
-                self.read_failed(conn, errno_name(value))
+                peers.settling.read_failed(conn, errno_name(value))
             elif kind == "partial":
-                self.write_later(conn, self.request, value)
+                peers.issuing.write_later(conn, self.request, value)
             else:
-                self.conn_failed(conn, "write", errno_name(value))
+                peers.settling.conn_failed(conn, "write", errno_name(value))
 
 
 # Busy polling ----------------------------------------------------------------------

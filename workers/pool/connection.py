@@ -32,7 +32,7 @@ import httptools
 
 from workers.net.transport import Recv, Send
 from workers.shared import statetable as table
-from workers.shared.slotstats import INTERIM
+from workers.shared.meter import Meter
 from workers.shared.statetable import InvalidTransition as InvalidTransition
 
 CONNECTING: Final = "CONNECTING"
@@ -79,7 +79,7 @@ class Connection:
     The connection is the parser's protocol object: httptools calls
     :meth:`on_message_begin`, :meth:`on_headers_complete` and
     :meth:`on_message_complete` on it. Interim responses (1xx other than 101) are
-    skipped and counted in ``slot[INTERIM]``; the final response that follows them
+    skipped and counted (``meter.interim``); the final response that follows them
     is the one that completes the request.
     """
 
@@ -105,6 +105,7 @@ class Connection:
         "inode",
         "keep_alive",
         "last_used",
+        "meter",
         "opened",
         "out",
         "owner",
@@ -112,7 +113,6 @@ class Connection:
         "recv",
         "requests",
         "send",
-        "slot",
         "sock",
         "state",
         "status",
@@ -123,14 +123,14 @@ class Connection:
         self,
         sock: socket.socket,
         target: int,
-        slot: Any = None,
+        meter: Meter | None = None,
         streams: tuple[Send, Recv] | None = None,
     ) -> None:
         self.sock = sock
         self.send, self.recv = streams or (sock.send, sock.recv)
         self.fd = sock.fileno()
         self.target = target
-        self.slot = slot  # the worker's stats slot: interim responses are counted there
+        self.meter = meter  # interim responses are counted there
         self.state = CONNECTING
         self.parser = httptools.HttpResponseParser(self)
         self.created = self.last_used = self.expires = 0.0
@@ -180,7 +180,7 @@ class Connection:
                 self.keep_alive = self.parser.should_keep_alive()
                 self.complete = True
         elif 100 <= status < 200 and status != 101:  # interim: the final response follows
-            self.slot[INTERIM] += 1
+            self.meter.interim()  # type: ignore[union-attr]  # (a test's bare one sees none)
             self.status = 0
         elif status != 101:  # (101: the parser raises HttpParserUpgrade right after this)
             raise BadStatus(status)

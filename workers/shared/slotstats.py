@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from workers.shared import histogram
+from workers.shared.catalog import EVICT_REASONS as EVICT_REASONS  # (its home)
+from workers.shared.catalog import ROWS
 from workers.shared.errors import ERROR_NAMES, PHASES
 from workers.shared.injection import KINDS
 
@@ -38,64 +40,14 @@ MAGIC: Final = 0x706F6F6C73766331
 HEADER: Final = 4
 WRITER_PID, HEARTBEAT, GENERATION = 1, 2, 3  # the header words after MAGIC
 
-EVICT_REASONS: Final = (
-    "idle_timeout",  # idle longer than idle_timeout_ms
-    "max_age",  # older than max_age_ms
-    "validation",  # checkout probe found FIN/RST
-    "health_check",  # active health check failed
-    "peer_closed",  # FIN/RST while idle, seen by the event loop
-    "server_close",  # response said Connection: close (or HTTP/1.0)
-    "error",  # a request on it failed
-    "resized",  # the pool was made smaller at runtime
-    "unsolicited",  # bytes nobody asked for: while idle, or after the end of a response
-)
-
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 STATUS_WORDS: Final = 600  # one counter per final status code, indexed by the code (0-99 unused)
 
 #: Every request the load issues ends in exactly one outcome (``poolsvc.metrics.ledger``):
 #: sent = ok + failed + lost + abandoned; every outcome together is requests.total.
-COUNTERS: Final[tuple[str, ...]] = (
-    "requests.sent",  # its last byte was written (a stale socket's try is taken back)
-    "requests.ok",  # sent, and a final response with a success status came
-    "requests.failed",  # sent, then a failure status or an error ended it
-    "requests.unsent",  # ended before its last byte was written: never reached the target
-    "requests.abandoned",  # sent, still unanswered at the drain deadline
-    "requests.lost",  # sent, in flight in a worker that died (the supervisor counts it)
-    "requests.in_doubt",  # of the lost: a worker died inside their send() (see the ledger)
-    "requests.late",  # open loop: sent more than 1 ms after the intended time
-    "requests.dropped",  # open loop: never issued (over max_backlog, or a rate change)
-    "send_lag.max_us",  # open loop: the latest a request was sent after its intended time
-    "responses.interim",  # 1xx before a final response (100 Continue, 103): skipped
-    "connections.created",  # handshakes that completed with SO_ERROR == 0
-    "connections.attempted",  # connect() calls
-    "connections.reused",  # requests sent on a connection that had served before
-    *(f"connections.evicted.{r}" for r in EVICT_REASONS),
-    "connections.health_checks",
-    "connections.shutdown",  # closed because the run ended (not an eviction)
-    "retries.stale_reuse",  # re-sent once on a fresh connection, not a failure
-    "bytes.in",
-    "bytes.out",
-    "latency.sum_us",  # of every final response, whatever its status
-    "latency.max_us",
-    "latency_uncorrected.max_us",  # open loop: from the actual send
-    *(f"failed.{n}" for n in ERROR_NAMES),  # sent requests that failed, by name
-    *(f"unsent.{n}" for n in ERROR_NAMES),  # requests that never left, by name
-    *(f"connect_errors.{n}" for n in ERROR_NAMES),  # connects that carried no request
-    *(f"errors.phase.{p}" for p in PHASES),
-    *(f"injected.{k}" for k in KINDS),  # faults that hit (next to the errno they caused)
-    "connect.max_us",  # the slowest TCP connect
-    "tls.handshakes.full",  # TLS handshakes that completed without resuming a session
-    "tls.handshakes.resumed",  # ... that resumed one
-    "tls.sessions.offered",  # new connections that offered a saved session
-    "tls.full.max_us",
-    "tls.resumed.max_us",
-    "connect.sum_us",
-    "tls.full.sum_us",
-    "tls.resumed.sum_us",
-    "failure_time.max_us",  # the longest a failed request took to fail
-    "failure_time.sum_us",
-)
+#: The counters, in layout order, are the metric catalog's rows (workers.shared.catalog:
+#: each counter's meaning and its Prometheus sample are there).
+COUNTERS: Final[tuple[str, ...]] = tuple(row.name for row in ROWS)
 
 GAUGES: Final = (
     "connections.active",  # reserved, busy or checking

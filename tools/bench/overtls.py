@@ -1,6 +1,6 @@
 """Over HTTPS: poolsvc against wrk on the same pinned nginx, and the plain ratio beside it.
 
-    python -m tools.bench_tls [--rounds 5] [--seconds 5]
+    python -m tools.bench.overtls [--rounds 5] [--seconds 5]
 
 nginx serves HTTP and HTTPS (a certificate from a throwaway CA, ``trustme``) on
 core 0; each generator runs on core 1 with 50 connections, one worker or thread,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trustme
 
-from tools.bench import SERVER_CPU, Steady, medians, run_argv, section_main, steady
+from tools.bench.common import SERVER_CPU, Steady, medians, run_argv, section_main, steady
 from tools.nginx import Nginx
 
 
@@ -92,7 +92,7 @@ def tls_head_to_head(rounds: int, seconds: float) -> str:
 
 
 def main() -> int:
-    return section_main("python -m tools.bench_tls", __doc__ or "", tls_head_to_head)
+    return section_main("python -m tools.bench.overtls", __doc__ or "", tls_head_to_head)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The open loop at capacity: against the closed loop and wrk, on the same pinned nginx.
 
-    python -m tools.bench_open [--rounds 5] [--seconds 5]
+    python -m tools.bench.openloop [--rounds 5] [--seconds 5]
 
 Two questions, one worker with 50 connections on core 1, nginx on core 0:
 
@@ -21,7 +21,8 @@ import statistics
 import sys
 from typing import Any
 
-from tools.bench import nginx, poolsvc_metrics, run_wrk, section_main
+from tools.bench.common import nginx, poolsvc_metrics, section_main
+from tools.bench.rivals import run_wrk
 
 OVERLOAD = 3.0  # asked this many times the closed loop's req/s
 STEPS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)  # of the closed loop, downwards
@@ -127,7 +128,7 @@ def open_loop_at_capacity(rounds: int, seconds: float) -> str:
 
 
 def main() -> int:
-    return section_main("python -m tools.bench_open", __doc__ or "", open_loop_at_capacity)
+    return section_main("python -m tools.bench.openloop", __doc__ or "", open_loop_at_capacity)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: how long `status` takes over the control socket with 4 workers under full load.
 
-    python -m tools.bench_status [--workers 4] [--calls 300] [--seconds 10]
+    python -m tools.bench.statuscalls [--workers 4] [--calls 300] [--seconds 10]
 
 Starts nginx (or the embedded target when nginx is not installed), then
 ``poolsvc serve`` with N workers at full closed-loop load, then times ``status``

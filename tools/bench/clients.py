@@ -1,6 +1,6 @@
 """The library against Python's HTTP clients: sequential keep-alive GETs on pinned nginx.
 
-    python -m tools.bench_library [--rounds 5] [--seconds 5]
+    python -m tools.bench.clients [--rounds 5] [--seconds 5]
 
 Each client runs in its own process on core 1 (nginx, one worker, on core 0) and
 sends GETs of nginx's small page one after another over one kept-alive
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tools.bench import PY, ROOT, nginx, pin, section_main
+from tools.bench.common import PY, ROOT, nginx, pin, section_main
 
 CLIENTS = ("poolsvc", "http.client", "urllib3", "requests", "httpx", "pycurl")
 SCALED = ("poolsvc", "urllib3")
@@ -124,7 +124,7 @@ def child(name: str, url: str, seconds: float, threads: int) -> dict[str, Any]:
 
 
 def measure(name: str, url: str, seconds: float, threads: int = 1) -> dict[str, Any]:
-    cmd = pin([PY, "-m", "tools.bench_library", "--child", name, url, str(seconds), str(threads)])
+    cmd = pin([PY, "-m", "tools.bench.clients", "--child", name, url, str(seconds), str(threads)])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=seconds + 60)
     if out.returncode != 0:
         raise RuntimeError(f"{name}: {out.stderr[-400:]}")
@@ -185,4 +185,4 @@ if __name__ == "__main__":
         name, url, seconds, threads = sys.argv[2:6]
         print(json.dumps(child(name, url, float(seconds), int(threads))))
         sys.exit(0)
-    sys.exit(section_main("tools.bench_library", __doc__ or "", library_head_to_head))
+    sys.exit(section_main("tools.bench.clients", __doc__ or "", library_head_to_head))

@@ -1,0 +1,135 @@
+"""The other load generators: wrk, hey and Locust run and their output parsed, and poolsvc's
+pure-Python path beside them (section 1's contenders).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from tools.bench.common import LOCUST, _find, _num, pin, run_poolsvc, timed
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    out, cpu = timed(
+        pin(
+            [
+                "wrk",
+                "-t1",
+                "-c50",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                f"http://{url[0]}:{url[1]}/",
+            ]
+        )
+    )
+    return {**parse_wrk(out), "cpu": cpu}
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """req/s, requests, p50 and p99 (ms) from `wrk --latency` output."""
+    lat = {}
+    for pct in ("50", "99"):
+        text = _find(rf"^\s+{pct}%\s+(\S+)", out, re.M)  # e.g. 173.00us
+        lat[pct] = _ms(_find(r"^([\d.]+)", text), _find(r"([a-z]+)$", text))
+    return {
+        "rps": float(_find(r"Requests/sec:\s+([\d.]+)", out)),
+        "requests": int(_find(r"(\d+) requests in", out)),
+        "p50": lat["50"],
+        "p99": lat["99"],
+    }
+
+
+def run_hey(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    out, cpu = timed(
+        pin(["hey", "-c", "50", "-z", f"{seconds}s", "-cpus", "1", f"http://{url[0]}:{url[1]}/"])
+    )
+    return {**parse_hey(out), "cpu": cpu}
+
+
+def parse_hey(out: str) -> dict[str, float]:
+    """req/s, requests (2xx responses), p50 and p99 (ms) from hey's summary."""
+    ok = re.findall(r"\[2\d\d\]\s+(\d+) responses", out)  # the status code distribution
+    if not ok:
+        raise ValueError(f"no 2xx responses in hey's output:\n{out[-800:]}")
+    return {
+        "rps": float(_find(r"Requests/sec:\s+([\d.]+)", out)),
+        "requests": sum(int(n) for n in ok),
+        "p50": float(_find(r"50% in ([\d.]+) secs", out)) * 1000,
+        "p99": float(_find(r"99% in ([\d.]+) secs", out)) * 1000,
+    }
+
+
+LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+class User(FastHttpUser):
+    wait_time = constant(0)
+    @task
+    def root(self):
+        self.client.get("/")
+"""
+
+
+def run_locust(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as d:
+        lf = Path(d) / "locustfile.py"
+        lf.write_text(LOCUSTFILE)
+        prefix = Path(d) / "out"
+        _, cpu = timed(
+            pin(
+                [
+                    str(LOCUST),
+                    "-f",
+                    str(lf),
+                    "--headless",
+                    "-u",
+                    "50",
+                    "-r",
+                    "50",
+                    "-t",
+                    f"{max(1, round(seconds))}s",
+                    "--host",
+                    f"http://{url[0]}:{url[1]}",
+                    "--csv",
+                    str(prefix),
+                    "--only-summary",
+                ]
+            )
+        )
+        stats = (prefix.parent / "out_stats.csv").read_text()
+    return {**parse_locust(stats), "cpu": cpu}
+
+
+def parse_locust(csv_text: str) -> dict[str, float]:
+    """req/s, requests, p50 and p99 (ms) from the Aggregated row of Locust's stats CSV."""
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    agg = next((r for r in rows if r["Name"] == "Aggregated"), None)
+    if agg is None:
+        raise ValueError(f"no Aggregated row in Locust's stats:\n{csv_text[-800:]}")
+    return {
+        "rps": float(agg["Requests/s"]),
+        "requests": int(agg["Request Count"]),
+        "p50": _num(agg["50%"]),
+        "p99": _num(agg["99%"]),
+    }
+
+
+def run_pure(url: tuple[str, int], seconds: float) -> dict[str, float]:
+    return run_poolsvc(url, seconds, pure=True)
+
+
+TOOLS: dict[str, Callable[[tuple[str, int], float], dict[str, float]]] = {
+    "poolsvc": run_poolsvc,
+    "poolsvc (pure Python)": run_pure,
+    "wrk": run_wrk,
+    "hey": run_hey,
+    "locust": run_locust,
+}
