@@ -36,7 +36,8 @@ def worktree(rev: str) -> Iterator[Path]:
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), rev],
             check=True,
         )
-        if (path / "workers" / "_lane.c").exists():  # its own accelerated path, built
+        sources = (path / "workers" / "lane" / "_lane.c", path / "workers" / "_lane.c")
+        if any(c.exists() for c in sources):  # its own accelerated path, built
             subprocess.run(
                 [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
                 cwd=path, check=True, capture_output=True,

@@ -85,7 +85,7 @@ class HostMeter:
 
     def response(self, status: int, seconds: float, good: bool) -> None:
         us = _us(seconds)
-        self.meter.answered(_HOST, status, good, us, -1, bucket_of(us))
+        self.meter.answered(_HOST, status, good, us, -1, bucket_of(us), healthy=False)
 
     def failed(self, phase: str, name: str, sent: bool, seconds: float, fault: str = "") -> None:
         """A request that ended in an exception (``fault``: the injected fault's kind)."""

@@ -83,19 +83,50 @@ def test_architecture_layout_tables_match_the_module_of_record() -> None:
     }
 
 
+def _tree_blocks(tree: str) -> dict[str, dict[str, set[str]]]:
+    """The Modules tree: package -> subpackage ('' for the root) -> the files it lists."""
+    out: dict[str, dict[str, set[str]]] = {}
+    package = ""
+    for line in tree.splitlines():
+        if line and not line.startswith(" "):  # "workers/   the data plane..."
+            package = line.split("/")[0]
+            out[package] = {"": set()}
+            continue
+        words = line.split()
+        if not words or not package:
+            continue
+        sub = words[0][:-1] if line.startswith("  ") and words[0].endswith("/") else ""
+        if sub and not line.startswith("   "):
+            out[package].setdefault(sub, set()).update(w for w in words if "." in w)
+        else:
+            out[package][""].update(w for w in words if w.endswith(".py"))
+    return out
+
+
 def test_architecture_names_every_module_in_its_table_and_its_tree() -> None:
     section = _section((ROOT / "docs" / "architecture.md").read_text(), "## Modules")
-    tree = section.split("```", 2)[1]
+    tree = _tree_blocks(section.split("```", 2)[1])
     rows = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
-    missing = []
-    for package in ("poolsvc", "workers", "poolsvc/target", "poolsvc/library", "poolsvc/adapters"):
-        for path in sorted((ROOT / package).glob("*.py")):
+    missing, stale = [], []
+    for package in ("poolsvc", "workers"):
+        for path in sorted((ROOT / package).rglob("*.py")):
             if path.name in ("__init__.py", "__main__.py"):
                 continue
-            in_rows = f"`{package}/{path.name}`" in rows or f"`{path.name}`" in rows
-            if package.count("/") and not package.endswith("target"):  # a subpackage: its path
-                in_rows = f"`{package}/" in rows and f"{path.name}`" in rows
-            in_tree = package.endswith("target") or f" {path.name}" in tree
-            if not (in_rows and in_tree):
-                missing.append(f"{package}/{path.name}")
-    assert missing == []
+            rel = path.relative_to(ROOT)
+            sub = rel.parts[1] if len(rel.parts) > 2 else ""
+            if f"`{rel}`" not in rows or path.name not in tree[package].get(sub, set()):
+                missing.append(str(rel))
+        for sub, names in tree[package].items():
+            stale += [
+                f"{package}/{sub}/{n}" for n in names if not (ROOT / package / sub / n).exists()
+            ]
+    assert missing == [] and stale == []
+
+
+def test_the_tree_check_reads_a_subpackage_line() -> None:
+    tree = "workers/   the data plane\n  net/   transport.py tls.py\n             what it holds\n"
+    tree += "  worker.py   the worker\npoolsvc/   x\n  version.py   v\n"
+    assert _tree_blocks(tree) == {
+        "workers": {"": {"worker.py"}, "net": {"transport.py", "tls.py"}},
+        "poolsvc": {"": {"version.py"}},
+    }

@@ -218,6 +218,7 @@ class Requests:
         out = fresh = delayed = 0  # reused = the batch less the fresh and the delayed
         hit = None
         sent = meter.begin_batch()
+        count_sent = meter.sent  # (bound once: called per request)
         for client in batch:
             conn = client.conn
             target = targets[conn.target]
@@ -248,7 +249,7 @@ class Requests:
                 fresh += 1  # (rare: the reused are counted once per batch)
             data = target.request
             sent += 1
-            meter.sent(sent)
+            count_sent(sent)
             send = conn.send  # (a slot: called as a method, the lookup would not specialize)
             try:
                 n = send(data)

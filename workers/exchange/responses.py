@@ -177,9 +177,9 @@ class Responses:
         # open loop: also from the actual send (uncorrected)
         raw = -1 if run.schedule is None else int((now - client.sent_at) * 1_000_000)
         target = self.targets[conn.target]
-        self.meter.answered(target, status, self.success[status], us, raw, bucket_of(us))
-        if status < 500 or not self.count_5xx:
-            self.meter.target_ok(target)
+        healthy = status < 500 or not self.count_5xx
+        self.meter.answered(target, status, self.success[status], us, raw, bucket_of(us), healthy)
+        if healthy:
             target.last_ok = now
             if target.consec or client.trial or target.pool.backoff.attempt:
                 self._target_recovered(target, client)

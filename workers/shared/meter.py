@@ -166,12 +166,16 @@ class Meter:
 
     # Outcomes -----------------------------------------------------------------------
     def answered(
-        self, target: Placed, status: int, good: int, us: int, raw: int, bucket: int
-    ) -> None:
+        self, target: Placed, status: int, good: int, us: int, raw: int, bucket: int,
+        healthy: bool = True,
+    ) -> None:  # fmt: skip
         """A whole response: its status, its outcome (``good`` nonzero: a success), its
         latency ``us`` (in ``bucket``), from the actual send too (``raw``, open loop; -1:
-        closed loop)."""
+        closed loop); ``healthy``: the target answered, for its breaker (one call per
+        response: speed)."""
         s = self.s
+        if healthy:
+            self.w[target.ok_word] += 1
         s[st.STATUS_BASE + status] += 1
         s[st.LAT_SUM] += us
         if us > s[st.LAT_MAX]:
@@ -194,10 +198,6 @@ class Meter:
             w[target.hist + bucket] += 1
             if not good:
                 w[target.errors + ERROR_INDEX[name]] += 1
-
-    def target_ok(self, target: Placed) -> None:
-        """The target answered (for its breaker)."""
-        self.w[target.ok_word] += 1
 
     def failed(self, target: Placed, phase: str, name: str, sent: bool, us: int) -> None:
         """A request failed by ``name`` in ``phase``, ``us`` after it was due; ``sent``:

@@ -146,13 +146,6 @@ DERIVED: Final = (
 )
 
 
-def count_error(slot: memoryview, phase: str, name: str, sent: bool) -> None:
-    """A request failure by name, in its phase: ``failed.<name>`` if it was sent, else
-    ``unsent.<name>`` (the outcome itself, requests.failed or .unsent, is the caller's)."""
-    slot[(FAILED if sent else UNSENT)[name]] += 1
-    slot[PHASE[phase]] += 1
-
-
 def init_slot(words: memoryview, pid: int) -> None:
     """Claim ``words`` for writer ``pid``; keeps the counters (a restarted writer adds to them)."""
     words[0] = MAGIC
