@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,26 @@ from workers.lane import fastpath as lane
 from workers.shared import slotstats as stats
 from workers.shared.admission import SharedView
 from workers.worker import Worker
+
+
+def _own_temp_per_xdist_worker() -> None:
+    """Under pytest-xdist (``make test`` runs its workers side by side) each test worker
+    gets its own temporary and runtime directories, and every process it starts
+    inherits them: one worker's run directories and default control sockets never meet
+    another's checks (e.g. that no run directory is left behind)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    base = Path(tempfile.gettempdir()) / f"poolsvc-tests-{os.getuid()}-{worker}"
+    shutil.rmtree(base, ignore_errors=True)  # what a previous session left
+    (base / "run").mkdir(mode=0o700, parents=True)
+    base.chmod(0o700)
+    os.environ["TMPDIR"] = str(base)
+    os.environ["XDG_RUNTIME_DIR"] = str(base / "run")
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+_own_temp_per_xdist_worker()
 
 
 @pytest.fixture(params=["accelerated", "pure"])

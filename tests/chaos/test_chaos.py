@@ -11,7 +11,7 @@ import pytest
 
 from tools import chaos
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns")]  # namespaces, kills: alone
 
 
 def check(result: chaos.Result) -> None:

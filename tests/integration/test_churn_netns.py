@@ -15,7 +15,10 @@ import pytest
 from poolsvc.churn import netns
 from tests.conftest import POOLSVC
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.xdist_group("netns"),
+]  # one namespace user at a time
 
 
 def needs() -> None:
