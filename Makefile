@@ -37,9 +37,18 @@ toolchain:
 run: $(STAMP)
 	$(BIN)/poolsvc run --duration 5
 
-## The whole suite: unit tests (pure logic) and integration tests over loopback.
+## The whole suite: unit tests (pure logic) and integration tests over loopback. Three
+## test workers side by side (each its own temporary directory; namespace users one at a
+## time), then the tests that measure rates or shares of a core, alone. Under CI=true the
+## whole suite runs in one process, one test at a time.
+PARALLEL := -n 3 --dist loadgroup
 test: $(STAMP)
+ifeq ($(CI),)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not soak and not timing"
+	$(BIN)/python -m pytest -m "timing and not soak"
+else
 	$(BIN)/python -m pytest
+endif
 
 ## Benchmarks: poolsvc against wrk, hey and Locust on one pinned nginx (under 10 minutes);
 ## writes docs/benchmarks.md. Installs nginx, wrk and hey (Debian) and Locust (its own venv).

@@ -17,6 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
+from pathlib import Path
 from types import TracebackType
 from typing import Final
 
@@ -27,6 +30,7 @@ SETTINGS: Final = {
     "net.ipv4.ip_local_port_range": f"{PORTS[0]} {PORTS[1]}",
     "net.ipv4.tcp_tw_reuse": "0",  # the default (2) reuses TIME_WAIT ports on loopback
 }
+_DELETE_TRIES: Final = 5
 INSIDE: Final = "POOLSVC_NETNS"  # set in the study's environment inside the namespace
 
 
@@ -70,7 +74,19 @@ class Namespace:
         return ["ip", "netns", "exec", self.name, *command]
 
     def _delete(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        """Remove the namespace; a busy machine may refuse the first try (a process of the
+        study still leaving it), so a few tries, then a line saying what is left."""
+        path = Path("/var/run/netns") / self.name
+        error = ""
+        for attempt in range(_DELETE_TRIES):
+            proc = subprocess.run(
+                ["ip", "netns", "del", self.name], capture_output=True, text=True, timeout=30
+            )
+            if not path.exists():
+                return
+            error = proc.stderr.strip() or f"exit {proc.returncode}"
+            time.sleep(0.1 * (attempt + 1))
+        print(f"poolsvc: warning: netns {self.name} not removed: {error}", file=sys.stderr)
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

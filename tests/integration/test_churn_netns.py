@@ -15,10 +15,8 @@ import pytest
 from poolsvc.churn import netns
 from tests.conftest import POOLSVC
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.xdist_group("netns"),
-]  # one namespace user at a time
+# one namespace user at a time; its counts depend on the rate it reaches: alone
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("netns"), pytest.mark.timing]
 
 
 def needs() -> None:

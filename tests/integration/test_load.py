@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 POOLSVC = [sys.executable, "-m", "poolsvc"]
 
 
+@pytest.mark.timing  # a rate and a stall measured: alone
 def test_open_loop_sends_exactly_the_asked_rate_and_reports_it_within_3_percent(
     target: TargetServer,
 ) -> None:
@@ -49,6 +50,7 @@ def test_open_loop_sends_exactly_the_asked_rate_and_reports_it_within_3_percent(
     assert m["requests.sent"] == 2000 == target.stats()["requests"]  # exactly rate x duration
 
 
+@pytest.mark.timing  # a rate and a stall measured: alone
 def test_corrected_latency_shows_the_stall_the_uncorrected_hides(target: TargetServer) -> None:
     # 400 req/s on 2 connections; for 1.5 s the target takes 500 ms per response.
     # Requests queue for a connection meanwhile.  Measured from the intended send time

@@ -18,7 +18,7 @@ from tests.conftest import address, run_json
 from tools.nginx import Nginx
 from workers.lane import fastpath as lane
 
-pytestmark = [pytest.mark.integration, pytest.mark.nginx]
+pytestmark = [pytest.mark.integration, pytest.mark.nginx, pytest.mark.timing]  # who is the limit
 
 DURATION = 2.0
 READ_TIMEOUT = 1.0

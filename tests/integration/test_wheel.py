@@ -53,7 +53,7 @@ def test_the_wheel_holds_the_product_and_runs_on_its_own(tmp_path: Path) -> None
     tops = {name.split("/")[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"poolsvc", "workers"}
     if "POOLSVC_NO_EXTENSIONS" not in os.environ:  # (a compiler is part of the set-up)
-        assert [n for n in names if n.startswith("workers/_lane") and n.endswith(".so")], names
+        assert [n for n in names if n.startswith("workers/lane/_lane") and n.endswith(".so")], names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
