@@ -117,3 +117,19 @@ def test_forgive_drops_the_backlog_before_the_schedule_changes() -> None:
     rig.now = 0.0105
     assert rig.backlog.forgive(0.0105) == 10
     assert rig.counter("requests.dropped") == 10 and rig.run.next_due == 0.0105
+
+
+def test_a_stalled_loop_at_a_huge_rate_settles_its_backlog_in_one_step() -> None:
+    """At 10^8/s, a loop back after 60 s owes six billion due requests: the oldest time
+    out, the rest over max_backlog are dropped, counted exactly, in one step (the steps
+    were a list of every due time: this never returned)."""
+    rig = Rig(rate=1e8, size=1, max_backlog=1000)
+    rig.run.end_at = 0.0  # unbounded in time
+    rig.backlog.max_backlog = 1000
+    rig.fire(0.0)
+    rig.fire(60.0)
+    due = 6_000_000_001 - 1  # due by 60 s, less the one sent at 0
+    timed_out = rig.counter("unsent.pool_timeout")
+    assert timed_out + rig.counter("requests.dropped") + 1000 == due
+    assert timed_out == 59_500_000_000 // 10  # due by 59.5 s: waited over the 0.5 s
+    assert rig.counter("failure_time.max_us") == 59_999_999  # the one due at 10 ns

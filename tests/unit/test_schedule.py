@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from workers.loop.loadshape import Schedule, split, wrr_period
+from workers.loop.loadshape import EXACT_WAITS, Schedule, split, wrr_period
+from workers.shared import histogram
 
 
 def test_constant_rate_has_no_drift() -> None:
@@ -89,8 +90,41 @@ def test_each_target_walks_its_own_requests_and_skips_in_one_step() -> None:
     assert [s.take_of(1) for _ in range(2)] == pytest.approx([0.1, 0.4])
     assert s.next_at() == 0.0  # target 0 has not taken any
     assert s.backlog(0, 0.55) == 4  # 0.0, 0.2, 0.3, 0.5
-    assert s.skip(0, 3) == pytest.approx([0.0, 0.2, 0.3])
+    counts, total, top = s.waits(0, 3, 0.55)  # waited 550, 350 and 250 ms
+    assert (sum(counts.values()), total, top) == (3, 1_150_000, 550_000)
+    s.skip(0, 3)
     assert s.backlog(0, 0.55) == 1 and s.due_of(0) == pytest.approx(0.5)
     assert s.backlog(0, 0.55, before=0.5) == 0  # due at the end: not part of the run
     s.restart(1.0, 0.0)
     assert s.k == [0, 0] and s.next_at() == 1.0
+
+
+@pytest.mark.parametrize("ramp", [0.0, 3.0])
+@pytest.mark.parametrize("weights", [[1], [2, 1]])
+def test_waits_of_many_count_what_each_wait_would(ramp: float, weights: list[int]) -> None:
+    """Past EXACT_WAITS the histogram comes from the schedule's inverse: bucket for bucket
+    the counts of each request's own wait, the longest exact, the sum within a bucket."""
+    s = Schedule(20_000.0, 0.0, ramp, picks=wrr_period(weights))
+    now, n = 9.0, 60_000
+    s.take_of(0)  # a cursor not at zero
+    k0 = s.k[0]
+    waited = [int((now - s.due(s.index(0, i))) * 1e6) for i in range(k0, k0 + n)]
+    exact: dict[int, int] = {}
+    for us in waited:
+        exact[histogram.bucket_of(us)] = exact.get(histogram.bucket_of(us), 0) + 1
+    assert n > EXACT_WAITS
+    counts, total, top = s.waits(0, n, now)
+    assert top == max(waited) and sum(counts.values()) == n
+    moved = [abs(counts.get(b, 0) - exact.get(b, 0)) for b in exact.keys() | counts.keys()]
+    assert max(moved) <= 1  # a float's edge may move one request across a boundary
+    assert total == pytest.approx(sum(waited), rel=1 / 64)
+
+
+def test_waits_of_a_backlog_of_billions_take_one_step() -> None:
+    """A loop stalled for a minute at 10^8 requests a second owes six billion: timing
+    them out is counted from the schedule, never a list of them (which would never end)."""
+    s = Schedule(1e8, 0.0)
+    n = s.backlog(0, 60.0)
+    counts, total, top = s.waits(0, n, 60.5)
+    assert sum(counts.values()) == n == 6_000_000_001
+    assert top == 60_500_000 and 500_000 * n <= total <= 60_500_000 * n

@@ -99,7 +99,7 @@ class Backlog:
         late = sched.backlog(t, now - wait, end)
         late = min(late, int(min(run.issue_cap - run.issued, late)))
         if late:
-            self._fail(target, sched.skip(t, late), now)
+            self._fail(target, late, now)
         left = sched.backlog(t, now, end)
         over = left + waiting - self.max_backlog
         if over > 0:
@@ -108,12 +108,17 @@ class Backlog:
             left -= over
         return left
 
-    def _fail(self, target: Target, due: Sequence[float], now: float) -> None:
-        """These requests waited for a connection longer than the pool's wait timeout:
-        each fails as ``pool_timeout`` (unsent, phase pool, the pool's own fault), timed
-        from when it was due, as Failures.fail counts one."""
-        self.run.issued += len(due)
-        self.meter.timed_out(target, [max(0, int((now - at) * 1_000_000)) for at in due])
+    def _fail(self, target: Target, n: int, now: float) -> None:
+        """The oldest ``n`` requests waited for a connection longer than the pool's wait
+        timeout: each fails as ``pool_timeout`` (unsent, phase pool, the pool's own
+        fault), timed from when it was due, as Failures.fail counts one; in one step
+        whatever ``n`` is (:meth:`workers.loop.loadshape.Schedule.waits`)."""
+        sched = self.run.schedule
+        assert sched is not None
+        buckets, total, top = sched.waits(target.index, n, now)
+        sched.skip(target.index, n)
+        self.run.issued += n
+        self.meter.timed_out(target, n, buckets, total, top)
         target.last_fail = now
 
     def cancel(self, now: float) -> int:

@@ -11,6 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
+
+from workers.shared import histogram
+
+EXACT_WAITS: Final = 4096  # up to this many timed-out requests, each wait is taken exactly
 
 
 def split(total: int, n: int) -> list[int]:
@@ -195,12 +200,42 @@ class Schedule:
         """``target``'s requests due by ``when`` (and before ``before``), not yet taken."""
         return max(0, self.count_by(target, when, before) - self.k[target])
 
-    def skip(self, target: int, n: int) -> list[float]:
+    def skip(self, target: int, n: int) -> None:
         """Take ``n`` of ``target``'s requests at once (dropped, timed out or cancelled:
-        the caller counts them); their intended times, oldest first."""
+        the caller counts them). O(1): a backlog is a count, never walked."""
+        self.k[target] += n
+
+    def waits(self, target: int, n: int, now: float) -> tuple[dict[int, int], int, int]:
+        """How long ``target``'s next ``n`` requests (its oldest due) have waited at
+        ``now``: the failure histogram's counts by bucket, the sum and the longest, in
+        microseconds. Exact per request for a few; for more, each bucket's count from
+        the inverse of :meth:`due` (:meth:`count_by`) in O(buckets spanned), whatever
+        ``n`` is, and its sum taken at the bucket's middle (within a bucket's width:
+        1/64 of the value), so a backlog of millions costs what one of a few does."""
         k0 = self.k[target]
-        self.k[target] = k0 + n
-        return [self.due(self.index(target, i)) for i in range(k0, k0 + n)]
+        if n <= EXACT_WAITS:
+            waited = [max(0, int((now - self.due(self.index(target, i))) * 1e6)) for i in
+                      range(k0, k0 + n)]  # fmt: skip
+            counts: dict[int, int] = {}
+            for us in waited:
+                b = histogram.bucket_of(us)
+                counts[b] = counts.get(b, 0) + 1
+            return counts, sum(waited), max(waited, default=0)
+        top = max(0, int((now - self.due(self.index(target, k0))) * 1e6))
+        least = max(0, int((now - self.due(self.index(target, k0 + n - 1))) * 1e6))
+
+        def waited_at_least(us: int) -> int:  # of the n, how many waited >= us
+            return min(max(self.count_by(target, now - us / 1e6) - k0, 0), n)
+
+        counts, total = {}, 0
+        for b in range(histogram.bucket_of(least), histogram.bucket_of(top) + 1):
+            low, high = histogram.bucket_low(b), histogram.bucket_high(b)
+            above = 0 if b == histogram.BUCKETS - 1 else waited_at_least(high + 1)
+            c = waited_at_least(low) - above
+            if c:
+                counts[b] = c
+                total += c * (low + min(high, top)) // 2
+        return counts, total, top
 
     def restart(self, start: float, ramp: float) -> None:
         """Begin again from request 0 at ``start``, ramping over ``ramp`` (the measured

@@ -214,21 +214,21 @@ class Meter:
             self.w[target.block + (shm.T_RESP_FAILED if sent else shm.T_UNSENT)] += 1
             self.w[target.errors + ERROR_INDEX[name]] += 1
 
-    def timed_out(self, target: Placed, waited_us: Sequence[int]) -> None:
-        """Requests of the open loop's backlog waited past the pool's wait timeout: each
-        fails as ``pool_timeout`` (as :meth:`failed` counts one, in one step)."""
-        s, n = self.s, len(waited_us)
+    def timed_out(
+        self, target: Placed, n: int, buckets: dict[int, int], total_us: int, top_us: int
+    ) -> None:
+        """``n`` requests of the open loop's backlog waited past the pool's wait timeout:
+        each fails as ``pool_timeout`` (as :meth:`failed` counts one), in one step: their
+        waits by failure-histogram bucket, summed, the longest."""
+        s = self.s
         s[st.REQ_UNSENT] += n
         s[st.UNSENT["pool_timeout"]] += n
         s[st.PHASE["pool"]] += n
-        top, total = s[st.FAILURE_MAX], 0
-        for us in waited_us:
-            s[st.FAILURE_BASE + bucket_of(us)] += 1
-            total += us
-            if us > top:
-                top = us
-        s[st.FAILURE_SUM] += total
-        s[st.FAILURE_MAX] = top
+        for bucket, count in buckets.items():
+            s[st.FAILURE_BASE + bucket] += count
+        s[st.FAILURE_SUM] += total_us
+        if top_us > s[st.FAILURE_MAX]:
+            s[st.FAILURE_MAX] = top_us
         self.local_failure(target.index, n)
         if target.own:
             self.w[target.block + shm.T_UNSENT] += n
