@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from poolsvc.target import TargetServer
-from tests.conftest import Service, address
+from tests.conftest import Service, address, settled, until
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +46,11 @@ def audited(target: TargetServer, tmp_path: Path) -> Iterator[Service]:
     svc = Service(target, tmp_path, "--workers", "2", "--size", "4", "--read-timeout-ms", "300")
     yield svc
     svc.close()
+
+
+def pool(svc: Service) -> dict[str, int]:
+    (target,) = svc.call("status")["targets"]
+    return dict(target["pool"])
 
 
 def test_clean_run_with_restarts_and_resets_has_no_leak(target: TargetServer) -> None:
@@ -99,19 +104,21 @@ def test_leak_fault_found_exactly(audited: Service) -> None:
     assert first["verdict"] == "clean" and first["totals"]["leaked"] == 0
     audited.call("inject", action="set", fault="leak", rate=1.0)
     audited.call("breaker", action="close")  # keep the load going whatever happens
-    time.sleep(0.2)
-    # Make the pool close connections (the server ends each one): every close leaks.
+    # Make the pool close connections (the server ends each one): every close leaks
+    # (once the workers have taken the fault).
     audited.target.set(close_after_response=True)
-    time.sleep(0.3)
+    until(lambda: audited.call("metrics").get("injected.leak", 0) > 0)
     audited.target.clear()
     audited.call("inject", action="clear")
-    time.sleep(0.5)  # the pool refills; no more leaks from here on
+    # the pool refills; no more leaks from here on: the count holds still
+    settled(lambda: int(audited.call("metrics").get("injected.leak", 0)))
     leaked_total = audited.call("metrics")["injected.leak"]
     assert leaked_total > 0
     # Pause the load so that no read timeout opens or closes a socket between the
-    # audit and the kernel's view read below (a loaded machine can be that slow).
+    # audit and the kernel's view read below (a loaded machine can be that slow):
+    # paused once every request in flight has ended, the whole pool idle.
     audited.call("load", pause=True)
-    time.sleep(0.5)
+    until(lambda: pool(audited)["idle"] == 4)
     report = audited.call("audit")
     assert report["verdict"] == "LEAK"
     found = sum(len(w["leaked"]) for w in report["workers"])
@@ -139,19 +146,19 @@ def test_close_wait_reported_until_evicted(audited: Service) -> None:
     # The pool stops reading its idle sockets (half_open), the server closes them:
     # the kernel holds them in CLOSE_WAIT until the pool evicts them.
     audited.call("load", concurrency=2)
-    time.sleep(0.3)
+    until(lambda: pool(audited)["idle"] == 2)  # the workers took it: one idle socket each
     audited.call("inject", action="set", fault="half_open", rate=1.0)
-    time.sleep(0.3)
+    until(lambda: audited.call("metrics").get("injected.half_open", 0) > 0)
     audited.call("inject", action="clear")
     audited.target.set(idle_close_ms=100)
-    time.sleep(0.5)
+    until(lambda: audited.call("audit")["totals"]["close_wait"] > 0)
     report = audited.call("audit")
     waiting = report["totals"]["close_wait"]
     assert waiting > 0
     assert all(r["tcp_state"] == "CLOSE_WAIT" for w in report["workers"] for r in w["close_wait"])
     audited.target.clear()
     audited.call("load", concurrency=8)  # every socket gets used: the dead ones time out
-    time.sleep(1.0)
+    until(lambda: audited.call("audit")["totals"]["close_wait"] == 0)
     after = audited.call("audit")
     assert after["totals"]["close_wait"] == 0
     m = audited.call("metrics")
@@ -165,9 +172,7 @@ def test_cheap_tier_history_and_periodic_report(target: TargetServer, tmp_path: 
         target, tmp_path, "--workers", "1", "--audit-every", "0.5", "--audit-report", str(report)
     )
     try:
-        deadline = time.monotonic() + 10  # the first report follows the first 0.5 s audit
-        while not report.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        until(report.exists)  # the first report follows the first 0.5 s audit
         doc = json.loads(report.read_text())
         assert doc["verdict"] == "clean" and doc["summary"][0]["cost_ms"] > 0
         history = doc["history"]["0"]

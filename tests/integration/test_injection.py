@@ -18,7 +18,7 @@ from poolsvc.arbiter.supervisor import Supervisor
 from poolsvc.config import loader as config
 from poolsvc.config import plan
 from poolsvc.target import TargetServer
-from tests.conftest import Background, fd_count, make
+from tests.conftest import Background, fd_count, make, until
 from tools.nginx import Nginx
 from workers.shared import shm
 from workers.shared import slotstats as stats
@@ -221,8 +221,11 @@ def test_heavy_injection_opens_the_breaker_across_workers_and_clear_recovers(
     events: list[str] = []
     sup = Supervisor(plan.resolve(cfg, [(target.host, target.port)], 11, 2), events.append)
 
+    def sending(w: int) -> bool:
+        return int(sup.region.slot(w)[stats.REQ_SENT]) > 0
+
     def chaos() -> None:
-        time.sleep(0.5)
+        until(lambda: sending(0) and sending(1))  # both workers under load
         sup.board.set(Fault("reset", 1.0, seed=1))
         time.sleep(1.0)
         sup.board.clear()

@@ -22,7 +22,9 @@ from tests.conftest import (
     in_background,
     make,
     run_json,
+    snapshot,
     supervisor,
+    until,
 )
 from workers.shared import slotstats as stats
 
@@ -131,7 +133,12 @@ def test_in_process_drain_deadline_splits_sent_from_never_sent(target: TargetSer
         pool_wait_timeout_ms=20_000,
     )
     bg = Background(worker)
-    time.sleep(0.5)
+
+    def stuck() -> bool:  # two requests sent and hanging, two waiting for a connection
+        snap = snapshot(worker)
+        return snap.counters["requests.sent"] >= 2 and snap.gauges["pool.waiting"] >= 2
+
+    until(stuck)
     worker.stop()
     c = bg.join().counters
     assert c["requests.abandoned"] == 2 == c["requests.sent"]

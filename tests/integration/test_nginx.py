@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Background, Nginx, Service, fd_count, make, run, run_json
+from tests.conftest import Background, Nginx, Service, fd_count, make, run, run_json, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.nginx, pytest.mark.usefixtures("both_paths")]
 
@@ -97,7 +97,7 @@ def test_signals_never_put_a_byte_on_a_target_socket(logged_nginx: Nginx, tmp_pa
     svc = Service(logged_nginx, tmp_path / "svc", "--workers", "3", "--size", "9")
     try:
         assert svc.poolctl("workers", "1").returncode == 0  # a scale-down: SIGTERM to two
-        time.sleep(0.5)
+        until(lambda: [w["state"] for w in svc.call("workers")] == ["RUNNING", *["RETIRED"] * 2])
         svc.proc.send_signal(signal.SIGTERM)  # a drain: SIGTERM to the rest
         code, _ = svc.wait_exit()
         assert code == 0

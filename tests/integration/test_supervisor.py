@@ -69,6 +69,11 @@ def test_totals_equal_nginx_count(nginx: Nginx, n: int) -> None:
     assert nginx.requests_served() - before == 4000 + 1  # + the first status request
 
 
+def sending(sup: Any, worker: int) -> bool:
+    """Worker ``worker`` has sent requests: it is past its boot, the load is on."""
+    return int(sup.region.slot(worker)[stats.REQ_SENT]) > 0
+
+
 # Worker death ----------------------------------------------------------------------------
 def test_sigkilled_worker_is_replaced_and_totals_never_decrease(target: TargetServer) -> None:
     sup, events = supervisor(target.host, target.port, 2, duration_s=3.0, pool_size=4)
@@ -76,7 +81,7 @@ def test_sigkilled_worker_is_replaced_and_totals_never_decrease(target: TargetSe
     others: list[int] = []
 
     def chaos() -> None:
-        time.sleep(1.0)
+        until(lambda: sending(sup, 0) and sending(sup, 1))  # both workers under load
         os.kill(sup.slots[0].pids[-1], signal.SIGKILL)
         for _ in range(30):
             samples.append(sup.snapshot().counters["requests.total"])
@@ -159,7 +164,7 @@ def test_breaker_opens_across_all_workers_and_recovers(target: TargetServer) -> 
     seen: dict[str, Any] = {}
 
     def outage() -> None:
-        time.sleep(0.7)
+        until(lambda: sending(sup, 0) and sending(sup, 1))  # both workers under load
         target.restart(down_ms=1500)  # every connection closed, connects refused for 1.5 s
         row = sup.region.breaker_row(0)
         blocks = [sup.region.target_words(w, 0) for w in (0, 1)]

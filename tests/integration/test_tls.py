@@ -26,6 +26,7 @@ import trustme
 
 from poolsvc.target import TargetServer
 from tests.conftest import run as run_worker
+from tests.conftest import until
 from tools.nginx import Nginx
 from workers.net.tls import Tls, TlsSpec
 from workers.net.transport import connect_blocking
@@ -210,13 +211,15 @@ def test_ten_nginx_restarts_under_tls_load_leak_nothing_and_hang_nothing(
     )
 
     def restarts() -> None:
-        time.sleep(1.0)
         for _ in range(10):
             tls_nginx.stop()
             time.sleep(0.1)
             tls_nginx.start()
             time.sleep(0.4)
 
+    # Restart only once the workers are sending: a restart during the run's start-up
+    # pre-flight is an unreachable target (exit 4), not what this test is about.
+    until(lambda: tls_nginx.requests_logged() > 0, timeout=30)
     chaos = threading.Thread(target=restarts)
     chaos.start()
     out, err = proc.communicate(timeout=60)
@@ -315,8 +318,13 @@ def test_status_and_prometheus_show_the_handshakes(
     extra += ("--max-requests-per-conn", "20", "--tls-resume-ratio", "0.5")
     (tmp_path / "svc").mkdir()
     svc = Service(target, tmp_path / "svc", *extra)
+
+    def handshakes_made() -> int:
+        totals = svc.call("status")["totals"]
+        return int(totals["tls.handshakes.full"] + totals["tls.handshakes.resumed"])
+
     try:
-        time.sleep(1.0)
+        until(lambda: handshakes_made() >= 100)  # enough of them for the fraction below
         svc.call("load", pause=True)  # the counts hold still: the figures agree exactly
         settled(lambda: int(svc.call("status")["totals"]["requests.total"]))
         totals = svc.call("status")["totals"]
