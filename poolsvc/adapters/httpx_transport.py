@@ -23,25 +23,24 @@ from poolsvc.library.hostpool import Timeout
 from poolsvc.library.response import Response
 from poolsvc.library.syncclient import Client
 
+# ours -> httpx's, the first match wins (a timeout before the error it specialises);
+# anything else (a refused or failed connect, TLS, the breaker) is a ConnectError
+_KINDS: tuple[tuple[type[ex.ClientError], type[httpx.TransportError]], ...] = (
+    (ex.ConnectTimeout, httpx.ConnectTimeout),
+    (ex.ReadTimeout, httpx.ReadTimeout),
+    (ex.PoolTimeout, httpx.PoolTimeout),
+    (ex.RemoteProtocolError, httpx.RemoteProtocolError),
+    (ex.WriteError, httpx.WriteError),
+    (ex.ReadError, httpx.ReadError),
+)
+
 
 def _error(exc: ex.ClientError, request: httpx.Request) -> Exception:
     """httpx's exception for a poolsvc one."""
     if isinstance(exc, ex.InvalidRequest):
         return httpx.UnsupportedProtocol(str(exc), request=request) if exc.key == "url" else (
             httpx.LocalProtocolError(str(exc), request=request))  # fmt: skip
-    kind: type[httpx.TransportError] = httpx.ConnectError
-    if isinstance(exc, ex.ConnectTimeout):
-        kind = httpx.ConnectTimeout
-    elif isinstance(exc, ex.ReadTimeout):
-        kind = httpx.ReadTimeout
-    elif isinstance(exc, ex.PoolTimeout):
-        kind = httpx.PoolTimeout
-    elif isinstance(exc, ex.RemoteProtocolError):
-        kind = httpx.RemoteProtocolError
-    elif isinstance(exc, ex.WriteError):
-        kind = httpx.WriteError
-    elif isinstance(exc, ex.ReadError):
-        kind = httpx.ReadError
+    kind = next((theirs for ours, theirs in _KINDS if isinstance(exc, ours)), httpx.ConnectError)
     return kind(str(exc), request=request)
 
 

@@ -217,7 +217,7 @@ class Requests:
         inject = run.inject_requests
         out = fresh = delayed = 0  # reused = the batch less the fresh and the delayed
         hit = None
-        sent = meter.begin_batch()
+        sent = meter.sending()
         count_sent = meter.sent  # (bound once: called per request)
         for client in batch:
             conn = client.conn

@@ -12,7 +12,7 @@ client counts a host into a slot of the same layout through a Meter of its own.
 One writer per word: a Meter writes only its worker's slot and words; the supervisor
 and ``poolctl`` read them while it runs. Speed: the methods on the per-request path
 (:meth:`answered`, the send batch) are a few stores each; the send batch keeps the
-``requests.sending`` flag up for the whole batch (:meth:`begin_batch`), so a worker
+``requests.sending`` flag up for the whole batch (:meth:`sending`), so a worker
 killed inside it leaves at most one request counted and in doubt, never one uncounted
 (:mod:`poolsvc.metrics.ledger`).
 """
@@ -121,14 +121,10 @@ class Meter:
         self.s[st.BYTES_OUT] += n
 
     # The send batch -----------------------------------------------------------------
-    def begin_batch(self) -> int:
-        """Raise ``requests.sending``; the sent count, which :meth:`sent` then stores."""
-        self.s[_SENDING] = 1
-        return int(self.s[_REQ_SENT])
-
     def sending(self) -> int:
-        """The flag up again after a failure path ran inside the batch; the sent count
-        (that path may have sent a request itself)."""
+        """Raise ``requests.sending`` (a batch begins, or goes on after a failure path
+        inside it); the sent count, which :meth:`sent` then stores (a failure path may
+        have sent a request itself: read again each time)."""
         self.s[_SENDING] = 1
         return int(self.s[_REQ_SENT])
 
