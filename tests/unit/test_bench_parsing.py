@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tools.bench.rivals import parse_hey, parse_locust, parse_wrk
+from tools.bench.rivals import parse_hey, parse_locust, parse_wrk, parse_wrk2
 
 # From wrk 4.1.0 (`wrk -t1 -c50 -d1s --latency`) against the test nginx; the 99% line
 # is set to a millisecond figure so that both units are read.
@@ -21,6 +21,29 @@ WRK = """Running 1s test @ http://127.0.0.1:51749/
   255013 requests in 1.10s, 36.48MB read
 Requests/sec: 231828.10
 Transfer/sec:     33.16MB
+"""
+
+# From wrk2 (giltene/wrk2 at 44a94c1, `wrk2 -t1 -c50 -d3s -R20000 --latency`) against
+# the test nginx, the detailed spectrum cut; the 99.999% line set to seconds.
+WRK2 = """Running 3s test @ http://127.0.0.1:35991/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.24ms  643.99us   6.15ms   74.22%
+    Req/Sec       -nan      -nan   0.00      0.00%
+  Latency Distribution (HdrHistogram - Recorded Latency)
+ 50.000%  850.00us
+ 75.000%    1.63ms
+ 90.000%    1.93ms
+ 99.000%    3.54ms
+ 99.900%    5.57ms
+ 99.990%    6.11ms
+ 99.999%    1.15s
+100.000%    1.16s
+
+#[Mean    =        1.239, StdDeviation   =        0.644]
+  57558 requests in 3.00s, 8.23MB read
+Requests/sec:  19181.90
+Transfer/sec:      2.74MB
 """
 
 # From hey 0.1.4 (`hey -c 50 -z 1s -cpus 1`): the sections the parser reads, with a
@@ -53,6 +76,12 @@ LOCUST = (
 def test_wrk_units_become_milliseconds() -> None:
     got = parse_wrk(WRK)
     assert got == {"rps": 231828.10, "requests": 255013, "p50": pytest.approx(0.173), "p99": 1.25}
+
+
+def test_wrk2_reads_its_hdrhistogram_percentiles() -> None:
+    got = parse_wrk2(WRK2)
+    assert got == {"rps": 19181.90, "requests": 57558, "p50": pytest.approx(0.85), "p99": 3.54}
+    assert parse_wrk2(WRK2.replace(" 99.000%    3.54ms", " 99.000%    2.13s"))["p99"] == 2130
 
 
 def test_hey_counts_only_2xx_and_seconds_become_milliseconds() -> None:

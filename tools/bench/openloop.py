@@ -12,7 +12,9 @@ Two questions, one worker with 50 connections on core 1, nginx on core 0:
 2. **The maximum sustained rate**: the highest rate, stepping down from the closed
    loop's median by 5 % of it, at which the open loop keeps its schedule (under
    1 % of its requests late, p99 under 10x the p99 at 20,000/s), beside the closed
-   loop's median and wrk's.
+   loop's median and wrk's; and, where `wrk2` is on the PATH (wrk's open loop,
+   built from its source: it has no Debian package), wrk2 at each of those rates
+   on the same nginx, to tell the generator's limit from the target's.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import statistics
 import sys
 from typing import Any
 
-from tools.bench.common import nginx, poolsvc_metrics, section_main
-from tools.bench.rivals import run_wrk
+from tools.bench.common import _have, nginx, poolsvc_metrics, section_main
+from tools.bench.rivals import run_wrk, run_wrk2
 
 OVERLOAD = 3.0  # asked this many times the closed loop's req/s
 STEPS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)  # of the closed loop, downwards
@@ -92,18 +94,26 @@ def sustained(url: tuple[str, int], seconds: float, closed: float, wrk: float) -
         f"p99 at {BASE_RATE:,}/s: {base:.3f} ms, so sustained means late < {LATE_MAX:.0%} and "
         f"p99 < {P99_FACTOR * base:.2f} ms",
         "",
-        "| asked req/s | sent req/s | late | p99 | sustained |",
-        "|---|---|---|---|---|",
+        "| asked req/s | sent req/s | late | p99 | sustained | wrk2 sent req/s | wrk2 p99 |",
+        "|---|---|---|---|---|---|---|",
     ]
+    if _have("wrk2"):  # its p99 at the base rate, for the same criterion
+        lines.insert(
+            1, f"(wrk2's p99 at {BASE_RATE:,}/s: {run_wrk2(url, seconds, BASE_RATE)['p99']:.3f} ms)"
+        )
     best = 0.0
     for step in STEPS:
         rate = round(closed * step, -2)
         m = open_run(url, seconds, rate, False)
         late = m["requests.late"] / max(1, m["requests.sent"])
         ok = late < LATE_MAX and m["latency.p99_ms"] < P99_FACTOR * base
+        rival = "| - | - |"
+        if _have("wrk2"):
+            w = run_wrk2(url, seconds, rate)
+            rival = f"| {w['rps']:,.0f} | {w['p99']:.2f} ms |"
         lines.append(
             f"| {rate:,.0f} | {m['run.rps']:,.0f} | {late:.2%} | {m['latency.p99_ms']:.2f} ms | "
-            f"{'yes' if ok else 'no'} |"
+            f"{'yes' if ok else 'no'} {rival}"
         )
         if ok:
             best = rate

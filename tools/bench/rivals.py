@@ -34,18 +34,45 @@ def run_wrk(url: tuple[str, int], seconds: float) -> dict[str, float]:
     return {**parse_wrk(out), "cpu": cpu}
 
 
-def parse_wrk(out: str) -> dict[str, float]:
-    """req/s, requests, p50 and p99 (ms) from `wrk --latency` output."""
-    lat = {}
-    for pct in ("50", "99"):
-        text = _find(rf"^\s+{pct}%\s+(\S+)", out, re.M)  # e.g. 173.00us
-        lat[pct] = _ms(_find(r"^([\d.]+)", text), _find(r"([a-z]+)$", text))
+def _wrk_summary(out: str, lat: dict[str, float]) -> dict[str, float]:
+    """req/s and requests from wrk's (and wrk2's) closing lines, with the percentiles."""
     return {
         "rps": float(_find(r"Requests/sec:\s+([\d.]+)", out)),
         "requests": int(_find(r"(\d+) requests in", out)),
         "p50": lat["50"],
         "p99": lat["99"],
     }
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """req/s, requests, p50 and p99 (ms) from `wrk --latency` output."""
+    lat = {}
+    for pct in ("50", "99"):
+        text = _find(rf"^\s+{pct}%\s+(\S+)", out, re.M)  # e.g. 173.00us
+        lat[pct] = _ms(_find(r"^([\d.]+)", text), _find(r"([a-z]+)$", text))
+    return _wrk_summary(out, lat)
+
+
+def run_wrk2(url: tuple[str, int], seconds: float, rate: float) -> dict[str, float]:
+    """wrk2 (wrk's open loop: a constant rate, latency from the intended send times) at
+    ``rate``, one thread and 50 connections as wrk; its first seconds calibrate it, so
+    it runs :data:`WRK2_CALIBRATION` seconds longer than asked."""
+    cmd = ["wrk2", "-t1", "-c50", f"-d{max(1, round(seconds + WRK2_CALIBRATION))}s"]
+    out, cpu = timed(pin([*cmd, f"-R{rate:.0f}", "--latency", f"http://{url[0]}:{url[1]}/"]))
+    return {**parse_wrk2(out), "cpu": cpu}
+
+
+WRK2_CALIBRATION = 10.0
+
+
+def parse_wrk2(out: str) -> dict[str, float]:
+    """req/s, requests, p50 and p99 (ms) from `wrk2 --latency` output (HdrHistogram's
+    percentile lines, "99.000%    3.54ms")."""
+    lat = {}
+    for pct in ("50", "99"):
+        text = _find(rf"^\s*{pct}\.000%\s+(\S+)", out, re.M)
+        lat[pct] = _ms(_find(r"^([\d.]+)", text), _find(r"([a-z]+)$", text))
+    return _wrk_summary(out, lat)
 
 
 def run_hey(url: tuple[str, int], seconds: float) -> dict[str, float]:
