@@ -165,17 +165,18 @@ class Worker:
 
     def _accelerate(self) -> None:
         """Give the loop the accelerated path when this run can use it (workers.lane.fastpath)."""
-        self.path = lane.choose([t.spec for t in self.targets], self.bounds.rate)
-        if self.path == "accelerated" and self.targets[0].transport.__class__ is not Plain:
+        targets = self.targets
+        self.path = lane.choose([t.spec for t in targets], self.bounds.rate)
+        if self.path == "accelerated" and any(t.transport.__class__ is not Plain for t in targets):
             self.path = "pure (a test's transport)"
         if self.path != "accelerated":
             return
-        loop, s, target = self.loop, self.settings, self.targets[0]
+        loop, s = self.loop, self.settings
         fast = lane.build(
-            loop.fileno(), self.run_state, target, self.shared, s, s.read_timeout, loop.deadlines
+            loop.fileno(), self.run_state, targets, self.shared, s, s.read_timeout, loop.deadlines
         )
         loop.lane = self.requests.lane = fast
-        back = lane.Handback(fast, target.request, self.peers)
+        back = lane.Handback(fast, [t.request for t in targets], self.peers)
         assert loop.on is not None
         loop.on.settle = back.settle
         if s.busy_poll:

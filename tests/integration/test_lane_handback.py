@@ -61,10 +61,11 @@ class Rig:
         self.target: Any = SimpleNamespace(
             pool=pool, consec=0, last_ok=0.0, request=request,
             breaker_word=self.shared.brk[0], ok_word=self.shared.targets[0] + shm.T_OK,
+            own=False, block=0, hist=0,
         )  # fmt: skip
         self.deadlines = Deadlines()
         self.lane = lane.build(
-            self.ep.fileno(), self.run, self.target, self.shared, LoopSettings(), 5.0,
+            self.ep.fileno(), self.run, [self.target], self.shared, LoopSettings(), 5.0,
             self.deadlines,
         )  # fmt: skip
         self.conn = Connection(ours, 0)
@@ -214,7 +215,7 @@ def test_a_re_sent_request_or_a_trial_stays_with_the_python_path() -> None:
         rig.lane.close()
         for name, value, default in (("retried", True, False), ("trial", 2, 0)):
             rig.lane = lane.build(
-                rig.ep.fileno(), rig.run, rig.target, rig.shared, LoopSettings(), 5.0,
+                rig.ep.fileno(), rig.run, [rig.target], rig.shared, LoopSettings(), 5.0,
                 rig.deadlines,
             )  # fmt: skip
             setattr(rig.client, name, value)

@@ -178,7 +178,9 @@ PLAIN = TargetSpec("127.0.0.1", 80)
     [
         ([PLAIN], 0.0, "accelerated"),
         ([PLAIN], 100.0, "accelerated"),  # the open loop's steady state is the lane's too
-        ([PLAIN, PLAIN], 0.0, "pure (several targets)"),
+        ([PLAIN, PLAIN], 0.0, "pure (several targets in the closed loop)"),
+        ([PLAIN, PLAIN], 100.0, "accelerated"),  # the open loop renews from the schedule
+        ([PLAIN, replace(PLAIN, tls=TlsSpec(None))], 100.0, "pure (TLS)"),
         ([replace(PLAIN, tls=TlsSpec(None))], 0.0, "pure (TLS)"),
         ([replace(PLAIN, nodelay=False)], 0.0, "pure (the Nagle study's tuned transport)"),
         ([replace(PLAIN, split_writes=True)], 0.0, "pure (the Nagle study's tuned transport)"),

@@ -19,6 +19,7 @@ from tools.bench.overtls import tls_head_to_head
 from tools.bench.profiling import profile
 from tools.bench.readers import scrape_cost, status_cost
 from tools.bench.scaling import rate_accuracy, scaling
+from tools.bench.several import several_targets
 from tools.bench.steadycpu import steady_cpu
 
 
@@ -40,6 +41,10 @@ def main() -> int:
         (
             "The open loop at capacity: asked 3x, and its maximum sustained rate",
             lambda: open_loop_at_capacity(args.rounds, args.seconds),
+        ),
+        (
+            "Several targets in the open loop: the accelerated path against the pure one",
+            lambda: several_targets(args.rounds, args.seconds),
         ),
         (
             "The library: poolsvc.Client against Python's HTTP clients, on pinned nginx",

@@ -2,10 +2,11 @@
  * when it runs; workers/exchange/responses.py and workers/exchange/requests.py are the reference it
  * follows, step for step, for the one case it handles.
  *
- * That case: a keep-alive connection of the worker's one plain-TCP target, whose
+ * That case: a keep-alive connection of one of the worker's plain-TCP targets, whose
  * response arrives whole in one recv, is framed by Content-Length, is a success, and
  * is followed by the next request on the same connection (RENEW): the same client's in
- * the closed loop, the oldest one due in the open loop's schedule.
+ * the closed loop (one target), the oldest one of its target due in the open loop's
+ * schedule (any number).
  * Everything else -- a partial or unusual response, EOF, an error, a partial write, a
  * response after which the connection is not renewed -- is handed to the Python path
  * with the bytes already read, before anything is counted, and the Python path does
@@ -36,10 +37,34 @@
  * one place each is defined (workers.shared.slotstats, workers.shared.shm). */
 typedef struct {
     Py_ssize_t status_base, lat_sum, lat_max, hist_base, req_ok, req_sent, sending;
-    Py_ssize_t bytes_in, bytes_out, reused, breaker_word, ok_word;
+    Py_ssize_t bytes_in, bytes_out, reused;
     Py_ssize_t hist2_base, lat2_max, late, lag_max; /* the open loop's */
+    Py_ssize_t t_resp_ok; /* a target's own block: its requests ok (several targets) */
     uint64_t code_mask;
 } Words;
+
+/* One target of the worker (workers.pool.target.Target): what the lane reads of it at each
+ * call, and the open loop's share of the schedule that is its own. */
+typedef struct {
+    PyObject *target, *pool, *request; /* the Target, its pool, its prebuilt request */
+    const char *req;
+    Py_ssize_t req_size;
+    Py_ssize_t breaker_word, ok_word; /* in the region's words */
+    Py_ssize_t resp_ok, hist;         /* its own block's (own: several targets), else -1 */
+    int steady;                       /* its pool and streak let the lane renew (steady()) */
+    long long max_requests;
+    double idle_timeout, validate_after, health_after; /* the pool's, for a parked member */
+    double last_ok;
+    int any_ok;
+    /* Open loop: its cursor (the schedule's k[t]) and its spots in one period of the
+     * schedule's picks (Schedule.index) */
+    long long k, k_read;
+    long long *spots;
+    long long nspots;
+    int *parked; /* its parked members, a stack (the last parked goes first, as the pool's
+                  * LIFO idle list would) */
+    int nparked;
+} Target;
 
 typedef struct {
     PyObject *conn;   /* NULL: no member on this fd */
@@ -52,6 +77,7 @@ typedef struct {
     long long requests; /* conn.requests */
     int dirty;        /* written since the last sync */
     int parked;       /* open loop: its response counted, it waits here for a due request */
+    int t;            /* its target (conn.target) */
 } Member;
 
 typedef struct {
@@ -63,40 +89,35 @@ typedef struct {
     int ndirty;
     int *burst; /* fds renewed in this wakeup, sent back to back after it */
     int nburst;
-    int *parked; /* open loop: the parked members, a stack (the last parked goes first, as
-                  * the pool's LIFO idle list would) */
-    int nparked;
+    Target *tg; /* the worker's targets, by index */
+    int ntg;
+    int nparked; /* open loop: the parked members, of every target */
     Py_buffer slot_buf, words_buf;
     int have_bufs;
     uint64_t *s, *w;
     Words i;
-    PyObject *request; /* the target's prebuilt request (bytes) */
-    const char *req;
-    Py_ssize_t req_size;
     unsigned char success[600];
     int count_5xx;
     Py_ssize_t max_head;
     double read_timeout;
-    long long max_requests;
-    PyObject *run, *target, *pool, *arm, *busy, *sending_state;
+    PyObject *run, *arm, *busy, *sending_state;
     PyObject *taken; /* list of (conn, kind, value) for the Python path */
     long long issued;
     double issue_cap;
-    double last_ok;
-    int any_ok;
     char *buf;
     struct epoll_event *evs;
     long long handled; /* responses handled here (tests, repr) */
     double spin;       /* seconds of busy polling before a blocking wait */
     double waited;     /* seconds spent waiting for events (epoll_wait, the spin) */
-    /* Open loop (workers.loop.loadshape.Schedule, one target): the schedule's terms, read at each
-     * call, and its cursor, advanced here and written back at the sync. */
+    /* Open loop (workers.loop.loadshape.Schedule): the schedule's terms, read at each call,
+     * and its cursors (Target.k), advanced here and written back at the sync. */
     int open;
     PyObject *cursor; /* run.schedule's list ``k`` (NULL: closed loop) */
+    PyObject *sched_seen; /* the schedule whose spots the targets hold (a reference: its
+                           * identity must not be reused while the spots stand) */
     double base, rate, ramp, end_at;
-    long long stride, phase, k, k_read;
-    long long in_flight, in_flight_read;             /* run.in_flight (parking changes it) */
-    double idle_timeout, validate_after, health_after; /* the pool's, for a parked member */
+    long long stride, phase, period;
+    long long in_flight, in_flight_read; /* run.in_flight (parking changes it) */
 } Lane;
 
 static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_deadline,
@@ -105,7 +126,8 @@ static PyObject *s_state, *s_retire, *s_conn, *s_fd, *s_out, *s_requests, *s_dea
     *s_backoff, *s_attempt, *s_waiters, *s_size, *s_max_size, *s_max_requests, *s_settings,
     *s_last_ok, *s_retried, *s_trial, *s_sent_at, *s_base, *s_rate, *s_ramp, *s_stride,
     *s_phase, *s_k, *s_period, *s_end_at, *s_in_flight, *s_idle_timeout, *s_validate_after,
-    *s_health_after;
+    *s_health_after, *s_spots, *s_target, *s_pool, *s_request, *s_breaker_word, *s_ok_word,
+    *s_own, *s_block, *s_hist;
 
 #define LATE 0.001 /* workers.exchange.requests.LATE: sent this long after its time, it is late */
 
@@ -125,6 +147,14 @@ static inline double due(const Lane *self, long long k) {
         return self->base + self->ramp + ((double)j - in_ramp) / self->rate;
     }
     return self->base + (double)j / self->rate;
+}
+
+/* Schedule.due_of: the intended time of target ``t``'s next request, its request number
+ * Schedule.index(t, k[t]) (one target: k itself). */
+static inline double due_of(const Lane *self, const Target *t) {
+    if (self->period == 1) return due(self, t->k);
+    long long q = t->k / t->nspots, r = t->k % t->nspots;
+    return due(self, q * self->period + t->spots[r]);
 }
 
 /* workers.shared.histogram.bucket_of, for the non-negative values latencies are. */
@@ -247,9 +277,11 @@ static int frame(const char *p, size_t n, size_t max_head, int *status, size_t *
 static void drop(Lane *self, int fd) {
     Member *m = &self->members[fd];
     if (m->parked) { /* (rare: a parked member leaves the lane) */
-        for (int k = 0; k < self->nparked; k++) {
-            if (self->parked[k] == fd) {
-                self->parked[k] = self->parked[--self->nparked];
+        Target *t = &self->tg[m->t];
+        for (int k = 0; k < t->nparked; k++) {
+            if (t->parked[k] == fd) {
+                t->parked[k] = t->parked[--t->nparked];
+                self->nparked--;
                 break;
             }
         }
@@ -343,14 +375,17 @@ static int sync_all(Lane *self) {
         if (set_ll(self->run, s_in_flight, self->in_flight) < 0) rc = -1;
         self->in_flight_read = self->in_flight;
     }
-    if (self->cursor != NULL && self->k != self->k_read) {
-        PyObject *k = PyLong_FromLongLong(self->k);
-        if (k == NULL || PyList_SetItem(self->cursor, 0, k) < 0) rc = -1; /* steals k */
-        self->k_read = self->k;
-    }
-    if (self->any_ok) {
-        self->any_ok = 0;
-        if (set_double(self->target, s_last_ok, self->last_ok) < 0) rc = -1;
+    for (int j = 0; j < self->ntg; j++) {
+        Target *t = &self->tg[j];
+        if (self->cursor != NULL && t->k != t->k_read) {
+            PyObject *k = PyLong_FromLongLong(t->k);
+            if (k == NULL || PyList_SetItem(self->cursor, j, k) < 0) rc = -1; /* steals k */
+            t->k_read = t->k;
+        }
+        if (t->any_ok) {
+            t->any_ok = 0;
+            if (set_double(t->target, s_last_ok, t->last_ok) < 0) rc = -1;
+        }
     }
     return rc;
 }
@@ -388,16 +423,39 @@ static int take(Lane *self, int fd, const char *kind, PyObject *value) {
 
 /* The request path ------------------------------------------------------------------ */
 
-/* Whether the steady state holds for this call (workers.exchange.decide.after_response's run-wide
- * inputs and pool.renew's pool-wide ones, which only the Python path changes): 1 yes,
- * 0 no, -1 an error. */
+/* Each target's spots in one period of the schedule's picks (Schedule.spots): 1 read,
+ * 0 not a schedule the lane follows (a target with none), -1 an error. */
+static int read_spots(Lane *self, PyObject *sched) {
+    PyObject *spots = PyObject_GetAttr(sched, s_spots);
+    if (spots == NULL) return -1;
+    int rc = PyList_Check(spots) && PyList_GET_SIZE(spots) == self->ntg;
+    for (int j = 0; rc == 1 && j < self->ntg; j++) {
+        PyObject *mine = PyList_GET_ITEM(spots, j);
+        Py_ssize_t n = PyList_Check(mine) ? PyList_GET_SIZE(mine) : 0;
+        Target *t = &self->tg[j];
+        long long *a = n > 0 ? PyMem_Realloc(t->spots, sizeof(long long) * (size_t)n) : NULL;
+        if (a == NULL) {
+            if (n > 0) PyErr_NoMemory();
+            rc = n > 0 ? -1 : 0;
+            break;
+        }
+        t->spots = a;
+        t->nspots = n;
+        for (Py_ssize_t r = 0; r < n && rc == 1; r++) {
+            a[r] = PyLong_AsLongLong(PyList_GET_ITEM(mine, r));
+            if (a[r] == -1 && PyErr_Occurred()) rc = -1;
+        }
+    }
+    Py_DECREF(spots);
+    return rc;
+}
+
 /* The open loop's schedule, as workers.loop.loadshape.Schedule holds it: 1 read, 0 not one the
- * lane follows (several targets' cursors), -1 an error. */
+ * lane follows, -1 an error.  The spots are read once per schedule (a new rate or a
+ * pause makes a new one); the terms and the cursors at every call. */
 static int read_schedule(Lane *self, PyObject *sched) {
-    long long period;
     int err = 0;
-    if (int_attr(sched, s_period, &period) < 0) return -1;
-    if (period != 1) return 0;
+    if (int_attr(sched, s_period, &self->period) < 0) return -1;
     self->base = get_double(sched, s_base, &err);
     self->rate = get_double(sched, s_rate, &err);
     self->ramp = get_double(sched, s_ramp, &err);
@@ -405,22 +463,69 @@ static int read_schedule(Lane *self, PyObject *sched) {
     if (err || int_attr(sched, s_stride, &self->stride) < 0 ||
         int_attr(sched, s_phase, &self->phase) < 0)
         return -1;
+    if (self->period < 1) return 0;
+    if (sched != self->sched_seen) {
+        Py_CLEAR(self->sched_seen);
+        int t = self->period == 1 && self->ntg == 1 ? 1 : read_spots(self, sched);
+        if (t <= 0) return t;
+        self->sched_seen = Py_NewRef(sched);
+    }
     PyObject *cursor = PyObject_GetAttr(sched, s_k);
     if (cursor == NULL) return -1;
-    if (!PyList_Check(cursor) || PyList_GET_SIZE(cursor) != 1) {
+    if (!PyList_Check(cursor) || PyList_GET_SIZE(cursor) != self->ntg) {
         Py_DECREF(cursor);
         return 0;
     }
-    self->k = PyLong_AsLongLong(PyList_GET_ITEM(cursor, 0));
-    if (self->k == -1 && PyErr_Occurred()) {
-        Py_DECREF(cursor);
-        return -1;
+    for (int j = 0; j < self->ntg; j++) {
+        Target *t = &self->tg[j];
+        t->k = PyLong_AsLongLong(PyList_GET_ITEM(cursor, j));
+        if (t->k == -1 && PyErr_Occurred()) {
+            Py_DECREF(cursor);
+            return -1;
+        }
+        t->k_read = t->k;
     }
-    self->k_read = self->k;
     self->cursor = cursor;
     return 1;
 }
 
+/* Whether ``t``'s pool and streak let the lane renew its connections (pool.renew's
+ * pool-wide inputs, and no failure streak or backoff: the target's next success is then
+ * the Python path's, which ends them), and what a parked member's checkout would read:
+ * 0, or -1 with the exception set. */
+static int read_target(Lane *self, Target *t) {
+    long long consec, attempt, size, max_size;
+    if (int_attr(t->target, s_consec, &consec) < 0) return -1;
+    PyObject *backoff = PyObject_GetAttr(t->pool, s_backoff);
+    if (backoff == NULL) return -1;
+    int rc = int_attr(backoff, s_attempt, &attempt);
+    Py_DECREF(backoff);
+    if (rc < 0) return -1;
+    PyObject *v = PyObject_GetAttr(t->pool, s_waiters); /* nobody waits */
+    if (v == NULL) return -1;
+    Py_ssize_t waiters = PyObject_Length(v);
+    Py_DECREF(v);
+    if (waiters < 0 || int_attr(t->pool, s_size, &size) < 0) return -1;
+    PyObject *settings = PyObject_GetAttr(t->pool, s_settings);
+    if (settings == NULL) return -1;
+    rc = int_attr(settings, s_max_size, &max_size);
+    if (rc == 0) rc = int_attr(settings, s_max_requests, &t->max_requests);
+    int err = 0;
+    if (self->open) {
+        t->idle_timeout = get_double(settings, s_idle_timeout, &err);
+        t->validate_after = get_double(settings, s_validate_after, &err);
+        t->health_after = get_double(settings, s_health_after, &err);
+    }
+    Py_DECREF(settings);
+    if (rc < 0 || err) return -1;
+    t->steady = consec == 0 && attempt == 0 && waiters == 0 && size <= max_size;
+    return 0;
+}
+
+/* Whether the steady state holds for this call (workers.exchange.decide.after_response's run-wide
+ * inputs, which only the Python path changes): 1 yes, 0 no, -1 an error.  Each target's
+ * own part of it is its ``steady`` (read_target): a member of a target that is not
+ * steady goes back to the Python path at its next event. */
 static int steady(Lane *self) {
     PyObject *run = self->run;
     static PyObject **falsy[] = {&s_stopping, &s_paused, &s_inject, &s_stop_requested, NULL};
@@ -442,35 +547,12 @@ static int steady(Lane *self) {
     for (int k = 0; falsy[k]; k++) {
         if ((t = truth_attr(run, *falsy[k])) != 0) return t < 0 ? -1 : 0;
     }
-    /* a failure streak or a backoff on the target: its next success is the Python
-     * path's (it ends them) */
-    long long consec, attempt, size, max_size;
-    if (int_attr(self->target, s_consec, &consec) < 0) return -1;
-    PyObject *backoff = PyObject_GetAttr(self->pool, s_backoff);
-    if (backoff == NULL) return -1;
-    int rc = int_attr(backoff, s_attempt, &attempt);
-    Py_DECREF(backoff);
-    if (rc < 0) return -1;
-    /* pool.renew: nobody waits, the pool is not over its size */
-    v = PyObject_GetAttr(self->pool, s_waiters);
-    if (v == NULL) return -1;
-    Py_ssize_t waiters = PyObject_Length(v);
-    Py_DECREF(v);
-    if (waiters < 0 || int_attr(self->pool, s_size, &size) < 0) return -1;
-    PyObject *settings = PyObject_GetAttr(self->pool, s_settings);
-    if (settings == NULL) return -1;
-    rc = int_attr(settings, s_max_size, &max_size);
-    if (rc == 0) rc = int_attr(settings, s_max_requests, &self->max_requests);
-    int err = 0;
-    if (self->open) { /* what a parked member's checkout would look at */
-        self->idle_timeout = get_double(settings, s_idle_timeout, &err);
-        self->validate_after = get_double(settings, s_validate_after, &err);
-        self->health_after = get_double(settings, s_health_after, &err);
+    int any = 0;
+    for (int j = 0; j < self->ntg; j++) {
+        if (read_target(self, &self->tg[j]) < 0) return -1;
+        any |= self->tg[j].steady;
     }
-    if (err) rc = -1;
-    Py_DECREF(settings);
-    if (rc < 0) return -1;
-    return consec == 0 && attempt == 0 && waiters == 0 && size <= max_size;
+    return any;
 }
 
 /* A member may be handled here: still BUSY, its client still keeps it and stays. */
@@ -509,14 +591,16 @@ static int on_readable(Lane *self, int fd, Member *m) {
     /* the decision before anything is counted: renewed, or the Python path's */
     uint64_t *s = self->s, *w = self->w;
     const Words *i = &self->i;
-    long long budget = self->max_requests;
-    /* open loop: renewed by the request due, parked here until it is due (counted now,
-     * as the Python path would count it and check the connection in), or the Python
-     * path's once nothing more falls due in the run */
-    double next = self->open ? due(self, self->k) : 0.0;
+    Target *t = &self->tg[m->t];
+    long long budget = t->max_requests;
+    /* open loop: renewed by its target's request due, parked here until it is due
+     * (counted now, as the Python path would count it and check the connection in), or
+     * the Python path's once nothing more falls due in the run */
+    double next = self->open ? due_of(self, t) : 0.0;
     int park = self->open && next > now;
-    if ((self->open && self->end_at != 0.0 && next >= self->end_at) || !self->success[status] || (status >= 500 && self->count_5xx) ||
-        (double)self->issued >= self->issue_cap || (w[i->breaker_word] & i->code_mask) ||
+    if ((self->open && self->end_at != 0.0 && next >= self->end_at) ||
+        !self->success[status] || (status >= 500 && self->count_5xx) ||
+        (double)self->issued >= self->issue_cap || (w[t->breaker_word] & i->code_mask) ||
         (budget && m->requests + 1 >= budget) || (m->expires != 0.0 && now >= m->expires))
         return take(self, fd, "data", PyBytes_FromStringAndSize(self->buf, n));
     long long us = (long long)((now - m->start) * 1000000.0);
@@ -533,9 +617,13 @@ static int on_readable(Lane *self, int fd, Member *m) {
         if ((uint64_t)raw > s[i->lat2_max]) s[i->lat2_max] = (uint64_t)raw;
     }
     s[i->req_ok] += 1;
-    w[i->ok_word] += 1;
-    self->last_ok = now;
-    self->any_ok = 1;
+    w[t->ok_word] += 1;
+    if (t->resp_ok >= 0) { /* several targets: the target's own figures too */
+        w[t->resp_ok] += 1;
+        w[t->hist + bucket_of(us)] += 1;
+    }
+    t->last_ok = now;
+    t->any_ok = 1;
     m->requests += 1;
     m->last_used = now;
     m->deadline = 0.0; /* disarmed until its next request goes */
@@ -543,32 +631,35 @@ static int on_readable(Lane *self, int fd, Member *m) {
     mark(self, fd);
     if (park) { /* the request is over; the connection waits for the next one due */
         m->parked = 1;
-        self->parked[self->nparked++] = fd;
+        t->parked[t->nparked++] = fd;
+        self->nparked++;
         self->in_flight -= 1;
         return 0;
     }
     if (self->open) { /* the oldest request due takes the connection */
         m->start = next;
-        self->k += 1;
+        t->k += 1;
     }
     self->issued += 1;
     self->burst[self->nburst++] = fd;
     return 0;
 }
 
-/* Open loop: give the requests that are due to parked members, the last parked first,
- * as Requests.issue and the pool's checkout would (a LIFO idle list, nothing to probe
- * or check). A member that the pool would probe, check or evict first (idle too long,
- * worn) goes back to the Python path, which does. Returns 1 when one did. */
-static int fire_parked(Lane *self, double now) {
+/* Open loop: give the requests that are due to parked members, target by target in
+ * index order and the last parked first, as Backlog.fire_due and the pool's checkout
+ * would (a LIFO idle list, nothing to probe or check). A member that the pool would
+ * probe, check or evict first (idle too long, worn) goes back to the Python path,
+ * which does. Returns 1 when one did. */
+static int fire_target(Lane *self, Target *t, double now) {
     int back = 0;
     const Words *i = &self->i;
-    while (self->nparked > 0) {
-        double next = due(self, self->k);
+    while (t->nparked > 0) {
+        double next = due_of(self, t);
         if (next > now || (self->end_at != 0.0 && next >= self->end_at) ||
-            (double)self->issued >= self->issue_cap || (self->w[i->breaker_word] & i->code_mask))
+            (double)self->issued >= self->issue_cap || (self->w[t->breaker_word] & i->code_mask))
             break;
-        int fd = self->parked[--self->nparked];
+        int fd = t->parked[--t->nparked];
+        self->nparked--;
         Member *m = &self->members[fd];
         m->parked = 0;
         int valid = member_valid(self, m);
@@ -578,15 +669,15 @@ static int fire_parked(Lane *self, double now) {
             continue;
         }
         double idle_for = now - m->last_used;
-        if ((self->idle_timeout > 0 && idle_for >= self->idle_timeout) ||
-            (self->health_after > 0 && idle_for >= self->health_after) ||
-            idle_for >= self->validate_after || (m->expires != 0.0 && now >= m->expires)) {
+        if ((t->idle_timeout > 0 && idle_for >= t->idle_timeout) ||
+            (t->health_after > 0 && idle_for >= t->health_after) ||
+            idle_for >= t->validate_after || (m->expires != 0.0 && now >= m->expires)) {
             if (take(self, fd, "parked", Py_NewRef(Py_None)) < 0) return -1;
             back = 1;
             continue;
         }
         m->start = next;
-        self->k += 1;
+        t->k += 1;
         self->issued += 1;
         self->in_flight += 1;
         mark(self, fd);
@@ -595,11 +686,22 @@ static int fire_parked(Lane *self, double now) {
     return back;
 }
 
-/* Hand every parked member back to the Python path (the steady state ended); one the
- * Python path closed meanwhile is only forgotten. */
-static int unpark_all(Lane *self) {
-    while (self->nparked > 0) {
-        int fd = self->parked[self->nparked - 1];
+static int fire_parked(Lane *self, double now) {
+    int back = 0;
+    for (int j = 0; j < self->ntg; j++) {
+        if (self->tg[j].nparked == 0) continue;
+        int r = fire_target(self, &self->tg[j], now);
+        if (r < 0) return -1;
+        back |= r;
+    }
+    return back;
+}
+
+/* Hand ``t``'s parked members back to the Python path (the steady state ended, for the
+ * run or for the target); one the Python path closed meanwhile is only forgotten. */
+static int unpark_target(Lane *self, Target *t) {
+    while (t->nparked > 0) {
+        int fd = t->parked[t->nparked - 1];
         int valid = member_valid(self, &self->members[fd]);
         if (valid < 0) return -1;
         if (!valid) {
@@ -608,6 +710,12 @@ static int unpark_all(Lane *self) {
             return -1;
         }
     }
+    return 0;
+}
+
+static int unpark_all(Lane *self) {
+    for (int j = 0; j < self->ntg; j++)
+        if (unpark_target(self, &self->tg[j]) < 0) return -1;
     return 0;
 }
 
@@ -636,9 +744,10 @@ static int send_burst(Lane *self) {
         }
         sent += 1;
         s[i->req_sent] = sent; /* counted before the send that writes its last byte */
+        const Target *t = &self->tg[m->t];
         ssize_t n;
         do {
-            n = send(fd, self->req, (size_t)self->req_size, 0);
+            n = send(fd, t->req, (size_t)t->req_size, 0);
         } while (n < 0 && errno == EINTR);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -651,7 +760,7 @@ static int send_burst(Lane *self) {
         }
         out += (uint64_t)n;
         m->deadline = deadline;
-        if (n != self->req_size) { /* the rest goes when the socket is writable */
+        if (n != t->req_size) { /* the rest goes when the socket is writable */
             sent -= 1;
             s[i->req_sent] = sent;
             if (take(self, fd, "partial", PyLong_FromSsize_t(n)) < 0) rc = -1;
@@ -684,9 +793,11 @@ static int grow(Lane *self, int fd) {
     int *burst = PyMem_Realloc(self->burst, sizeof(int) * (size_t)cap);
     if (burst == NULL) return -1;
     self->burst = burst;
-    int *parked = PyMem_Realloc(self->parked, sizeof(int) * (size_t)cap);
-    if (parked == NULL) return -1;
-    self->parked = parked;
+    for (int j = 0; j < self->ntg; j++) { /* each target's stack holds all its members */
+        int *parked = PyMem_Realloc(self->tg[j].parked, sizeof(int) * (size_t)cap);
+        if (parked == NULL) return -1;
+        self->tg[j].parked = parked;
+    }
     self->cap = cap;
     return 0;
 }
@@ -737,6 +848,8 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
         if (unpark_all(self) < 0) return NULL; /* the parked go back to be checked in */
         drop_all(self);
     }
+    for (int j = 0; active && j < self->ntg; j++) /* a target's streak, backoff or waiter */
+        if (!self->tg[j].steady && unpark_target(self, &self->tg[j]) < 0) return NULL;
     if (int_attr(self->run, s_issued, &self->issued) < 0) return NULL;
     if (self->open && int_attr(self->run, s_in_flight, &self->in_flight) < 0) return NULL;
     self->in_flight_read = self->in_flight; /* (parking changes it: the open loop only) */
@@ -753,8 +866,9 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
     for (;;) {
         /* a parked member: wake when its request is due */
         double wake = until;
-        if (self->nparked > 0) {
-            double next = due(self, self->k);
+        for (int j = 0; self->nparked > 0 && j < self->ntg; j++) {
+            if (self->tg[j].nparked == 0) continue;
+            double next = due_of(self, &self->tg[j]);
             if (next < wake) wake = next;
         }
         /* Busy polling (busy_poll_us): non-blocking waits for a while before a blocking
@@ -789,7 +903,7 @@ static PyObject *Lane_poll(Lane *self, PyObject *arg) {
                 continue;
             }
             if (m != NULL && m->conn != NULL) {
-                int valid = (ev & EPOLLOUT) ? 0 : member_valid(self, m);
+                int valid = (ev & EPOLLOUT) || !self->tg[m->t].steady ? 0 : member_valid(self, m);
                 if (valid < 0) {
                     failed = 1;
                     break;
@@ -856,11 +970,14 @@ static PyObject *Lane_admit(Lane *self, PyObject *batch) {
          * lane's renewals leave both as a renewal in the Python path sets them */
         PyObject *retried = PyObject_GetAttr(client, s_retried);
         PyObject *trial = PyObject_GetAttr(client, s_trial);
+        PyObject *to = PyObject_GetAttr(conn, s_target);
+        long tix = to != NULL && PyLong_Check(to) ? PyLong_AsLong(to) : -1;
         int ok = state == self->busy && cstate == self->sending_state && out == Py_None &&
                  fdo != NULL && retried == Py_False && trial != NULL && PyLong_Check(trial) &&
-                 PyLong_AsLong(trial) == 0;
+                 PyLong_AsLong(trial) == 0 && tix >= 0 && tix < self->ntg;
         Py_XDECREF(retried);
         Py_XDECREF(trial);
+        Py_XDECREF(to);
         long fd = ok ? PyLong_AsLong(fdo) : -1;
         Py_XDECREF(state);
         Py_XDECREF(cstate);
@@ -887,6 +1004,7 @@ static PyObject *Lane_admit(Lane *self, PyObject *batch) {
         Py_INCREF(client);
         m->client = client;
         m->dirty = 0;
+        m->t = (int)tix;
         admitted++;
     }
     Py_DECREF(seq);
@@ -952,23 +1070,61 @@ static int in_slot(const Words *i, Py_ssize_t slot_words) {
     return 1;
 }
 
+/* Target ``j`` of the lane from its Target object (workers.pool.target.Target): 0, or -1
+ * with the exception set (an index out of the region's range: ValueError). */
+static int init_target(Lane *self, int j, PyObject *target, Py_ssize_t all_words) {
+    Target *t = &self->tg[j];
+    long long breaker, ok, block, hist;
+    int own = truth_attr(target, s_own);
+    if (own < 0 || int_attr(target, s_breaker_word, &breaker) < 0 ||
+        int_attr(target, s_ok_word, &ok) < 0 || int_attr(target, s_block, &block) < 0 ||
+        int_attr(target, s_hist, &hist) < 0)
+        return -1;
+    t->target = Py_NewRef(target);
+    t->pool = PyObject_GetAttr(target, s_pool);
+    t->request = PyObject_GetAttr(target, s_request);
+    if (t->pool == NULL || t->request == NULL) return -1;
+    if (!PyBytes_Check(t->request)) {
+        PyErr_SetString(PyExc_TypeError, "a target's request: bytes");
+        return -1;
+    }
+    t->req = PyBytes_AS_STRING(t->request);
+    t->req_size = PyBytes_GET_SIZE(t->request);
+    t->breaker_word = (Py_ssize_t)breaker;
+    t->ok_word = (Py_ssize_t)ok;
+    t->resp_ok = own ? (Py_ssize_t)(block + self->i.t_resp_ok) : -1;
+    t->hist = own ? (Py_ssize_t)hist : -1;
+    t->parked = PyMem_Malloc(sizeof(int) * (size_t)self->cap);
+    if (t->parked == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (breaker < 0 || breaker >= all_words || ok < 0 || ok >= all_words ||
+        (own && (t->resp_ok < 0 || t->resp_ok >= all_words || hist < 0 ||
+                 hist + BUCKETS > all_words))) {
+        PyErr_SetString(PyExc_ValueError, "a target's words: indexes in range");
+        return -1;
+    }
+    return 0;
+}
+
 static int Lane_init(Lane *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"ep", "slot", "words", "index", "request", "success",
-                             "count_5xx", "max_head", "read_timeout", "run", "target",
-                             "arm", "busy", "sending", "spin", NULL};
+    static char *kwlist[] = {"ep", "slot", "words", "index", "success", "count_5xx",
+                             "max_head", "read_timeout", "run", "targets", "arm", "busy",
+                             "sending", "spin", NULL};
     int ep, count_5xx;
-    PyObject *slot, *words, *index, *request, *run, *target, *arm, *busy, *sending;
+    PyObject *slot, *words, *index, *run, *targets, *arm, *busy, *sending;
     Py_buffer success;
     Py_ssize_t max_head;
     double read_timeout, spin = 0.0;
-    if (self->ep >= 0 || self->have_bufs) {
+    if (self->ep >= 0 || self->have_bufs || self->tg != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a lane is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOOSy*pndOOOOO|d", kwlist, &ep, &slot,
-                                     &words, &index, &request, &success, &count_5xx,
-                                     &max_head, &read_timeout, &run, &target, &arm, &busy,
-                                     &sending, &spin))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOOy*pndOOOOO|d", kwlist, &ep, &slot,
+                                     &words, &index, &success, &count_5xx, &max_head,
+                                     &read_timeout, &run, &targets, &arm, &busy, &sending,
+                                     &spin))
         return -1;
     int bad = success.len != 600;
     if (!bad) memcpy(self->success, success.buf, 600);
@@ -993,8 +1149,7 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kw) {
         get_index(index, "bytes_in", &i->bytes_in) < 0 ||
         get_index(index, "bytes_out", &i->bytes_out) < 0 ||
         get_index(index, "reused", &i->reused) < 0 ||
-        get_index(index, "breaker_word", &i->breaker_word) < 0 ||
-        get_index(index, "ok_word", &i->ok_word) < 0 ||
+        get_index(index, "t_resp_ok", &i->t_resp_ok) < 0 ||
         get_index(index, "code_mask", &code_mask) < 0)
         return -1;
     i->code_mask = (uint64_t)code_mask;
@@ -1010,13 +1165,36 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kw) {
         !PyBuffer_IsContiguous(&self->words_buf, 'C') ||
         i->hist_base < 0 || i->hist_base + BUCKETS > slot_words || i->hist2_base < 0 ||
         i->hist2_base + BUCKETS > slot_words || i->status_base < 0 ||
-        i->status_base + 600 > slot_words || !in_slot(i, slot_words) ||
-        i->breaker_word < 0 || i->breaker_word >= all_words || i->ok_word < 0 ||
-        i->ok_word >= all_words) {
+        i->status_base + 600 > slot_words || !in_slot(i, slot_words)) {
         release(self);
         PyErr_SetString(PyExc_ValueError, "slot or words: 8-byte words, indexes in range");
         return -1;
     }
+    PyObject *seq = PySequence_Fast(targets, "targets: a sequence of targets");
+    if (seq == NULL) {
+        release(self);
+        return -1;
+    }
+    Py_ssize_t ntg = PySequence_Fast_GET_SIZE(seq);
+    self->tg = ntg > 0 && ntg < 1 << 16 ? PyMem_Calloc((size_t)ntg, sizeof(Target)) : NULL;
+    if (self->tg == NULL) {
+        Py_DECREF(seq);
+        release(self);
+        if (ntg > 0 && ntg < 1 << 16)
+            PyErr_NoMemory();
+        else
+            PyErr_SetString(PyExc_ValueError, "targets: one at least");
+        return -1;
+    }
+    self->ntg = (int)ntg;
+    for (int j = 0; j < self->ntg; j++) {
+        if (init_target(self, j, PySequence_Fast_GET_ITEM(seq, j), all_words) < 0) {
+            Py_DECREF(seq);
+            release(self);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
     self->s = self->slot_buf.buf;
     self->w = self->words_buf.buf;
     self->ep = ep;
@@ -1024,25 +1202,10 @@ static int Lane_init(Lane *self, PyObject *args, PyObject *kw) {
     self->max_head = max_head;
     self->read_timeout = read_timeout;
     self->spin = spin > 0 ? spin : 0.0;
-    Py_INCREF(request);
-    self->request = request;
-    self->req = PyBytes_AS_STRING(request);
-    self->req_size = PyBytes_GET_SIZE(request);
-    self->pool = PyObject_GetAttrString(target, "pool");
-    if (self->pool == NULL) {
-        release(self);
-        return -1;
-    }
-    Py_INCREF(run);
-    self->run = run;
-    Py_INCREF(target);
-    self->target = target;
-    Py_INCREF(arm);
-    self->arm = arm;
-    Py_INCREF(busy);
-    self->busy = busy;
-    Py_INCREF(sending);
-    self->sending_state = sending;
+    self->run = Py_NewRef(run);
+    self->arm = Py_NewRef(arm);
+    self->busy = Py_NewRef(busy);
+    self->sending_state = Py_NewRef(sending);
     return 0;
 }
 
@@ -1060,23 +1223,35 @@ static PyObject *Lane_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObjec
     return (PyObject *)self;
 }
 
+static void free_targets(Lane *self) {
+    for (int j = 0; self->tg != NULL && j < self->ntg; j++) {
+        Target *t = &self->tg[j];
+        Py_XDECREF(t->target);
+        Py_XDECREF(t->pool);
+        Py_XDECREF(t->request);
+        PyMem_Free(t->spots);
+        PyMem_Free(t->parked);
+    }
+    PyMem_Free(self->tg);
+    self->tg = NULL;
+    self->ntg = 0;
+}
+
 static void Lane_dealloc(Lane *self) {
     release(self);
+    free_targets(self);
     PyMem_Free(self->members);
     PyMem_Free(self->dirty);
     PyMem_Free(self->burst);
-    PyMem_Free(self->parked);
     PyMem_Free(self->buf);
     PyMem_Free(self->evs);
     Py_XDECREF(self->taken);
-    Py_XDECREF(self->request);
     Py_XDECREF(self->run);
-    Py_XDECREF(self->target);
-    Py_XDECREF(self->pool);
     Py_XDECREF(self->arm);
     Py_XDECREF(self->busy);
     Py_XDECREF(self->sending_state);
     Py_XDECREF(self->cursor);
+    Py_XDECREF(self->sched_seen);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1227,6 +1402,15 @@ PyMODINIT_FUNC PyInit__lane(void) {
     INTERN(s_idle_timeout, "idle_timeout");
     INTERN(s_validate_after, "validate_after");
     INTERN(s_health_after, "health_after");
+    INTERN(s_spots, "spots");
+    INTERN(s_target, "target");
+    INTERN(s_pool, "pool");
+    INTERN(s_request, "request");
+    INTERN(s_breaker_word, "breaker_word");
+    INTERN(s_ok_word, "ok_word");
+    INTERN(s_own, "own");
+    INTERN(s_block, "block");
+    INTERN(s_hist, "hist");
     if (PyType_Ready(&LaneType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

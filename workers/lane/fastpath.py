@@ -1,13 +1,14 @@
 """The accelerated path: the request path's steady state in C, the Python path its reference.
 
-Theory of operation.  In a run against one plain-TCP target, almost every request
+Theory of operation.  In a run against plain-TCP targets, almost every request
 is the same few steps: a whole response arrives on a kept connection, it is
 counted, and the next request goes out on the same connection in the wakeup's
-burst (``RENEW`` in :mod:`workers.exchange.decide`): in the closed loop the same client's
-next one; in the open loop the oldest request due in the schedule (its backlog,
+burst (``RENEW`` in :mod:`workers.exchange.decide`): in the closed loop (one target) the
+same client's next one; in the open loop (any number of targets) the oldest request
+of the connection's target due in the schedule (its backlog,
 :mod:`workers.exchange.backlog`), whose latency counts from its intended time.  The lane
-computes that time as :meth:`workers.loop.loadshape.Schedule.due` does, term for term, and
-advances the schedule's cursor; after a response with nothing due it hands the
+computes that time as :meth:`workers.loop.loadshape.Schedule.due_of` does, term for term,
+and advances that target's cursor; after a response with nothing due it hands the
 connection back, and the Python path checks it in.  The
 C extension ``workers.lane._lane`` does exactly those steps for the connections it
 holds, its *members*, without returning to the interpreter: ``epoll_wait``,
@@ -28,14 +29,17 @@ does (:meth:`Lane.take`, :meth:`Handback.settle`).  Whatever the lane does not r
 the Python path decides, with llhttp: the lane's framer accepts only a strict
 subset of what llhttp accepts (tests/unit/test_lane.py).
 
-The run-wide conditions (renewing, or the open loop's schedule and end; not
-paused, stopping or injecting; no failure streak, backoff or waiter on the target; the pool within
-its size) are read each time the loop calls in, because only the Python path
-changes them; when they do not hold, the lane has no members and is a plain
-``poll``.  The figures the Python path keeps on its objects (``conn.requests``,
-``conn.deadline``, ``client.start``, ``client.sent_at``, ``run.issued``,
-``target.last_ok``, the schedule's cursor) are written back before every return,
-so the Python path never sees a stale one.
+Each member carries its target; the lane keeps each target's request, words, pool
+conditions, cursor and parked members.  The run-wide conditions (renewing, or the
+open loop's schedule and end; not paused, stopping or injecting) and each target's
+(no failure streak, backoff or waiter; the pool within its size) are read each
+time the loop calls in, because only the Python path changes them; when the
+run's do not hold, the lane has no members and is a plain ``poll``, and when a
+target's do not, its members go back to the Python path.  The figures the
+Python path keeps on its objects (``conn.requests``, ``conn.deadline``,
+``client.start``, ``client.sent_at``, ``run.issued``, ``target.last_ok``, the
+schedule's cursors) are written back before every return, so the Python path
+never sees a stale one.
 
 ``POOLSVC_NO_EXTENSIONS=1`` (at install or at run time), or a machine that could
 not build the extension, runs the pure-Python path; :func:`choose` says which path
@@ -86,21 +90,28 @@ def path() -> str:
 
 def choose(specs: Sequence[TargetSpec], rate: float) -> str:
     """The path a run of ``specs`` takes: "accelerated" when the lane can have its
-    steady state (one plain-TCP target, no HEAD, keep-alive; closed or open loop),
-    else "pure (why)"."""
-    why = ""
-    if len(specs) != 1:
-        why = "several targets"
-    elif specs[0].tls is not None:
-        why = "TLS"
-    elif not specs[0].nodelay or specs[0].split_writes:
-        why = "the Nagle study's tuned transport"
-    elif specs[0].method == "HEAD":
-        why = "HEAD requests"
-    elif not specs[0].keep_alive:
-        why = "keep_alive false"  # every response closes its connection: nothing to renew
+    steady state (plain-TCP targets, no HEAD, keep-alive; one target in the closed
+    loop, any number in the open loop), else "pure (why)"."""
+    why = next(filter(None, map(_why_not, specs)), "")
+    if not why and len(specs) > 1 and not rate:
+        # each request of the closed loop picks its target (the round-robin), so a
+        # response never renews its connection: there is no steady state to hold
+        why = "several targets in the closed loop"
     here = path()
     return here if here != "accelerated" or not why else f"pure ({why})"
+
+
+def _why_not(spec: TargetSpec) -> str:
+    """Why the lane cannot hold this target's connections ("": it can)."""
+    if spec.tls is not None:
+        return "TLS"  # the lane reads plain sockets; a TLS record is the ssl module's
+    if not spec.nodelay or spec.split_writes:
+        return "the Nagle study's tuned transport"
+    if spec.method == "HEAD":
+        return "HEAD requests"
+    if not spec.keep_alive:
+        return "keep_alive false"  # every response closes its connection: nothing to renew
+    return ""
 
 
 def frame(data: bytes, max_head: int) -> tuple[int, int] | None:
@@ -119,34 +130,29 @@ def bucket_of(us: int) -> int:
 def build(
     ep: int,
     run: RunState,
-    target: Target,
+    targets: Sequence[Target],
     shared: SharedView,
     settings: LoopSettings,
     read_timeout: float,
     deadlines: Deadlines,
 ) -> Lane:
-    """The lane of one worker; every index it writes comes from the meter
-    (:meth:`workers.shared.meter.Meter.lane_words`) and :mod:`workers.shared.shm`, where each
-    is defined."""
+    """The lane of one worker, for its ``targets`` (by index, as ``conn.target`` names
+    them); every index it writes comes from the meter
+    (:meth:`workers.shared.meter.Meter.lane_words`), :mod:`workers.shared.shm` and each
+    target (its breaker, ``ok`` and own-block words), where each is defined."""
     assert _lane is not None
-    index = {
-        **Meter.lane_words(),
-        "breaker_word": target.breaker_word,
-        "ok_word": target.ok_word,
-        "code_mask": shm.CODE_MASK,
-    }
+    index = {**Meter.lane_words(), "t_resp_ok": shm.T_RESP_OK, "code_mask": shm.CODE_MASK}
     lane: Lane = _lane.Lane(
         ep=ep,
         slot=shared.slot,
         words=shared.words,
         index=index,
-        request=target.request,
         success=settings.success,
         count_5xx=settings.count_5xx,
         max_head=settings.max_header_bytes,
         read_timeout=read_timeout,
         run=run,
-        target=target,
+        targets=list(targets),
         arm=deadlines.arm,
         busy=cx.BUSY,
         sending=cl.SENDING,
@@ -161,7 +167,7 @@ class Handback:
     failures (``peers.settling``)."""
 
     lane: Lane
-    request: bytes  # the target's request: a partial write's rest goes from it
+    requests: Sequence[bytes]  # each target's request: a partial write's rest goes from it
     peers: Peers
 
     def settle(self) -> None:
@@ -179,7 +185,7 @@ class Handback:
             elif kind == "error":
                 peers.settling.read_failed(conn, errno_name(value))
             elif kind == "partial":
-                peers.issuing.write_later(conn, self.request, value)
+                peers.issuing.write_later(conn, self.requests[conn.target], value)
             else:
                 peers.settling.conn_failed(conn, "write", errno_name(value))
 
