@@ -9,11 +9,21 @@ takes. Near 1.0, no generator doing a send and a receive per request has room le
 
 from __future__ import annotations
 
-import shutil
+import statistics
 
-from tools.bench.common import Steady, medians, nginx, path_env, run_argv, steady
+from tools.bench.common import (
+    Steady,
+    _have,
+    medians,
+    nginx,
+    path_env,
+    run_argv,
+    section_main,
+    steady,
+)
 
 SHARE = 0.9  # of the round's closed-loop rate: the open loop's goal
+OPEN = f"poolsvc worker, open loop at {SHARE} of its closed loop"
 
 
 def steady_cpu(rounds: int, seconds: float) -> str:
@@ -23,9 +33,9 @@ def steady_cpu(rounds: int, seconds: float) -> str:
         "poolsvc worker": [],
         "poolsvc worker (pure Python)": [],
         "wrk": [],
-        f"poolsvc worker, open loop at {SHARE} of its closed loop": [],
+        OPEN: [],
     }
-    wrk2 = shutil.which("wrk2")
+    wrk2 = _have("wrk2")
     if wrk2:
         runs["wrk2 at the same rate"] = []
     with nginx() as ng:
@@ -40,9 +50,9 @@ def steady_cpu(rounds: int, seconds: float) -> str:
             runs["wrk"].append(steady(ng, wrk, seconds))
             rate = str(round(closed[2] * SHARE))
             opened = steady(ng, [*poolsvc, "--rate", rate], seconds, env=path_env(False))
-            runs[f"poolsvc worker, open loop at {SHARE} of its closed loop"].append(opened)
+            runs[OPEN].append(opened)
             if wrk2:
-                cmd = [wrk2, "-t1", "-c50", f"-d{round(seconds + 3)}s", f"-R{rate}", url]
+                cmd = ["wrk2", "-t1", "-c50", f"-d{round(seconds + 3)}s", f"-R{rate}", url]
                 runs["wrk2 at the same rate"].append(steady(ng, cmd, seconds))
     lines = [
         "| process | user per request | kernel per request | req/s meanwhile | core |",
@@ -50,12 +60,10 @@ def steady_cpu(rounds: int, seconds: float) -> str:
     ]
     for name, rows in runs.items():
         user, kern, rps, _ = medians(rows)
-        core = (user + kern) * rps / 1e6
+        core = statistics.median((r[0] + r[1]) * r[2] / 1e6 for r in rows)  # per round
         lines.append(f"| {name} | {user:.2f} µs | {kern:.2f} µs | {rps:,.0f} | {core:.2f} |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    from tools.bench.common import section_main
-
-    raise SystemExit(section_main("tools.bench.steadycpu", __doc__ or "", steady_cpu))
+    raise SystemExit(section_main("python -m tools.bench.steadycpu", __doc__ or "", steady_cpu))
