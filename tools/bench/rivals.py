@@ -53,12 +53,25 @@ def parse_wrk(out: str) -> dict[str, float]:
     return _wrk_summary(out, lat)
 
 
+def wrk2_argv(url: tuple[str, int], seconds: float, rate: float, *extra: str) -> list[str]:
+    """wrk2 as every section runs it: one thread and 50 connections as wrk, at ``rate``
+    for ``seconds`` (whole, at least 1); ``extra`` goes before the URL."""
+    return [
+        "wrk2",
+        "-t1",
+        "-c50",
+        f"-d{max(1, round(seconds))}s",
+        f"-R{rate:.0f}",
+        *extra,
+        f"http://{url[0]}:{url[1]}/",
+    ]
+
+
 def run_wrk2(url: tuple[str, int], seconds: float, rate: float) -> dict[str, float]:
     """wrk2 (wrk's open loop: a constant rate, latency from the intended send times) at
-    ``rate``, one thread and 50 connections as wrk; its first seconds calibrate it, so
-    it runs :data:`WRK2_CALIBRATION` seconds longer than asked."""
-    cmd = ["wrk2", "-t1", "-c50", f"-d{max(1, round(seconds + WRK2_CALIBRATION))}s"]
-    out, cpu = timed(pin([*cmd, f"-R{rate:.0f}", "--latency", f"http://{url[0]}:{url[1]}/"]))
+    ``rate``; its first seconds calibrate it, so it runs :data:`WRK2_CALIBRATION`
+    seconds longer than asked."""
+    out, cpu = timed(pin(wrk2_argv(url, seconds + WRK2_CALIBRATION, rate, "--latency")))
     return {**parse_wrk2(out), "cpu": cpu}
 
 

@@ -21,6 +21,7 @@ from tools.bench.common import (
     section_main,
     steady,
 )
+from tools.bench.rivals import wrk2_argv
 
 SHARE = 0.9  # of the round's closed-loop rate: the open loop's goal
 OPEN = f"poolsvc worker, open loop at {SHARE} of its closed loop"
@@ -48,11 +49,11 @@ def steady_cpu(rounds: int, seconds: float) -> str:
             pure = steady(ng, poolsvc, seconds, env=path_env(True))
             runs["poolsvc worker (pure Python)"].append(pure)
             runs["wrk"].append(steady(ng, wrk, seconds))
-            rate = str(round(closed[2] * SHARE))
-            opened = steady(ng, [*poolsvc, "--rate", rate], seconds, env=path_env(False))
+            rate = round(closed[2] * SHARE)
+            opened = steady(ng, [*poolsvc, "--rate", str(rate)], seconds, env=path_env(False))
             runs[OPEN].append(opened)
             if wrk2:
-                cmd = ["wrk2", "-t1", "-c50", f"-d{round(seconds + 3)}s", f"-R{rate}", url]
+                cmd = wrk2_argv((ng.host, ng.port), seconds + 3, rate)
                 runs["wrk2 at the same rate"].append(steady(ng, cmd, seconds))
     lines = [
         "| process | user per request | kernel per request | req/s meanwhile | core |",
