@@ -99,7 +99,8 @@ def sustained(url: tuple[str, int], seconds: float) -> str:
         "| p99 | sustained | wrk2 sent req/s | wrk2 p99 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    if _have("wrk2"):  # its p99 at the base rate, for the same criterion
+    have_wrk2 = _have("wrk2")
+    if have_wrk2:  # its p99 at the base rate, for the same criterion
         lines.insert(
             1, f"(wrk2's p99 at {BASE_RATE:,}/s: {run_wrk2(url, seconds, BASE_RATE)['p99']:.3f} ms)"
         )
@@ -112,7 +113,7 @@ def sustained(url: tuple[str, int], seconds: float) -> str:
         late = m["requests.late"] / max(1, m["requests.sent"])
         ok = late < LATE_MAX and m["latency.p99_ms"] < P99_FACTOR * base
         rival = "| - | - |"
-        if _have("wrk2"):
+        if have_wrk2:
             w = run_wrk2(url, seconds, rate)
             rival = f"| {w['rps']:,.0f} | {w['p99']:.2f} ms |"
         lines.append(

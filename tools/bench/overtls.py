@@ -23,6 +23,7 @@ from pathlib import Path
 import trustme
 
 from tools.bench.common import SERVER_CPU, Steady, medians, run_argv, section_main, steady
+from tools.bench.rivals import wrk_argv
 from tools.nginx import Nginx
 
 
@@ -51,20 +52,14 @@ def commands(ng: Nginx, ca: Path, seconds: float) -> dict[str, list[str]]:
     https = f"https://{ng.host}:{ng.tls_port}/"
     return {
         "poolsvc http": run_argv((ng.host, ng.port), "--size", "50", "--duration", last),
-        "wrk http": [
-            "wrk",
-            "-t1",
-            "-c50",
-            f"-d{round(seconds + 3)}s",
-            f"http://{ng.host}:{ng.port}/",
-        ],
+        "wrk http": wrk_argv(f"http://{ng.host}:{ng.port}/", seconds + 3),
         "poolsvc https": [
             *run_argv((ng.host, ng.tls_port), "--size", "50", "--duration", last),
             "--tls",
             "--cacert",
             str(ca),
         ],
-        "wrk https": ["wrk", "-t1", "-c50", f"-d{round(seconds + 3)}s", https],
+        "wrk https": wrk_argv(https, seconds + 3),
     }
 
 

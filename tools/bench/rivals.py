@@ -18,19 +18,20 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def wrk_argv(url: str, seconds: float, *extra: str, rate: float | None = None) -> list[str]:
+    """wrk as every section runs it: one thread and 50 connections (poolsvc's
+    ``--size 50``) for ``seconds`` (whole, at least 1); with ``rate``, wrk2 (wrk's open
+    loop) at that rate. ``extra`` goes before the URL."""
+    tool = ["wrk"] if rate is None else ["wrk2", f"-R{rate:.0f}"]
+    return [tool[0], "-t1", "-c50", f"-d{max(1, round(seconds))}s", *tool[1:], *extra, url]
+
+
+def http_url(url: tuple[str, int]) -> str:
+    return f"http://{url[0]}:{url[1]}/"
+
+
 def run_wrk(url: tuple[str, int], seconds: float) -> dict[str, float]:
-    out, cpu = timed(
-        pin(
-            [
-                "wrk",
-                "-t1",
-                "-c50",
-                f"-d{max(1, round(seconds))}s",
-                "--latency",
-                f"http://{url[0]}:{url[1]}/",
-            ]
-        )
-    )
+    out, cpu = timed(pin(wrk_argv(http_url(url), seconds, "--latency")))
     return {**parse_wrk(out), "cpu": cpu}
 
 
@@ -53,25 +54,12 @@ def parse_wrk(out: str) -> dict[str, float]:
     return _wrk_summary(out, lat)
 
 
-def wrk2_argv(url: tuple[str, int], seconds: float, rate: float, *extra: str) -> list[str]:
-    """wrk2 as every section runs it: one thread and 50 connections as wrk, at ``rate``
-    for ``seconds`` (whole, at least 1); ``extra`` goes before the URL."""
-    return [
-        "wrk2",
-        "-t1",
-        "-c50",
-        f"-d{max(1, round(seconds))}s",
-        f"-R{rate:.0f}",
-        *extra,
-        f"http://{url[0]}:{url[1]}/",
-    ]
-
-
 def run_wrk2(url: tuple[str, int], seconds: float, rate: float) -> dict[str, float]:
     """wrk2 (wrk's open loop: a constant rate, latency from the intended send times) at
     ``rate``; its first seconds calibrate it, so it runs :data:`WRK2_CALIBRATION`
     seconds longer than asked."""
-    out, cpu = timed(pin(wrk2_argv(url, seconds + WRK2_CALIBRATION, rate, "--latency")))
+    argv = wrk_argv(http_url(url), seconds + WRK2_CALIBRATION, "--latency", rate=rate)
+    out, cpu = timed(pin(argv))
     return {**parse_wrk2(out), "cpu": cpu}
 
 

@@ -21,7 +21,7 @@ from tools.bench.common import (
     section_main,
     steady,
 )
-from tools.bench.rivals import wrk2_argv
+from tools.bench.rivals import wrk_argv
 
 SHARE = 0.9  # of the round's closed-loop rate: the open loop's goal
 OPEN = f"poolsvc worker, open loop at {SHARE} of its closed loop"
@@ -42,7 +42,7 @@ def steady_cpu(rounds: int, seconds: float) -> str:
     with nginx() as ng:
         url = f"http://{ng.host}:{ng.port}/"
         poolsvc = run_argv((ng.host, ng.port), "--size", "50", "--duration", str(seconds + 3))
-        wrk = ["wrk", "-t1", "-c50", f"-d{round(seconds + 3)}s", url]
+        wrk = wrk_argv(url, seconds + 3)
         for _ in range(rounds):
             closed = steady(ng, poolsvc, seconds, env=path_env(False))
             runs["poolsvc worker"].append(closed)
@@ -53,7 +53,7 @@ def steady_cpu(rounds: int, seconds: float) -> str:
             opened = steady(ng, [*poolsvc, "--rate", str(rate)], seconds, env=path_env(False))
             runs[OPEN].append(opened)
             if wrk2:
-                cmd = wrk2_argv((ng.host, ng.port), seconds + 3, rate)
+                cmd = wrk_argv(url, seconds + 3, rate=rate)
                 runs["wrk2 at the same rate"].append(steady(ng, cmd, seconds))
     lines = [
         "| process | user per request | kernel per request | req/s meanwhile | core |",
